@@ -1,0 +1,434 @@
+//! The Dask side of muster, isolated in one place: the scheduler and worker
+//! command lines, the environment they need, the scheduler file, and an HTTP
+//! client for the scheduler's `/api/v1` routes. Backends call these builders
+//! and never spell a Dask flag themselves.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::SchedulerContact;
+use crate::error::{Error, Result};
+use crate::spec::ClusterSpec;
+
+/// The environment variable that lists the scheduler's HTTP route modules.
+pub const HTTP_ROUTES_ENV: &str = "DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES";
+
+/// distributed's default HTTP routes plus the `/api/v1` module muster needs
+/// (adaptive_target, retire_workers, get_workers, check_idle).
+pub const HTTP_ROUTES: &str = concat!(
+    r#"["distributed.http.scheduler.prometheus", "distributed.http.scheduler.info", "#,
+    r#""distributed.http.scheduler.json", "distributed.http.health", "#,
+    r#""distributed.http.proxy", "distributed.http.statics", "distributed.http.scheduler.api"]"#,
+);
+
+/// A program to start: argv plus the environment it needs on top of the
+/// inherited one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProcessCommand {
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// Environment variables to set.
+    pub env: BTreeMap<String, String>,
+}
+
+impl ProcessCommand {
+    /// The command as one POSIX-shell line (`VAR=value ... prog args`), with
+    /// every element quoted as needed.
+    pub fn to_shell(&self) -> String {
+        let env = self
+            .env
+            .iter()
+            .map(|(k, v)| format!("{k}={}", shell_words::quote(v)));
+        let argv = self.argv.iter().map(|a| shell_words::quote(a).into_owned());
+        env.chain(argv).collect::<Vec<_>>().join(" ")
+    }
+}
+
+/// The scheduler's command line and environment.
+pub fn scheduler_command(spec: &ClusterSpec, host: &str, scheduler_file: &Path) -> ProcessCommand {
+    let python = spec
+        .scheduler
+        .python
+        .clone()
+        .unwrap_or_else(|| spec.worker.python.clone());
+    let mut argv = vec![
+        python,
+        "-m".into(),
+        "distributed.cli.dask_scheduler".into(),
+        "--host".into(),
+        host.to_string(),
+        "--port".into(),
+        spec.scheduler.port.to_string(),
+        "--dashboard-address".into(),
+        format!("{}:{}", bracket_ipv6(host), spec.scheduler.dashboard_port),
+        "--scheduler-file".into(),
+        scheduler_file.display().to_string(),
+    ];
+    argv.extend(spec.scheduler.extra_args.iter().cloned());
+    let mut env = spec.scheduler.env.clone();
+    env.insert(HTTP_ROUTES_ENV.into(), HTTP_ROUTES.into());
+    ProcessCommand { argv, env }
+}
+
+/// A worker job's command line and environment. `name` is the job id, which
+/// becomes the Dask worker name (with `-0`, `-1`, ... appended by Dask when the
+/// job runs several processes).
+pub fn worker_command(
+    spec: &ClusterSpec,
+    name: &str,
+    contact: &SchedulerContact,
+) -> ProcessCommand {
+    let w = &spec.worker;
+    let mut argv = vec![
+        w.python.clone(),
+        "-m".into(),
+        "distributed.cli.dask_worker".into(),
+    ];
+    match contact {
+        SchedulerContact::Address(addr) => argv.push(addr.clone()),
+        SchedulerContact::File(path) => {
+            argv.push("--scheduler-file".into());
+            argv.push(path.display().to_string());
+        }
+    }
+    argv.extend([
+        "--name".into(),
+        name.to_string(),
+        "--nthreads".into(),
+        w.threads_per_process().to_string(),
+    ]);
+    if w.processes > 1 {
+        argv.extend(["--nworkers".into(), w.processes.to_string()]);
+    }
+    argv.extend([
+        "--memory-limit".into(),
+        w.memory_per_process()
+            .map(|m| m.bytes().to_string())
+            .unwrap_or_else(|| "auto".into()),
+        "--death-timeout".into(),
+        w.death_timeout.duration().as_secs().to_string(),
+    ]);
+    if !w.nanny {
+        argv.push("--no-nanny".into());
+    }
+    if let Some(iface) = &w.interface {
+        argv.extend(["--interface".into(), iface.clone()]);
+    }
+    if let Some(dir) = &w.local_directory {
+        argv.extend(["--local-directory".into(), dir.clone()]);
+    }
+    argv.extend(w.extra_args.iter().cloned());
+    ProcessCommand {
+        argv,
+        env: w.env.clone(),
+    }
+}
+
+/// The argv that checks a python can import `distributed` and prints its version.
+pub fn import_check_argv(python: &str) -> Vec<String> {
+    vec![
+        python.to_string(),
+        "-c".into(),
+        "import distributed; print(distributed.__version__)".into(),
+    ]
+}
+
+/// The job id a Dask worker name belongs to: the name itself for one process
+/// per job, or the name without Dask's `-<i>` suffix for several.
+pub fn job_of_worker(worker_name: &str, processes: u32) -> &str {
+    if processes > 1
+        && let Some((job, index)) = worker_name.rsplit_once('-')
+        && !index.is_empty()
+        && index.bytes().all(|b| b.is_ascii_digit())
+    {
+        return job;
+    }
+    worker_name
+}
+
+fn bracket_ipv6(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}
+
+/// Where a running scheduler can be reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchedulerEndpoint {
+    /// The comm address workers and clients use, e.g. `tcp://127.0.0.1:8786`.
+    pub address: String,
+    /// The dashboard's base URL (also the HTTP API's), e.g. `http://127.0.0.1:8787`.
+    pub http_url: String,
+}
+
+impl SchedulerEndpoint {
+    /// The dashboard link a person opens.
+    pub fn dashboard_link(&self) -> String {
+        format!("{}/status", self.http_url)
+    }
+}
+
+#[derive(Deserialize)]
+struct SchedulerFile {
+    address: String,
+    #[serde(default)]
+    services: BTreeMap<String, serde_json::Value>,
+}
+
+/// Reads the JSON a scheduler writes with `--scheduler-file`. Returns `None`
+/// for an incomplete file (the scheduler may be writing it).
+pub fn parse_scheduler_file(text: &str) -> Option<SchedulerEndpoint> {
+    let file: SchedulerFile = serde_json::from_str(text).ok()?;
+    let host = host_of_address(&file.address)?;
+    let port = file.services.get("dashboard")?.as_u64()?;
+    Some(SchedulerEndpoint {
+        http_url: format!("http://{}:{port}", bracket_ipv6(host)),
+        address: file.address,
+    })
+}
+
+/// The host part of `tcp://host:port` (IPv6 hosts come back without brackets).
+pub fn host_of_address(address: &str) -> Option<&str> {
+    let rest = address.split_once("://").map_or(address, |(_, r)| r);
+    let (host, port) = rest.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    Some(host.trim_start_matches('[').trim_end_matches(']'))
+}
+
+/// A Dask worker as the scheduler knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// The worker's name (muster's job id, possibly with a process suffix).
+    pub name: String,
+    /// Its comm address.
+    pub address: String,
+}
+
+/// A client for the scheduler's HTTP API.
+#[derive(Debug, Clone)]
+pub struct SchedulerClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl SchedulerClient {
+    /// A client for the scheduler whose dashboard is at `http_url`.
+    pub fn new(http_url: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .expect("a plain HTTP client always builds");
+        SchedulerClient {
+            http,
+            base: http_url.trim_end_matches('/').to_string(),
+        }
+    }
+
+    fn fail(&self, url: &str, e: impl std::fmt::Display, transient: bool) -> Error {
+        Error::Scheduler {
+            url: url.to_string(),
+            message: e.to_string(),
+            transient,
+        }
+    }
+
+    async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        url: &str,
+    ) -> Result<T> {
+        tracing::debug!(%url, "scheduler api");
+        let resp = req.send().await.map_err(|e| self.fail(url, e, true))?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Err(self.fail(
+                url,
+                format!("404: the scheduler's API routes are off (set {HTTP_ROUTES_ENV})"),
+                false,
+            ));
+        }
+        if !status.is_success() {
+            return Err(self.fail(url, format!("HTTP {status}"), status.is_server_error()));
+        }
+        resp.json().await.map_err(|e| self.fail(url, e, false))
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let url = format!("{}{path}", self.base);
+        self.send(self.http.get(&url), &url).await
+    }
+
+    /// True when `/health` answers `ok`.
+    pub async fn healthy(&self) -> bool {
+        let url = format!("{}/health", self.base);
+        match self.http.get(&url).send().await {
+            Ok(r) => r.status().is_success(),
+            Err(_) => false,
+        }
+    }
+
+    /// The workers the scheduler knows.
+    pub async fn workers(&self) -> Result<Vec<WorkerInfo>> {
+        #[derive(Deserialize)]
+        struct Raw {
+            workers: Vec<RawWorker>,
+        }
+        #[derive(Deserialize)]
+        struct RawWorker {
+            name: serde_json::Value,
+            address: String,
+        }
+        let raw: Raw = self.get("/api/v1/get_workers").await?;
+        Ok(raw
+            .workers
+            .into_iter()
+            .map(|w| WorkerInfo {
+                name: value_to_name(&w.name),
+                address: w.address,
+            })
+            .collect())
+    }
+
+    /// How many workers the scheduler would like (its adaptive target).
+    pub async fn adaptive_target(&self) -> Result<u32> {
+        #[derive(Deserialize)]
+        struct Raw {
+            workers: u32,
+        }
+        Ok(self.get::<Raw>("/api/v1/adaptive_target").await?.workers)
+    }
+
+    /// Since when (Unix seconds) the scheduler has been idle, if it is.
+    pub async fn idle_since(&self) -> Result<Option<f64>> {
+        #[derive(Deserialize)]
+        struct Raw {
+            idle_since: Option<f64>,
+        }
+        Ok(self.get::<Raw>("/api/v1/check_idle").await?.idle_since)
+    }
+
+    /// Retires the workers at these addresses: the scheduler moves their data
+    /// to other workers and removes them before it answers. Returns the names
+    /// of the workers it retired.
+    pub async fn retire_workers(&self, addresses: &[String]) -> Result<Vec<String>> {
+        if addresses.is_empty() {
+            return Ok(Vec::new());
+        }
+        let url = format!("{}/api/v1/retire_workers", self.base);
+        let body = serde_json::json!({ "workers": addresses });
+        let raw: BTreeMap<String, serde_json::Value> =
+            self.send(self.http.post(&url).json(&body), &url).await?;
+        Ok(raw
+            .values()
+            .filter_map(|info| info.get("name").map(value_to_name))
+            .collect())
+    }
+}
+
+fn value_to_name(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn spec(yaml: &str) -> ClusterSpec {
+        let s = ClusterSpec::from_yaml(yaml, None).unwrap();
+        s.validate().unwrap();
+        s
+    }
+
+    #[test]
+    fn scheduler_command_enables_the_api() {
+        let cmd = scheduler_command(
+            &spec("name: demo"),
+            "127.0.0.1",
+            Path::new("/s/scheduler.json"),
+        );
+        insta::assert_snapshot!(cmd.to_shell());
+    }
+
+    #[test]
+    fn worker_command_with_every_option() {
+        let s = spec(
+            r#"
+name: demo
+worker:
+  cores: 8
+  processes: 2
+  memory: 16GiB
+  python: /opt/venv/bin/python
+  nanny: false
+  interface: ib0
+  local_directory: /scratch/$USER
+  death_timeout: 2m
+  env: {OMP_NUM_THREADS: "1", NOTE: "it's $(id)"}
+  extra_args: ["--resources", "GPU=1"]
+"#,
+        );
+        let cmd = worker_command(
+            &s,
+            "demo-w3",
+            &SchedulerContact::Address("tcp://10.0.0.1:8786".into()),
+        );
+        insta::assert_snapshot!(cmd.to_shell());
+        let by_file = worker_command(
+            &s,
+            "demo-w3",
+            &SchedulerContact::File(PathBuf::from("/s/f.json")),
+        );
+        assert_eq!(by_file.argv[3..5], ["--scheduler-file", "/s/f.json"]);
+    }
+
+    #[test]
+    fn hostile_values_stay_single_arguments() {
+        let s = spec("name: x\nworker: {extra_args: [\"a b; rm -rf / `id` $(id)\"]}");
+        let cmd = worker_command(&s, "x-w0", &SchedulerContact::Address("tcp://h:1".into()));
+        assert_eq!(cmd.argv.last().unwrap(), "a b; rm -rf / `id` $(id)");
+        assert!(
+            cmd.to_shell().ends_with("'a b; rm -rf / `id` $(id)'"),
+            "{}",
+            cmd.to_shell()
+        );
+    }
+
+    #[test]
+    fn scheduler_files_parse() {
+        let text = r#"{"type": "Scheduler", "id": "Scheduler-1", "address": "tcp://127.0.0.1:38179",
+            "services": {"dashboard": 44805}, "started": 1.0, "workers": {}}"#;
+        let ep = parse_scheduler_file(text).unwrap();
+        assert_eq!(ep.address, "tcp://127.0.0.1:38179");
+        assert_eq!(ep.http_url, "http://127.0.0.1:44805");
+        assert_eq!(ep.dashboard_link(), "http://127.0.0.1:44805/status");
+        let v6 = r#"{"address": "tcp://[::1]:9000", "services": {"dashboard": 9001}}"#;
+        assert_eq!(
+            parse_scheduler_file(v6).unwrap().http_url,
+            "http://[::1]:9001"
+        );
+        assert_eq!(parse_scheduler_file(""), None);
+        assert_eq!(parse_scheduler_file("{\"addr"), None);
+        assert_eq!(
+            parse_scheduler_file(r#"{"address": "tcp://h:1", "services": {}}"#),
+            None
+        );
+    }
+
+    #[test]
+    fn worker_names_map_to_jobs() {
+        assert_eq!(job_of_worker("demo-w3", 1), "demo-w3");
+        assert_eq!(job_of_worker("demo-w3-1", 2), "demo-w3");
+        assert_eq!(job_of_worker("demo-w3", 2), "demo-w3");
+        assert_eq!(job_of_worker("1234_5-0", 4), "1234_5");
+    }
+}

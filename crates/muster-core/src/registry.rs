@@ -1,0 +1,334 @@
+//! The cluster registry under `$MUSTER_HOME`: one directory per cluster with a
+//! `cluster.json` record, written atomically (temp file + rename), and a
+//! per-cluster lock file so concurrent commands cannot interleave changes.
+//! The registry is a cache of what muster launched; the cluster managers
+//! themselves stay the truth (see `Backend::discover`).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::job::JobId;
+use crate::spec::{ClusterSpec, check_name};
+
+/// The root of muster's state: `$MUSTER_HOME`, else `$XDG_STATE_HOME/muster`,
+/// else `~/.local/state/muster`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Home {
+    root: PathBuf,
+}
+
+impl Home {
+    /// A home at an explicit path.
+    pub fn at(root: impl Into<PathBuf>) -> Self {
+        Home { root: root.into() }
+    }
+
+    /// The home the environment selects.
+    pub fn from_env() -> Result<Self> {
+        let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+        let root = if let Some(h) = var("MUSTER_HOME") {
+            PathBuf::from(h)
+        } else if let Some(x) = var("XDG_STATE_HOME") {
+            PathBuf::from(x).join("muster")
+        } else if let Some(h) = var("HOME") {
+            PathBuf::from(h).join(".local/state/muster")
+        } else {
+            return Err(Error::Usage(
+                "cannot find a state directory: set MUSTER_HOME or HOME".into(),
+            ));
+        };
+        // Absolute, so processes started elsewhere agree on the marker.
+        let root = if root.is_absolute() {
+            root
+        } else {
+            std::env::current_dir()
+                .map_err(|e| Error::io("current directory", e))?
+                .join(root)
+        };
+        Ok(Home { root })
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn clusters_dir(&self) -> PathBuf {
+        self.root.join("clusters")
+    }
+
+    /// The directory of one cluster (its record, logs and job files).
+    pub fn cluster_dir(&self, name: &str) -> PathBuf {
+        self.clusters_dir().join(name)
+    }
+
+    fn record_path(&self, name: &str) -> PathBuf {
+        self.cluster_dir(name).join("cluster.json")
+    }
+
+    /// Takes the cluster's lock, waiting for any other muster command that
+    /// holds it. The lock is released when the guard drops or the process dies.
+    pub fn lock(&self, name: &str) -> Result<ClusterLock> {
+        check_name(name)
+            .map_err(|reason| Error::Usage(format!("cluster name {name:?}: {reason}")))?;
+        let dir = self.root.join("locks");
+        fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let path = dir.join(format!("{name}.lock"));
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                tracing::info!(
+                    cluster = name,
+                    "waiting for another muster command on this cluster"
+                );
+                file.lock()
+                    .map_err(|e| Error::io(format!("locking {}", path.display()), e))?;
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(Error::io(format!("locking {}", path.display()), e));
+            }
+        }
+        Ok(ClusterLock { _file: file })
+    }
+
+    /// Reads a cluster's record, if there is one.
+    pub fn load(&self, name: &str) -> Result<Option<ClusterRecord>> {
+        let path = self.record_path(name);
+        match fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
+                Error::io(
+                    format!("reading {}", path.display()),
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
+        }
+    }
+
+    /// Writes a cluster's record atomically: readers see the old or the new
+    /// record, never a torn one.
+    pub fn save(&self, record: &ClusterRecord) -> Result<()> {
+        let dir = self.cluster_dir(&record.name);
+        fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let json = serde_json::to_vec_pretty(record).expect("a record always serialises");
+        let mut tmp = tempfile::NamedTempFile::new_in(&dir)
+            .map_err(|e| Error::io(format!("writing in {}", dir.display()), e))?;
+        tmp.write_all(&json)
+            .and_then(|_| tmp.as_file().sync_all())
+            .map_err(|e| Error::io("writing cluster record", e))?;
+        tmp.persist(self.record_path(&record.name))
+            .map_err(|e| Error::io("replacing cluster record", e.error))?;
+        Ok(())
+    }
+
+    /// Removes a cluster's directory (record, logs, job files).
+    pub fn remove(&self, name: &str) -> Result<()> {
+        let dir = self.cluster_dir(name);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("removing {}", dir.display()), e)),
+        }
+    }
+
+    /// Every cluster with a record, sorted by name. Unreadable records are
+    /// skipped with a warning.
+    pub fn list(&self) -> Result<Vec<ClusterRecord>> {
+        let dir = self.clusters_dir();
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(format!("reading {}", dir.display()), e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            match self.load(&name) {
+                Ok(Some(r)) => out.push(r),
+                Ok(None) => {}
+                Err(e) => tracing::warn!("skipping cluster {name}: {e}"),
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+}
+
+/// Holds a cluster's lock until dropped.
+#[derive(Debug)]
+pub struct ClusterLock {
+    _file: File,
+}
+
+/// Where a cluster is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// `up` is launching it.
+    Starting,
+    /// Up and serving.
+    Running,
+    /// `down` is stopping it.
+    Stopping,
+    /// `up` failed; what was launched has been cleaned up.
+    Failed,
+}
+
+impl Phase {
+    /// The word shown in tables.
+    pub fn word(self) -> &'static str {
+        match self {
+            Phase::Starting => "Starting",
+            Phase::Running => "Running",
+            Phase::Stopping => "Stopping",
+            Phase::Failed => "Failed",
+        }
+    }
+}
+
+/// What the registry remembers of one cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterRecord {
+    /// The cluster's name.
+    pub name: String,
+    /// The spec it was brought up with (the worker count is the desired size).
+    pub spec: ClusterSpec,
+    /// Where it is in its life.
+    pub phase: Phase,
+    /// The scheduler's job.
+    pub scheduler_job: Option<JobId>,
+    /// The scheduler's comm address, once known.
+    pub scheduler_address: Option<String>,
+    /// The scheduler's dashboard/API base URL, once known.
+    pub http_url: Option<String>,
+    /// The worker jobs launched and not yet removed.
+    pub workers: Vec<JobId>,
+    /// The index the next worker gets (indices are never reused).
+    pub next_worker_index: u64,
+    /// When the cluster was created (Unix seconds).
+    pub created_at: u64,
+}
+
+impl ClusterRecord {
+    /// A fresh record for a spec about to be launched.
+    pub fn new(spec: ClusterSpec) -> Self {
+        ClusterRecord {
+            name: spec.name.clone(),
+            spec,
+            phase: Phase::Starting,
+            scheduler_job: None,
+            scheduler_address: None,
+            http_url: None,
+            workers: Vec::new(),
+            next_worker_index: 0,
+            created_at: unix_now(),
+        }
+    }
+
+    /// The backend kind.
+    pub fn backend(&self) -> &'static str {
+        self.spec.backend.kind()
+    }
+
+    /// How long ago the cluster was created.
+    pub fn age(&self) -> Duration {
+        Duration::from_secs(unix_now().saturating_sub(self.created_at))
+    }
+
+    /// The dashboard link, once known.
+    pub fn dashboard_link(&self) -> Option<String> {
+        self.http_url.as_ref().map(|u| format!("{u}/status"))
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str) -> ClusterRecord {
+        ClusterRecord::new(ClusterSpec::from_yaml(&format!("name: {name}"), None).unwrap())
+    }
+
+    #[test]
+    fn save_load_list_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(dir.path());
+        assert!(home.list().unwrap().is_empty());
+        assert_eq!(home.load("a").unwrap(), None);
+        let mut a = record("a");
+        home.save(&a).unwrap();
+        home.save(&record("b")).unwrap();
+        a.workers.push(JobId::from("a-w0"));
+        home.save(&a).unwrap();
+        assert_eq!(
+            home.load("a").unwrap().unwrap().workers,
+            vec![JobId::from("a-w0")]
+        );
+        let names: Vec<_> = home.list().unwrap().into_iter().map(|r| r.name).collect();
+        assert_eq!(names, ["a", "b"]);
+        home.remove("a").unwrap();
+        home.remove("a").unwrap();
+        assert_eq!(home.load("a").unwrap(), None);
+        // No temp files are left next to records.
+        let left: Vec<_> = fs::read_dir(home.cluster_dir("b"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left, ["cluster.json"]);
+    }
+
+    #[test]
+    fn a_corrupt_record_is_an_error_naming_the_file_and_is_skipped_in_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(dir.path());
+        home.save(&record("good")).unwrap();
+        fs::create_dir_all(home.cluster_dir("bad")).unwrap();
+        fs::write(home.record_path("bad"), "{not json").unwrap();
+        assert!(
+            home.load("bad")
+                .unwrap_err()
+                .to_string()
+                .contains("cluster.json")
+        );
+        assert_eq!(home.list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_lock_excludes_other_holders() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(dir.path());
+        let guard = home.lock("a").unwrap();
+        let path = dir.path().join("locks/a.lock");
+        let other = File::open(&path).unwrap();
+        assert!(matches!(
+            other.try_lock(),
+            Err(fs::TryLockError::WouldBlock)
+        ));
+        drop(guard);
+        other.try_lock().unwrap();
+        assert!(home.lock("../evil").is_err());
+    }
+}

@@ -1,0 +1,625 @@
+//! The cluster spec: what the user asked for, read from YAML or flags, and its
+//! validation. Every check runs before anything is launched, and every problem
+//! names the field and the offending value. Nothing here knows how a backend
+//! launches anything.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::units::{Memory, Seconds};
+
+/// Everything needed to bring one Dask cluster up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSpec {
+    /// The cluster's name: a DNS-1123 label (lower-case letters, digits and `-`).
+    #[serde(default)]
+    pub name: String,
+    /// Which cluster manager runs the processes, and its options.
+    #[serde(default)]
+    pub backend: BackendSpec,
+    /// The Dask scheduler's options.
+    #[serde(default)]
+    pub scheduler: SchedulerSpec,
+    /// Options of every worker job.
+    #[serde(default)]
+    pub worker: WorkerSpec,
+    /// How many worker jobs to start. Each job runs `worker.processes` Dask workers.
+    #[serde(default = "default_workers")]
+    pub workers: u32,
+    /// Adaptive-scaling bounds; absent means a fixed size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapt: Option<AdaptSpec>,
+}
+
+fn default_workers() -> u32 {
+    1
+}
+
+/// The cluster manager section of a spec, tagged by `kind`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BackendSpec {
+    /// Processes on this machine.
+    Local(LocalSpec),
+}
+
+impl Default for BackendSpec {
+    fn default() -> Self {
+        BackendSpec::Local(LocalSpec::default())
+    }
+}
+
+impl BackendSpec {
+    /// The `kind` string of this backend, as written in specs and shown in tables.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BackendSpec::Local(_) => "local",
+        }
+    }
+
+    /// The default backend section for a `kind` name given on the command line.
+    pub fn from_kind(kind: &str) -> Option<Self> {
+        match kind {
+            "local" => Some(BackendSpec::Local(LocalSpec::default())),
+            _ => None,
+        }
+    }
+
+    /// The names accepted by [`BackendSpec::from_kind`].
+    pub const KINDS: &'static [&'static str] = &["local"];
+}
+
+/// Options of the local backend (none yet: it runs on this machine).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalSpec {}
+
+/// Options of the Dask scheduler.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerSpec {
+    /// Address to listen on; the backend's default when absent (127.0.0.1 locally).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Port of the scheduler's comm; 0 picks a free one.
+    #[serde(default)]
+    pub port: u16,
+    /// Port of the dashboard and HTTP API; 0 picks a free one.
+    #[serde(default)]
+    pub dashboard_port: u16,
+    /// Python to run the scheduler with; the worker's python when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python: Option<String>,
+    /// Extra environment variables for the scheduler.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Extra arguments appended to `dask scheduler`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_args: Vec<String>,
+}
+
+impl Default for SchedulerSpec {
+    fn default() -> Self {
+        SchedulerSpec {
+            host: None,
+            port: 0,
+            dashboard_port: 0,
+            python: None,
+            env: BTreeMap::new(),
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+/// Options of each worker job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSpec {
+    /// Threads per job, split evenly over its processes.
+    #[serde(default = "default_cores")]
+    pub cores: u32,
+    /// Memory per job, split evenly over its processes; Dask's `auto` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Memory>,
+    /// Dask worker processes per job.
+    #[serde(default = "default_processes")]
+    pub processes: u32,
+    /// Python interpreter (a path or a command on `PATH`) that has `distributed`.
+    #[serde(default = "default_python")]
+    pub python: String,
+    /// Extra environment variables for every worker.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Extra arguments appended to `dask worker`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_args: Vec<String>,
+    /// How long a worker waits for a scheduler that is gone before it exits.
+    #[serde(default = "default_death_timeout")]
+    pub death_timeout: Seconds,
+    /// Run each worker under a nanny process that restarts it if it dies.
+    #[serde(default = "default_true")]
+    pub nanny: bool,
+    /// Network interface the workers listen on (e.g. `ib0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    /// Directory for worker spill files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_directory: Option<String>,
+}
+
+fn default_cores() -> u32 {
+    1
+}
+fn default_processes() -> u32 {
+    1
+}
+fn default_python() -> String {
+    "python3".to_string()
+}
+fn default_death_timeout() -> Seconds {
+    Seconds::from_secs(60)
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Default for WorkerSpec {
+    fn default() -> Self {
+        WorkerSpec {
+            cores: default_cores(),
+            memory: None,
+            processes: default_processes(),
+            python: default_python(),
+            env: BTreeMap::new(),
+            extra_args: Vec::new(),
+            death_timeout: default_death_timeout(),
+            nanny: true,
+            interface: None,
+            local_directory: None,
+        }
+    }
+}
+
+impl WorkerSpec {
+    /// Threads of each Dask worker process.
+    pub fn threads_per_process(&self) -> u32 {
+        (self.cores / self.processes.max(1)).max(1)
+    }
+
+    /// Memory limit of each Dask worker process.
+    pub fn memory_per_process(&self) -> Option<Memory> {
+        self.memory
+            .map(|m| Memory(m.bytes() / u64::from(self.processes.max(1))))
+    }
+}
+
+/// Bounds for adaptive scaling, in worker jobs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptSpec {
+    /// Fewest worker jobs to keep.
+    #[serde(default)]
+    pub minimum: u32,
+    /// Most worker jobs to run.
+    pub maximum: u32,
+}
+
+/// One problem found in a spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Dotted path of the field, e.g. `worker.memory`.
+    pub field: String,
+    /// The offending value as the user wrote it (or as parsed).
+    pub value: String,
+    /// What is wrong and what is expected.
+    pub reason: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {:?}: {}", self.field, self.value, self.reason)
+    }
+}
+
+/// A spec that cannot be used, with every problem found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// The YAML could not be read into a spec (syntax, unknown field, wrong type).
+    #[error("cannot read cluster spec{}: {message}", source_name.as_ref().map(|s| format!(" {s}")).unwrap_or_default())]
+    Parse {
+        /// The file the spec came from, if any.
+        source_name: Option<String>,
+        /// The parser's message, which names the field and position.
+        message: String,
+    },
+    /// The spec was read but some values are not acceptable.
+    #[error("invalid cluster spec:\n{}", .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<FieldError>),
+}
+
+/// Largest number of worker jobs a spec may ask for.
+pub const MAX_WORKERS: u32 = 10_000;
+
+impl ClusterSpec {
+    /// Reads a spec from YAML text. `source_name` (a file name) is used in errors.
+    pub fn from_yaml(text: &str, source_name: Option<&str>) -> Result<Self, SpecError> {
+        serde_yaml_ng::from_str(text).map_err(|e| SpecError::Parse {
+            source_name: source_name.map(str::to_string),
+            message: e.to_string(),
+        })
+    }
+
+    /// The spec as YAML.
+    pub fn to_yaml(&self) -> String {
+        serde_yaml_ng::to_string(self).expect("a spec always serialises")
+    }
+
+    /// Checks every field and returns all problems at once.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let mut errs = Vec::new();
+        let mut bad = |field: &str, value: &dyn fmt::Display, reason: &str| {
+            errs.push(FieldError {
+                field: field.to_string(),
+                value: value.to_string(),
+                reason: reason.to_string(),
+            })
+        };
+
+        if let Err(reason) = check_name(&self.name) {
+            bad("name", &self.name, &reason);
+        }
+
+        // Scheduler.
+        if let Some(host) = &self.scheduler.host
+            && !is_host(host)
+        {
+            bad(
+                "scheduler.host",
+                host,
+                "must be a host name or an IP address",
+            );
+        }
+        if self.scheduler.port != 0 && self.scheduler.port == self.scheduler.dashboard_port {
+            bad(
+                "scheduler.dashboard_port",
+                &self.scheduler.dashboard_port,
+                "must differ from scheduler.port",
+            );
+        }
+        if let Some(python) = &self.scheduler.python
+            && let Err(reason) = check_program(python)
+        {
+            bad("scheduler.python", python, &reason);
+        }
+        check_env("scheduler.env", &self.scheduler.env, &mut bad);
+        check_args("scheduler.extra_args", &self.scheduler.extra_args, &mut bad);
+
+        // Worker.
+        let w = &self.worker;
+        if w.cores == 0 || w.cores > 4096 {
+            bad("worker.cores", &w.cores, "must be between 1 and 4096");
+        }
+        if w.processes == 0 {
+            bad("worker.processes", &w.processes, "must be at least 1");
+        } else if w.processes > w.cores {
+            bad(
+                "worker.processes",
+                &w.processes,
+                &format!(
+                    "must not exceed worker.cores ({}): each process needs a thread",
+                    w.cores
+                ),
+            );
+        }
+        if let Some(mem) = w.memory
+            && mem.bytes() < u64::from(w.processes.max(1)) * (64 << 20)
+        {
+            bad(
+                "worker.memory",
+                &mem,
+                "too small: each worker process needs at least 64MiB",
+            );
+        }
+        if let Err(reason) = check_program(&w.python) {
+            bad("worker.python", &w.python, &reason);
+        }
+        check_env("worker.env", &w.env, &mut bad);
+        check_args("worker.extra_args", &w.extra_args, &mut bad);
+        if w.death_timeout.duration().as_secs() == 0 {
+            bad(
+                "worker.death_timeout",
+                &w.death_timeout,
+                "must be at least 1s",
+            );
+        }
+        if let Some(iface) = &w.interface
+            && (iface.is_empty()
+                || iface.len() > 15
+                || !iface
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.:@".contains(c)))
+        {
+            bad(
+                "worker.interface",
+                iface,
+                "must be a network interface name such as eth0 or ib0",
+            );
+        }
+        if let Some(dir) = &w.local_directory
+            && let Err(reason) = check_text(dir)
+        {
+            bad("worker.local_directory", dir, &reason);
+        }
+
+        // Sizes.
+        if self.workers > MAX_WORKERS {
+            bad(
+                "workers",
+                &self.workers,
+                &format!("must be at most {MAX_WORKERS}"),
+            );
+        }
+        if let Some(adapt) = &self.adapt {
+            if adapt.maximum == 0 || adapt.maximum > MAX_WORKERS {
+                bad(
+                    "adapt.maximum",
+                    &adapt.maximum,
+                    &format!("must be between 1 and {MAX_WORKERS}"),
+                );
+            }
+            if adapt.minimum > adapt.maximum {
+                bad(
+                    "adapt.minimum",
+                    &adapt.minimum,
+                    &format!("must not exceed adapt.maximum ({})", adapt.maximum),
+                );
+            }
+        }
+
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(SpecError::Invalid(errs))
+        }
+    }
+}
+
+/// Checks a cluster name: a DNS-1123 label of at most 63 characters.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("a cluster name is required".into());
+    }
+    if name.len() > 63 {
+        return Err("must be at most 63 characters".into());
+    }
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let ok_ends = name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric();
+    if ok_chars && ok_ends {
+        Ok(())
+    } else {
+        Err("must be a DNS-1123 label: lower-case letters, digits and '-', starting and ending with a letter or digit".into())
+    }
+}
+
+fn is_host(host: &str) -> bool {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// Rejects text that can never be passed safely: NUL bytes and line breaks.
+/// Everything else is quoted wherever it reaches a shell or a file.
+fn check_text(text: &str) -> Result<(), String> {
+    if text.contains('\0') {
+        Err("must not contain NUL bytes".into())
+    } else if text.contains(['\n', '\r']) {
+        Err("must not contain line breaks".into())
+    } else {
+        Ok(())
+    }
+}
+
+fn check_program(program: &str) -> Result<(), String> {
+    if program.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    if program.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    Ok(())
+}
+
+fn check_env(
+    field: &str,
+    env: &BTreeMap<String, String>,
+    bad: &mut impl FnMut(&str, &dyn fmt::Display, &str),
+) {
+    for (key, value) in env {
+        let valid_key = !key.is_empty()
+            && !key.as_bytes()[0].is_ascii_digit()
+            && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid_key {
+            bad(
+                &format!("{field}.{key}"),
+                key,
+                "an environment variable name must match [A-Za-z_][A-Za-z0-9_]*",
+            );
+        } else if key.starts_with("MUSTER_") {
+            bad(
+                &format!("{field}.{key}"),
+                key,
+                "MUSTER_* variables are set by muster itself",
+            );
+        }
+        if value.contains('\0') {
+            bad(
+                &format!("{field}.{key}"),
+                value,
+                "must not contain NUL bytes",
+            );
+        }
+    }
+}
+
+fn check_args(field: &str, args: &[String], bad: &mut impl FnMut(&str, &dyn fmt::Display, &str)) {
+    for (i, arg) in args.iter().enumerate() {
+        if let Err(reason) = check_text(arg) {
+            bad(&format!("{field}[{i}]"), arg, &reason);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+name: demo
+backend: {kind: local}
+scheduler: {host: 127.0.0.1, port: 0, dashboard_port: 0}
+worker: {cores: 2, memory: 2GiB, processes: 1, python: python3, env: {}, extra_args: []}
+workers: 2
+adapt: {minimum: 0, maximum: 8}
+"#;
+
+    fn problems(yaml: &str) -> Vec<String> {
+        match ClusterSpec::from_yaml(yaml, None).and_then(|s| s.validate().map(|_| s)) {
+            Ok(_) => vec![],
+            Err(SpecError::Invalid(errs)) => errs.into_iter().map(|e| e.field).collect(),
+            Err(e @ SpecError::Parse { .. }) => vec![e.to_string()],
+        }
+    }
+
+    #[test]
+    fn the_documented_example_is_valid() {
+        let spec = ClusterSpec::from_yaml(FULL, None).unwrap();
+        spec.validate().unwrap();
+        assert_eq!(spec.worker.memory, Some(Memory(2 << 30)));
+        assert_eq!(spec.workers, 2);
+        assert_eq!(spec.adapt.as_ref().unwrap().maximum, 8);
+    }
+
+    #[test]
+    fn a_minimal_spec_gets_defaults() {
+        let spec = ClusterSpec::from_yaml("name: x", None).unwrap();
+        spec.validate().unwrap();
+        assert_eq!(spec.backend, BackendSpec::Local(LocalSpec {}));
+        assert_eq!(spec.worker.python, "python3");
+        assert_eq!(spec.worker.death_timeout, Seconds::from_secs(60));
+        assert!(spec.worker.nanny);
+    }
+
+    #[test]
+    fn the_yaml_form_round_trips() {
+        let spec = ClusterSpec::from_yaml(FULL, None).unwrap();
+        let again = ClusterSpec::from_yaml(&spec.to_yaml(), None).unwrap();
+        assert_eq!(spec, again);
+    }
+
+    #[test]
+    fn names_must_be_dns_labels() {
+        for good in ["a", "demo", "demo-2", "0abc", &"a".repeat(63)] {
+            assert_eq!(check_name(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "Demo",
+            "-x",
+            "x-",
+            "a_b",
+            "a.b",
+            "a b",
+            "$(id)",
+            "`id`",
+            "x\ny",
+            &"a".repeat(64),
+            "../etc",
+        ] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_and_kinds_are_named() {
+        let msg = problems("name: x\nworker: {coress: 2}").join("");
+        assert!(msg.contains("coress"), "{msg}");
+        let msg = problems("name: x\nbackend: {kind: mainframe}").join("");
+        assert!(msg.contains("mainframe"), "{msg}");
+        let msg = problems("name: x\nworker: {memory: 2XB}").join("");
+        assert!(msg.contains("worker") && msg.contains("XB"), "{msg}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let yaml = r#"
+name: Bad_Name
+scheduler: {host: "evil host;", port: 8786, dashboard_port: 8786}
+worker: {cores: 0, processes: 3, python: "", memory: 1MiB, death_timeout: 0,
+         env: {"BAD-KEY": x, MUSTER_CLUSTER: y}, extra_args: ["ok", "line\nbreak"],
+         interface: "eth0; reboot"}
+workers: 20000
+adapt: {minimum: 9, maximum: 0}
+"#;
+        assert_eq!(
+            problems(yaml),
+            vec![
+                "name",
+                "scheduler.host",
+                "scheduler.dashboard_port",
+                "worker.cores",
+                "worker.processes",
+                "worker.memory",
+                "worker.python",
+                "worker.env.BAD-KEY",
+                "worker.env.MUSTER_CLUSTER",
+                "worker.extra_args[1]",
+                "worker.death_timeout",
+                "worker.interface",
+                "workers",
+                "adapt.maximum",
+                "adapt.minimum",
+            ]
+        );
+    }
+
+    #[test]
+    fn hostile_but_harmless_strings_are_accepted_for_quoting() {
+        // Shell metacharacters in values are legal: they are passed as argv
+        // elements or quoted, never interpreted.
+        let yaml = r#"
+name: x
+worker:
+  env: {NOTE: "$(touch /tmp/pwned) `id` 'quoted' \"dq\""}
+  extra_args: ["--resources", "GPU=1; rm -rf /"]
+"#;
+        assert_eq!(problems(yaml), Vec::<String>::new());
+    }
+
+    #[test]
+    fn per_process_shares() {
+        let spec = ClusterSpec::from_yaml(
+            "name: x\nworker: {cores: 8, processes: 4, memory: 8GiB}",
+            None,
+        )
+        .unwrap();
+        assert_eq!(spec.worker.threads_per_process(), 2);
+        assert_eq!(spec.worker.memory_per_process(), Some(Memory(2 << 30)));
+    }
+}
