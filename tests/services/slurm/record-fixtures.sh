@@ -61,6 +61,33 @@ ids_csv() {
     echo "${IDS[*]}"
 }
 
+# json_fixture FULL TRIMMED: squeue --json, keeping only this run's jobs; FULL
+# (may be "-" to skip) keeps every key, TRIMMED a selection of keys.
+json_fixture() {
+    squeue --json >"$WORK/all.json"
+    python3 - "$WORK/all.json" "$FIX" "$(ids_csv)" "$1" "$2" <<'PY'
+import json, sys
+src, fix, ids, full_name, trim_name = sys.argv[1:]
+ids = {int(i) for i in ids.split(",")}
+d = json.load(open(src))
+# A job belongs to this run if its id or its array's id was submitted here.
+mine = [j for j in d["jobs"] if j["job_id"] in ids or j.get("array_job_id") in ids]
+if full_name != "-":
+    json.dump(dict(d, jobs=mine), open(f"{fix}/{full_name}", "w"), indent=1)
+keep = ["job_id", "array_job_id", "array_task_id", "array_task_string", "array_max_tasks",
+        "name", "job_state", "state_reason", "state_description", "exit_code",
+        "derived_exit_code", "batch_flag", "batch_host", "nodes", "partition",
+        "submit_time", "start_time", "end_time", "standard_output", "standard_error",
+        "current_working_directory", "command", "cpus", "memory_per_node",
+        "memory_per_cpu", "time_limit"]
+trim = {"meta": d["meta"], "errors": d["errors"],
+        "jobs": [{k: j.get(k) for k in keep} for j in mine]}
+json.dump(trim, open(f"{fix}/{trim_name}", "w"), indent=1)
+PY
+    [ "$1" != - ] && printf '%s\trc=0\t%s\n' "$1" "squeue --json (jobs filtered to this run)" >>"$FIX/COMMANDS.txt"
+    printf '%s\trc=0\t%s\n' "$2" "squeue --json (jobs filtered to this run, selected keys)" >>"$FIX/COMMANDS.txt"
+}
+
 # --- plain sbatch jobs ---------------------------------------------------------------
 log "submitting plain jobs"
 rec sbatch-parsable-plain.txt "sbatch --parsable --job-name=muster-demo-plain -o $WORK/plain-%j.out --wrap 'echo hello; sleep 60'"
@@ -103,6 +130,9 @@ rec squeue-all-states.txt "squeue -h -t all -j $(ids_csv) -o '$FMT_PIPE'"
 rec squeue-all-states-O.txt "squeue -h -t all -j $(ids_csv) -O '$FMT_O'"
 rec squeue-default-no-t.txt "squeue -h -j $(ids_csv) -o '$FMT_PIPE'"
 rec squeue-default.txt "squeue -j $(ids_csv)"
+json_fixture - squeue-json-array-pending-trimmed.json
+rec sinfo-state.txt "sinfo -h -o %T"
+rec sinfo.txt "sinfo"
 
 log "releasing the array (cancel filler)"
 scancel "$FILL"
@@ -135,28 +165,7 @@ rec squeue-array-one-task-cancelled.txt "squeue -h -t all -j $ARR -o '$FMT_PIPE'
 
 # --- JSON ---------------------------------------------------------------------------------
 log "squeue --json"
-squeue --json >"$WORK/all.json"
-python3 - "$WORK/all.json" "$FIX" "$(ids_csv)" "$ARR" "$THR" <<'PY'
-import json, sys
-src, fix, ids, arr, thr = sys.argv[1:]
-ids = {int(i) for i in ids.split(",")}
-d = json.load(open(src))
-# A job belongs to us if its id or its array's id was submitted here.
-mine = [j for j in d["jobs"] if j["job_id"] in ids or j.get("array_job_id") in ids]
-full = dict(d, jobs=mine)
-json.dump(full, open(f"{fix}/squeue-json-full.json", "w"), indent=1)
-keep = ["job_id", "array_job_id", "array_task_id", "array_task_string", "array_max_tasks",
-        "name", "job_state", "state_reason", "state_description", "exit_code",
-        "derived_exit_code", "batch_flag", "batch_host", "nodes", "partition",
-        "submit_time", "start_time", "end_time", "standard_output", "standard_error",
-        "current_working_directory", "command", "cpus", "memory_per_node",
-        "memory_per_cpu", "time_limit"]
-trim = {"meta": d["meta"], "errors": d["errors"],
-        "jobs": [{k: j.get(k) for k in keep} for j in mine]}
-json.dump(trim, open(f"{fix}/squeue-json-trimmed.json", "w"), indent=1)
-PY
-printf '%s\trc=0\t%s\n' squeue-json-full.json "squeue --json (jobs filtered to this run)" >>"$FIX/COMMANDS.txt"
-printf '%s\trc=0\t%s\n' squeue-json-trimmed.json "squeue --json (jobs filtered, selected keys)" >>"$FIX/COMMANDS.txt"
+json_fixture squeue-json-full.json squeue-json-trimmed.json
 rec squeue-json-j-filter-ignored.txt "squeue --json -j $OK | python3 -c 'import json,sys; print(len(json.load(sys.stdin)[\"jobs\"]), \"jobs returned for -j $OK\")'"
 
 # --- unknown ids / double cancel ---------------------------------------------------------

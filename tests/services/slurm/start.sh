@@ -148,6 +148,18 @@ stop_daemon() {
     rm -f "$1"
 }
 
+# wait_started PIDFILE NAME LOG: daemons fork before writing their pid file;
+# wait (up to 10 s) until the pid file names a live NAME process.
+wait_started() {
+    local i
+    for i in $(seq 1 100); do
+        running "$1" "$2" && return 0
+        sleep 0.1
+    done
+    tail -n 5 "$3" 2>/dev/null | sed 's/^/slurm-start:   /' >&2
+    die "$2 did not start (see $3)"
+}
+
 if [ "$conf_changed" -eq 1 ] && { running "$CTLD_PID" slurmctld || running "$SLURMD_PID" slurmd; }; then
     log "configuration changed: restarting slurmctld and slurmd"
     stop_daemon "$SLURMD_PID" slurmd
@@ -160,6 +172,7 @@ else
     rm -f "$MUNGE_PID" /run/munge/munge.socket.2.lock
     log "starting munged"
     runuser -u munge -- /usr/sbin/munged || die "munged failed to start (see /var/log/munge/munged.log)"
+    wait_started "$MUNGE_PID" munged /var/log/munge/munged.log
 fi
 for i in $(seq 1 50); do
     munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && break
@@ -173,6 +186,7 @@ else
     rm -f "$CTLD_PID"
     log "starting slurmctld"
     /usr/sbin/slurmctld || die "slurmctld failed to start (see $LOGDIR/slurmctld.log)"
+    wait_started "$CTLD_PID" slurmctld "$LOGDIR/slurmctld.log"
 fi
 
 if running "$SLURMD_PID" slurmd; then
@@ -182,6 +196,7 @@ else
     log "starting slurmd"
     slurmd_started_at="$(date +%s)"
     /usr/sbin/slurmd || die "slurmd failed to start (see $LOGDIR/slurmd.log)"
+    wait_started "$SLURMD_PID" slurmd "$LOGDIR/slurmd.log"
 fi
 
 # --- 5. wait until the node is schedulable ------------------------------------------
