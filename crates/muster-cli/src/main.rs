@@ -1,1 +1,69 @@
-fn main() {}
+//! The `muster` binary: parses the command line, sets up logging, runs one
+//! subcommand and maps failures to exit codes (0 success, 1 runtime failure,
+//! 2 usage or validation error). The only crate that uses `anyhow`.
+
+mod cli;
+mod commands;
+mod output;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use cli::{Cli, Command};
+use tracing_subscriber::EnvFilter;
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_env("MUSTER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let home = commands::home(cli.home.as_deref())?;
+    match cli.command {
+        Command::Up(a) => commands::up(&home, a).await,
+        Command::Down(a) => commands::down(&home, a).await,
+        Command::Scale(a) => commands::scale(&home, a).await,
+        Command::Get(a) => commands::get(&home, a).await,
+        Command::Describe(a) => commands::describe(&home, a).await,
+        Command::Logs(a) => commands::logs(&home, a).await,
+        Command::Render(a) => commands::render(&home, a).await,
+    }
+}
+
+/// 2 when the failure is the user's input, 1 otherwise.
+fn exit_code(err: &anyhow::Error) -> u8 {
+    let usage = err.chain().any(|e| {
+        e.downcast_ref::<muster::Error>()
+            .is_some_and(muster::Error::is_usage)
+    });
+    if usage { 2 } else { 1 }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(exit_code(&err))
+        }
+    }
+}

@@ -78,7 +78,7 @@ impl BackendSpec {
 pub struct LocalSpec {}
 
 /// Options of the Dask scheduler.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SchedulerSpec {
     /// Address to listen on; the backend's default when absent (127.0.0.1 locally).
@@ -99,19 +99,6 @@ pub struct SchedulerSpec {
     /// Extra arguments appended to `dask scheduler`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extra_args: Vec<String>,
-}
-
-impl Default for SchedulerSpec {
-    fn default() -> Self {
-        SchedulerSpec {
-            host: None,
-            port: 0,
-            dashboard_port: 0,
-            python: None,
-            env: BTreeMap::new(),
-            extra_args: Vec::new(),
-        }
-    }
 }
 
 /// Options of each worker job.

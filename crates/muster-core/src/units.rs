@@ -111,7 +111,7 @@ impl fmt::Display for Memory {
             (1_000, "kB"),
         ];
         for (factor, name) in UNITS {
-            if self.0 >= factor && self.0 % factor == 0 {
+            if self.0 >= factor && self.0.is_multiple_of(factor) {
                 return write!(f, "{}{name}", self.0 / factor);
             }
         }

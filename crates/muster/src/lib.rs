@@ -1,1 +1,55 @@
-//! placeholder
+//! muster: deploy and scale Dask (a `dask scheduler` plus `dask worker`
+//! processes) on the cluster managers you already run, from Rust.
+//!
+//! This facade re-exports the public API of muster's crates and picks the
+//! right backend for a spec. It owns no logic of its own.
+//!
+//! ```no_run
+//! use muster::{Cluster, ClusterSpec, Quiet};
+//!
+//! # async fn demo() -> muster::Result<()> {
+//! let spec = ClusterSpec::from_yaml("name: demo\nworkers: 2\nworker: {python: python3}", None)?;
+//! let mut cluster = muster::cluster(spec)?;
+//! cluster.up(&Quiet).await?;
+//! println!("scheduler at {}", cluster.scheduler_address().unwrap());
+//! cluster.scale(4, &Quiet).await?;
+//! cluster.down().await?;
+//! # Ok(()) }
+//! ```
+
+use std::sync::Arc;
+
+pub use muster_core::{
+    AdaptSpec, Backend, BackendSpec, Cluster, ClusterRecord, ClusterSpec, ClusterStatus,
+    DownReport, Error, Home, JobId, JobStatus, LaunchRequest, ManagedCluster, Memory, Phase,
+    Progress, Quiet, Rendered, RenderedItem, Result, Role, SchedulerContact, SchedulerSpec,
+    Seconds, SpecError, WorkerRow, WorkerSpec,
+};
+pub use muster_core::{backend, cluster as cluster_api, dask, registry, runner, spec, units};
+pub use muster_local::LocalBackend;
+
+/// The backend that runs clusters of this kind, keeping its state under `home`.
+pub fn backend_for(spec: &BackendSpec, home: &Home) -> Arc<dyn Backend> {
+    match spec {
+        BackendSpec::Local(_) => Arc::new(LocalBackend::new(home.clone())),
+    }
+}
+
+/// A handle for a new cluster from a spec, with state under the default home
+/// (`$MUSTER_HOME`, else `$XDG_STATE_HOME/muster`, else
+/// `~/.local/state/muster`). Nothing is launched until [`Cluster::up`].
+pub fn cluster(spec: ClusterSpec) -> Result<ManagedCluster> {
+    let home = Home::from_env()?;
+    let backend = backend_for(&spec.backend, &home);
+    ManagedCluster::new(spec, backend, home)
+}
+
+/// A handle for an existing cluster in the default home's registry.
+pub fn open(name: &str) -> Result<ManagedCluster> {
+    let home = Home::from_env()?;
+    let record = home
+        .load(name)?
+        .ok_or_else(|| Error::NotFound(name.to_string()))?;
+    let backend = backend_for(&record.spec.backend, &home);
+    ManagedCluster::open(name, backend, home)
+}

@@ -28,6 +28,10 @@ die() {
 
 [ "$(id -u)" -eq 0 ] || die "must run as root"
 
+# Serialise concurrent start.sh/stop.sh runs (e.g. parallel test processes).
+exec 9>/run/muster-slurm.lock
+flock -w 120 9 || { echo "slurm-start: ERROR: could not lock /run/muster-slurm.lock" >&2; exit 1; }
+
 # --- 1. packages -------------------------------------------------------------
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -171,7 +175,7 @@ if running "$MUNGE_PID" munged; then
 else
     rm -f "$MUNGE_PID" /run/munge/munge.socket.2.lock
     log "starting munged"
-    runuser -u munge -- /usr/sbin/munged || die "munged failed to start (see /var/log/munge/munged.log)"
+    runuser -u munge -- /usr/sbin/munged 9>&- || die "munged failed to start (see /var/log/munge/munged.log)"
     wait_started "$MUNGE_PID" munged /var/log/munge/munged.log
 fi
 for i in $(seq 1 50); do
@@ -185,7 +189,7 @@ if running "$CTLD_PID" slurmctld; then
 else
     rm -f "$CTLD_PID"
     log "starting slurmctld"
-    /usr/sbin/slurmctld || die "slurmctld failed to start (see $LOGDIR/slurmctld.log)"
+    /usr/sbin/slurmctld 9>&- || die "slurmctld failed to start (see $LOGDIR/slurmctld.log)"
     wait_started "$CTLD_PID" slurmctld "$LOGDIR/slurmctld.log"
 fi
 
@@ -195,7 +199,7 @@ else
     rm -f "$SLURMD_PID"
     log "starting slurmd"
     slurmd_started_at="$(date +%s)"
-    /usr/sbin/slurmd || die "slurmd failed to start (see $LOGDIR/slurmd.log)"
+    /usr/sbin/slurmd 9>&- || die "slurmd failed to start (see $LOGDIR/slurmd.log)"
     wait_started "$SLURMD_PID" slurmd "$LOGDIR/slurmd.log"
 fi
 

@@ -11,14 +11,20 @@ log() { echo "slurm-stop: $*"; }
     exit 1
 }
 
-# Cancel all jobs while the controller is still up, and wait briefly for them
-# to leave the node (KillWait is 5 s in start.sh's slurm.conf).
+# Serialise concurrent start.sh/stop.sh runs (e.g. parallel test processes).
+exec 9>/run/muster-slurm.lock
+flock -w 120 9 || { echo "slurm-stop: ERROR: could not lock /run/muster-slurm.lock" >&2; exit 1; }
+
+# Cancel all jobs (every user's) while the controller is still up, and wait for
+# them to leave the node (KillWait is 5 s in start.sh's slurm.conf).
+# Note: a bare "scancel" with no job id/filter is an error, hence the id list.
 if command -v squeue >/dev/null 2>&1 && scontrol ping 2>/dev/null | grep -q UP; then
-    if [ -n "$(squeue -h -o %i 2>/dev/null)" ]; then
-        log "cancelling all jobs"
-        scancel --full --state=PENDING >/dev/null 2>&1 || true
-        scancel --full >/dev/null 2>&1 || true
-        for _ in $(seq 1 100); do
+    ids="$(squeue -h -o %F 2>/dev/null | sort -u | tr '\n' ' ')"
+    if [ -n "${ids// /}" ]; then
+        log "cancelling all jobs (${ids% })"
+        # shellcheck disable=SC2086
+        scancel $ids >/dev/null 2>&1 || true
+        for _ in $(seq 1 150); do
             [ -z "$(squeue -h -t PENDING,RUNNING,SUSPENDED,CONFIGURING,COMPLETING -o %i 2>/dev/null)" ] && break
             sleep 0.1
         done
@@ -67,7 +73,20 @@ stop_all() {
 # The SLURM daemons first (together), munged last: they authenticate via munge.
 stop_all slurmd=/run/slurmd.pid slurmctld=/run/slurmctld.pid
 stop_all munged=/run/munge/munged.pid
-# Leftover job step daemons (only if a job outlived slurmd).
-pkill -x slurmstepd 2>/dev/null || true
+# Job processes that outlived the cancellation (slurmstepd ignores SIGTERM): kill
+# each leftover slurmstepd together with all its descendants.
+steps="$(pgrep -x slurmstepd 2>/dev/null | tr '\n' ' ')"
+if [ -n "$steps" ]; then
+    tree="$steps"
+    # Add children of anything already in the set until nothing new appears.
+    while :; do
+        more="$(ps -eo pid=,ppid= | awk -v set=" $tree " 'index(set, " " $2 " ") && !index(set, " " $1 " ") {print $1}' | tr '\n' ' ')"
+        [ -z "${more// /}" ] && break
+        tree="$tree $more"
+    done
+    log "killing leftover job processes:$tree"
+    # shellcheck disable=SC2086
+    kill -9 $tree 2>/dev/null || true
+fi
 log "stopped"
 exit 0

@@ -1,0 +1,218 @@
+//! The command-line grammar (clap derive): every subcommand, flag and help
+//! text, and nothing that runs.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use muster::{Memory, Seconds};
+
+const EXAMPLES: &str = "\
+Examples:
+  muster up demo --workers 4 --python ~/venv/bin/python   # scheduler + 4 workers here
+  muster up -f cluster.yaml -o json                       # from a spec file, for scripts
+  muster get clusters                                     # what runs
+  muster get workers demo -o wide
+  muster scale demo 8                                     # grow (or shrink, retiring safely)
+  muster logs demo --worker demo-w0 --tail 50
+  muster render -f cluster.yaml                           # what `up` would launch
+  muster down demo                                        # stop everything, verify, forget
+
+State lives in $MUSTER_HOME (default $XDG_STATE_HOME/muster, else ~/.local/state/muster).
+Exit codes: 0 success, 1 runtime failure, 2 usage or validation error.";
+
+/// Deploy Dask on the cluster managers you already run, and scale it.
+#[derive(Debug, Parser)]
+#[command(name = "muster", version, after_help = EXAMPLES, propagate_version = true)]
+pub struct Cli {
+    /// Directory for muster's state (registry, logs)
+    #[arg(long, global = true, env = "MUSTER_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+
+    /// Log more to stderr (-v: info, -vv: debug with every external command's argv)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// What to do
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Bring a cluster up and wait until its workers are registered
+    #[command(
+        after_help = "Examples:\n  muster up demo --workers 4\n  muster up -f cluster.yaml --timeout 5m -o json"
+    )]
+    Up(UpArgs),
+    /// Stop everything of a cluster, verify nothing is left, and forget it
+    #[command(after_help = "Examples:\n  muster down demo\n  muster down --all")]
+    Down(DownArgs),
+    /// Set the number of worker jobs and wait until the scheduler sees them
+    #[command(after_help = "Examples:\n  muster scale demo 8\n  muster scale demo 0")]
+    Scale(ScaleArgs),
+    /// List clusters or a cluster's workers
+    #[command(
+        after_help = "Examples:\n  muster get clusters -o json\n  muster get workers demo -o wide"
+    )]
+    Get(GetArgs),
+    /// Show everything about one cluster
+    Describe(DescribeArgs),
+    /// Print the scheduler's or a worker's log
+    #[command(
+        after_help = "Examples:\n  muster logs demo\n  muster logs demo --worker demo-w3 --tail 100"
+    )]
+    Logs(LogsArgs),
+    /// Print exactly what `up` would launch, without launching anything
+    #[command(
+        after_help = "Examples:\n  muster render demo --workers 2\n  muster render -f cluster.yaml -o yaml"
+    )]
+    Render(RenderArgs),
+}
+
+/// How to print results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people
+    Table,
+    /// Columns with more detail
+    Wide,
+    /// JSON for scripts
+    Json,
+    /// YAML for scripts
+    Yaml,
+}
+
+/// Where a cluster spec comes from: a file, flags, or both (flags win).
+#[derive(Debug, Clone, Default, Args)]
+pub struct SpecArgs {
+    /// Cluster name (overrides the spec file's `name`)
+    pub name: Option<String>,
+    /// YAML spec file
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Cluster manager to use
+    #[arg(long, value_name = "KIND", value_parser = clap::builder::PossibleValuesParser::new(muster::BackendSpec::KINDS))]
+    pub backend: Option<String>,
+    /// Number of worker jobs
+    #[arg(long, value_name = "N")]
+    pub workers: Option<u32>,
+    /// Python interpreter with dask[distributed] installed
+    #[arg(long, value_name = "PATH")]
+    pub python: Option<String>,
+    /// Threads per worker job
+    #[arg(long, value_name = "N")]
+    pub cores: Option<u32>,
+    /// Memory per worker job, e.g. 2GiB, 2GB, 2048MiB
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<Memory>,
+    /// Dask worker processes per job
+    #[arg(long, value_name = "N")]
+    pub processes: Option<u32>,
+}
+
+/// `muster up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// How long to wait for the scheduler and workers, e.g. 90s, 5m
+    #[arg(long, default_value = "2m", value_name = "DURATION")]
+    pub timeout: Seconds,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// `muster down`.
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// Cluster to bring down
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub name: Option<String>,
+    /// Bring down every cluster in the registry
+    #[arg(long)]
+    pub all: bool,
+    /// Backend to search when the cluster is not in the registry
+    #[arg(long, value_name = "KIND", default_value = "local", value_parser = clap::builder::PossibleValuesParser::new(muster::BackendSpec::KINDS))]
+    pub backend: String,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// `muster scale`.
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// Cluster to resize
+    pub name: String,
+    /// Number of worker jobs wanted
+    pub workers: u32,
+    /// How long to wait for the scheduler to see them
+    #[arg(long, default_value = "2m", value_name = "DURATION")]
+    pub timeout: Seconds,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// What `muster get` lists.
+#[derive(Debug, Clone, Subcommand)]
+pub enum GetWhat {
+    /// Every cluster in the registry
+    #[command(alias = "cluster")]
+    Clusters {
+        /// Output format
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// The worker jobs of one cluster
+    #[command(alias = "worker")]
+    Workers {
+        /// Cluster name
+        name: String,
+        /// Output format
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+}
+
+/// `muster get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    #[command(subcommand)]
+    pub what: GetWhat,
+}
+
+/// `muster describe`.
+#[derive(Debug, Args)]
+pub struct DescribeArgs {
+    /// Cluster name
+    pub name: String,
+    /// Output format (table prints a readable report)
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// `muster logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Cluster name
+    pub name: String,
+    /// A worker job (e.g. demo-w3, or just w3); the scheduler when absent
+    #[arg(long, value_name = "ID")]
+    pub worker: Option<String>,
+    /// Only the last N lines
+    #[arg(long, value_name = "N")]
+    pub tail: Option<usize>,
+}
+
+/// `muster render`.
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// Output format (table prints the commands as text)
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}

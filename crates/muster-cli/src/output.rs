@@ -1,0 +1,420 @@
+//! Turning results into text: kubectl-like tables for people, JSON and YAML for
+//! scripts. Pure functions from data to strings, snapshot-tested.
+
+use std::time::Duration;
+
+use comfy_table::{Table, presets};
+use muster::{ClusterRecord, ClusterStatus, DownReport, Rendered};
+use serde::Serialize;
+
+use crate::cli::Output;
+
+/// Serialises for `-o json` / `-o yaml`; `None` for table formats.
+pub fn structured<T: Serialize>(value: &T, output: Output) -> Option<String> {
+    match output {
+        Output::Json => Some(serde_json::to_string_pretty(value).expect("serialisable") + "\n"),
+        Output::Yaml => Some(serde_yaml_ng::to_string(value).expect("serialisable")),
+        Output::Table | Output::Wide => None,
+    }
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_style(presets::NOTHING);
+    t.force_no_tty();
+    t.set_header(header.iter().map(|h| h.to_string()));
+    t
+}
+
+fn render_table(t: &Table) -> String {
+    // comfy-table pads the first column with one leading space under the
+    // NOTHING preset; strip it so columns start at the margin, like kubectl.
+    t.lines()
+        .map(|l| l.strip_prefix(' ').unwrap_or(&l).trim_end().to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+/// A duration the way kubectl prints ages: `45s`, `12m`, `3h`, `2d`.
+pub fn age(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86400 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+/// One cluster as `get clusters -o json` lists it.
+#[derive(Debug, Serialize)]
+pub struct ClusterItem<'a> {
+    name: &'a str,
+    backend: &'a str,
+    phase: &'a str,
+    workers: u32,
+    scheduler_address: Option<&'a str>,
+    dashboard_url: Option<String>,
+    age_seconds: u64,
+}
+
+/// `muster get clusters`.
+pub fn clusters(records: &[ClusterRecord], output: Output) -> String {
+    let items: Vec<ClusterItem> = records
+        .iter()
+        .map(|r| ClusterItem {
+            name: &r.name,
+            backend: r.backend(),
+            phase: r.phase.word(),
+            workers: r.spec.workers,
+            scheduler_address: r.scheduler_address.as_deref(),
+            dashboard_url: r.dashboard_link(),
+            age_seconds: r.age().as_secs(),
+        })
+        .collect();
+    if let Some(s) = structured(&items, output) {
+        return s;
+    }
+    if items.is_empty() {
+        return "No clusters.\n".into();
+    }
+    let wide = output == Output::Wide;
+    let mut header = vec!["NAME", "BACKEND", "PHASE", "WORKERS", "AGE", "SCHEDULER"];
+    if wide {
+        header.push("DASHBOARD");
+    }
+    let mut t = table(&header);
+    for i in &items {
+        let mut row = vec![
+            i.name.to_string(),
+            i.backend.to_string(),
+            i.phase.to_string(),
+            i.workers.to_string(),
+            age(Duration::from_secs(i.age_seconds)),
+            i.scheduler_address.unwrap_or("-").to_string(),
+        ];
+        if wide {
+            row.push(i.dashboard_url.clone().unwrap_or_else(|| "-".into()));
+        }
+        t.add_row(row);
+    }
+    render_table(&t)
+}
+
+/// One worker as `get workers -o json` lists it.
+#[derive(Debug, Serialize)]
+pub struct WorkerItem<'a> {
+    name: &'a str,
+    status: &'a str,
+    connected: bool,
+    dask_workers: usize,
+    addresses: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+}
+
+fn worker_items(status: &ClusterStatus) -> Vec<WorkerItem<'_>> {
+    status
+        .workers
+        .iter()
+        .map(|w| WorkerItem {
+            name: &w.name,
+            status: w.status.word(),
+            connected: w.connected > 0,
+            dask_workers: w.connected,
+            addresses: &w.addresses,
+            reason: match &w.status {
+                muster::JobStatus::Failed { reason } => Some(reason),
+                _ => None,
+            },
+        })
+        .collect()
+}
+
+fn workers_table(status: &ClusterStatus, wide: bool) -> String {
+    let items = worker_items(status);
+    if items.is_empty() {
+        return "No workers.\n".into();
+    }
+    let mut header = vec!["NAME", "STATUS", "CONNECTED", "ADDRESS"];
+    if wide {
+        header.push("REASON");
+    }
+    let mut t = table(&header);
+    let per_job = status.processes_per_worker as usize;
+    for i in items {
+        let mut row = vec![
+            i.name.to_string(),
+            i.status.to_string(),
+            format!("{}/{per_job}", i.dask_workers),
+            if i.addresses.is_empty() {
+                "-".into()
+            } else {
+                i.addresses.join(",")
+            },
+        ];
+        if wide {
+            row.push(i.reason.unwrap_or("").to_string());
+        }
+        t.add_row(row);
+    }
+    render_table(&t)
+}
+
+/// `muster get workers NAME`.
+pub fn workers(status: &ClusterStatus, output: Output) -> String {
+    if let Some(s) = structured(&worker_items(status), output) {
+        return s;
+    }
+    workers_table(status, output == Output::Wide)
+}
+
+/// What `up -o json` prints.
+#[derive(Debug, Serialize)]
+pub struct UpItem<'a> {
+    /// The cluster's name.
+    pub name: &'a str,
+    /// Its backend kind.
+    pub backend: &'a str,
+    /// The scheduler's comm address.
+    pub scheduler_address: Option<&'a str>,
+    /// The dashboard link.
+    pub dashboard_url: Option<&'a str>,
+    /// Worker jobs.
+    pub workers: usize,
+    /// Dask workers registered.
+    pub connected_workers: usize,
+}
+
+/// `muster up` and `muster scale`.
+pub fn up(item: &UpItem<'_>, verb: &str, output: Output) -> String {
+    if let Some(s) = structured(item, output) {
+        return s;
+    }
+    format!(
+        "cluster {} is {verb} ({} backend)\n  scheduler: {}\n  dashboard: {}\n  workers:   {} jobs, {} Dask workers connected\n",
+        item.name,
+        item.backend,
+        item.scheduler_address.unwrap_or("-"),
+        item.dashboard_url.unwrap_or("-"),
+        item.workers,
+        item.connected_workers,
+    )
+}
+
+/// `muster down`.
+pub fn down(reports: &[DownReport], output: Output) -> String {
+    if let Some(s) = structured(&reports, output) {
+        return s;
+    }
+    if reports.is_empty() {
+        return "No clusters.\n".into();
+    }
+    reports
+        .iter()
+        .map(|r| {
+            if r.existed {
+                format!(
+                    "cluster {} is down ({} jobs stopped)\n",
+                    r.name,
+                    r.stopped.len()
+                )
+            } else {
+                format!("cluster {} not found: nothing to stop\n", r.name)
+            }
+        })
+        .collect()
+}
+
+/// `muster render`.
+pub fn rendered(r: &Rendered, output: Output) -> String {
+    if let Some(s) = structured(r, output) {
+        return s;
+    }
+    r.items
+        .iter()
+        .map(|i| format!("# {}\n{}\n", i.title, i.text))
+        .collect()
+}
+
+/// `muster describe` as a readable report.
+pub fn describe(
+    status: &ClusterStatus,
+    record: &ClusterRecord,
+    state_dir: &str,
+    output: Output,
+) -> String {
+    #[derive(Serialize)]
+    struct Full<'a> {
+        #[serde(flatten)]
+        status: &'a ClusterStatus,
+        spec: &'a muster::ClusterSpec,
+        state_dir: &'a str,
+    }
+    if let Some(s) = structured(
+        &Full {
+            status,
+            spec: &record.spec,
+            state_dir,
+        },
+        output,
+    ) {
+        return s;
+    }
+    let sched = match &status.scheduler {
+        Some((id, st)) => format!("{id} ({st})"),
+        None => "-".into(),
+    };
+    let mut out = format!(
+        "Name:         {}\nBackend:      {}\nPhase:        {}\nAge:          {}\nScheduler:    {}\nAddress:      {}\nDashboard:    {}\nAPI:          {}\nWorkers:      {} jobs wanted, {} Dask workers connected ({} per job)\nState:        {}\n",
+        status.name,
+        status.backend,
+        status.phase.word(),
+        age(Duration::from_secs(status.age_seconds)),
+        sched,
+        status.scheduler_address.as_deref().unwrap_or("-"),
+        status.dashboard_url.as_deref().unwrap_or("-"),
+        if status.scheduler_reachable {
+            "reachable"
+        } else {
+            "NOT reachable"
+        },
+        status.desired_workers,
+        status.connected_workers,
+        status.processes_per_worker,
+        state_dir,
+    );
+    out.push_str("\nWorker jobs:\n");
+    for line in workers_table(status, true).lines() {
+        out.push_str(&format!("  {line}\n"));
+    }
+    if !status.unknown_workers.is_empty() {
+        out.push_str("\nDask workers the scheduler knows but muster did not launch:\n");
+        for w in &status.unknown_workers {
+            out.push_str(&format!("  {} {}\n", w.name, w.address));
+        }
+    }
+    out.push_str("\nSpec:\n");
+    for line in record.spec.to_yaml().lines() {
+        out.push_str(&format!("  {line}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use muster::{ClusterSpec, JobId, JobStatus, Phase, WorkerRow};
+
+    fn record(name: &str, workers: u32) -> ClusterRecord {
+        let spec =
+            ClusterSpec::from_yaml(&format!("name: {name}\nworkers: {workers}"), None).unwrap();
+        let mut r = ClusterRecord::new(spec);
+        r.phase = Phase::Running;
+        r.created_at = muster::registry::unix_now() - 125;
+        r.scheduler_job = Some(JobId(format!("{name}-scheduler")));
+        r.scheduler_address = Some("tcp://127.0.0.1:40001".into());
+        r.http_url = Some("http://127.0.0.1:40002".into());
+        r
+    }
+
+    fn status() -> ClusterStatus {
+        ClusterStatus {
+            name: "demo".into(),
+            backend: "local".into(),
+            phase: Phase::Running,
+            age_seconds: 3700,
+            scheduler: Some((JobId::from("demo-scheduler"), JobStatus::Running)),
+            scheduler_address: Some("tcp://127.0.0.1:40001".into()),
+            dashboard_url: Some("http://127.0.0.1:40002/status".into()),
+            scheduler_reachable: true,
+            desired_workers: 3,
+            processes_per_worker: 1,
+            connected_workers: 1,
+            workers: vec![
+                WorkerRow {
+                    name: "demo-w0".into(),
+                    status: JobStatus::Running,
+                    connected: 1,
+                    addresses: vec!["tcp://127.0.0.1:41000".into()],
+                },
+                WorkerRow {
+                    name: "demo-w1".into(),
+                    status: JobStatus::Pending,
+                    connected: 0,
+                    addresses: vec![],
+                },
+                WorkerRow {
+                    name: "demo-w2".into(),
+                    status: JobStatus::Failed {
+                        reason: "exited with code 1; log: /x/demo-w2.log".into(),
+                    },
+                    connected: 0,
+                    addresses: vec![],
+                },
+            ],
+            unknown_workers: vec![],
+        }
+    }
+
+    #[test]
+    fn ages() {
+        assert_eq!(age(Duration::from_secs(5)), "5s");
+        assert_eq!(age(Duration::from_secs(125)), "2m");
+        assert_eq!(age(Duration::from_secs(7300)), "2h");
+        assert_eq!(age(Duration::from_secs(200_000)), "2d");
+    }
+
+    #[test]
+    fn cluster_listings() {
+        let rs = [record("alpha", 2), record("beta", 0)];
+        insta::assert_snapshot!("clusters_table", clusters(&rs, Output::Table));
+        insta::assert_snapshot!("clusters_wide", clusters(&rs, Output::Wide));
+        insta::assert_snapshot!("clusters_json", clusters(&rs, Output::Json));
+        assert_eq!(clusters(&[], Output::Table), "No clusters.\n");
+        assert_eq!(clusters(&[], Output::Json), "[]\n");
+    }
+
+    #[test]
+    fn worker_listings() {
+        let s = status();
+        insta::assert_snapshot!("workers_table", workers(&s, Output::Table));
+        insta::assert_snapshot!("workers_wide", workers(&s, Output::Wide));
+        insta::assert_snapshot!("workers_yaml", workers(&s, Output::Yaml));
+    }
+
+    #[test]
+    fn describe_report() {
+        let s = status();
+        let r = record("demo", 3);
+        insta::assert_snapshot!(describe(&s, &r, "/state/clusters/demo", Output::Table));
+    }
+
+    #[test]
+    fn up_and_down_messages() {
+        let item = UpItem {
+            name: "demo",
+            backend: "local",
+            scheduler_address: Some("tcp://127.0.0.1:40001"),
+            dashboard_url: Some("http://127.0.0.1:40002/status"),
+            workers: 2,
+            connected_workers: 2,
+        };
+        insta::assert_snapshot!("up_table", up(&item, "up", Output::Table));
+        insta::assert_snapshot!("up_json", up(&item, "up", Output::Json));
+        let reports = [
+            DownReport {
+                name: "demo".into(),
+                stopped: vec![JobId::from("demo-w0"), JobId::from("demo-scheduler")],
+                existed: true,
+            },
+            DownReport {
+                name: "gone".into(),
+                stopped: vec![],
+                existed: false,
+            },
+        ];
+        insta::assert_snapshot!("down_table", down(&reports, Output::Table));
+    }
+}
