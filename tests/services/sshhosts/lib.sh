@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034
 # Shared helpers for the SSH test hosts; sourced by the other scripts, not run.
 # Layout (all names fixed so tests can rely on them):
 #   bridge mbr0 10.200.0.1/24 in the root namespace
@@ -19,9 +20,9 @@ need_root() { [ "$(id -u)" = 0 ] || die "must run as root"; }
 
 check_k() {
     case "${1:-}" in
-        ''|*[!0-9]*) die "host number must be an integer 1..89, got '${1:-}'" ;;
+        ''|0*|*[!0-9]*) die "host number must be an integer 1..89, got '${1:-}'" ;;
     esac
-    [ "$1" -ge 1 ] && [ "$1" -le 89 ] || die "host number must be 1..89, got $1"
+    if [ "$1" -lt 1 ] || [ "$1" -gt 89 ]; then die "host number must be 1..89, got $1"; fi
 }
 
 host_ns()   { echo "mh$1"; }
@@ -119,6 +120,14 @@ start_sshd() {
         say "h$k: sshd already running (pid $pid)"
         return 0
     fi
+    # A listener without our pid file (state dir removed or changed) would keep
+    # the address busy: end it.
+    for pid in $(ip netns pids "$ns" 2>/dev/null); do
+        if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q '^sshd: .*\[listener\]'; then
+            kill_wait "$pid"
+            say "h$k: stale sshd listener (pid $pid) stopped"
+        fi
+    done
     mkdir -p "$d" /run/sshd
     chmod 0755 /run/sshd
     [ -s "$d/ssh_host_ed25519_key" ] ||
@@ -129,6 +138,7 @@ start_sshd() {
     # Own UTS namespace so `hostname` prints hK; sshd daemonises inside it and
     # every session inherits the netns, the UTS namespace and the mount namespace
     # that `ip netns exec` made (with /etc/netns/mhK/hosts over /etc/hosts).
+    # shellcheck disable=SC2016  # expanded by the inner sh
     ip netns exec "$ns" unshare --uts /bin/sh -c \
         'hostname "$1" && exec "$2" -f "$3" -E "$4"' \
         sh "h$k" "$SSHD" "$d/sshd_config" "$d/sshd.log" ||

@@ -94,5 +94,9 @@ for k in $(seq "$N"); do start_sshd "$k"; done
 write_client_files
 
 # 7. wait until every host answers
-for k in $(seq "$N"); do wait_ssh "$k" 20; done
+waits=()
+for k in $(seq "$N"); do wait_ssh "$k" 20 & waits+=($!); done
+failed=0
+for p in "${waits[@]}"; do wait "$p" || failed=1; done
+[ "$failed" = 0 ] || die "not every host became reachable"
 say "$N host(s) reachable in $(( ($(date +%s%N) - t0) / 1000000 )) ms: ssh -F $STATE/ssh_config h1"

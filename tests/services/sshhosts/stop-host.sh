@@ -13,5 +13,5 @@ stop_sshd "$k"
 if [ "${2:-}" = --all ]; then
     pids=$(ip netns pids "$(host_ns "$k")" 2>/dev/null || true)
     # shellcheck disable=SC2086
-    [ -z "$pids" ] || { kill_wait $pids; say "h$k: killed $(echo $pids | wc -w) process(es)"; }
+    [ -z "$pids" ] || { kill_wait $pids; say "h$k: killed $(echo "$pids" | wc -w) process(es)"; }
 fi

@@ -14,7 +14,7 @@ for k in $(existing_hosts); do
     if [ -n "$pids" ]; then
         # shellcheck disable=SC2086
         kill_wait $pids
-        say "h$k: killed $(echo $pids | wc -w) leftover process(es)"
+        say "h$k: killed $(echo "$pids" | wc -w) leftover process(es)"
     fi
     ip link del "$(host_veth "$k")" 2>/dev/null || true
     ip netns del "$ns" 2>/dev/null || die "cannot delete netns $ns"

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Everything muster's demo and tests need, installed idempotently:
+#   - a Python virtualenv with dask[distributed] (and the test tools), cached
+#     outside the repo in $MUSTER_CACHE (default ~/.cache/muster), keyed by the
+#     hash of tests/requirements.txt so a change of pins makes a fresh one;
+#   - the release build of muster (and its examples).
+# Source it (`. scripts/setup.sh`) to get MUSTER_PYTHON and MUSTER_BIN exported.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cache="${MUSTER_CACHE:-$HOME/.cache/muster}"
+mkdir -p "$cache"
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+need_apt() {
+    # Installs Debian packages when a command is missing (root, fresh machine).
+    local missing=()
+    for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    say "installing ${missing[*]} (apt)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# --- Python with Dask -------------------------------------------------------
+base_python="${MUSTER_BASE_PYTHON:-$(command -v python3 || true)}"
+if [ -z "$base_python" ]; then
+    need_apt python3 python3-venv
+    base_python="$(command -v python3)"
+fi
+if ! "$base_python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    need_apt python3-venv
+fi
+key="$( (cat "$repo/tests/requirements.txt"; "$base_python" --version) | sha256sum | cut -c1-12)"
+venv="$cache/venv-$key"
+if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
+    say "creating Python environment $venv (dask[distributed] from PyPI)"
+    rm -rf "$venv"
+    "$base_python" -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --upgrade pip
+    "$venv/bin/python" -m pip install -q -r "$repo/tests/requirements.txt"
+    touch "$venv/.complete"
+fi
+export MUSTER_PYTHON="$venv/bin/python"
+
+# --- Rust build ---------------------------------------------------------------
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "error: cargo not found; install Rust (https://rustup.rs) and re-run" >&2
+    exit 1
+fi
+say "building muster (release)"
+(cd "$repo" && cargo build --release --quiet --bins --examples)
+export MUSTER_BIN="$repo/target/release/muster"
+say "ready: muster=$MUSTER_BIN python=$MUSTER_PYTHON"

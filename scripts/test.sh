@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Set everything up and run every test: the quality gates (fmt, clippy), the
+# Rust unit and snapshot tests, and the end-to-end tests against real Dask.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+. scripts/setup.sh
+
+say "cargo fmt --check"
+cargo fmt --all --check
+say "cargo clippy -D warnings"
+cargo clippy --quiet --all-targets -- -D warnings
+say "cargo test"
+cargo test --quiet --workspace
+say "end-to-end tests (real Dask)"
+"$MUSTER_PYTHON" -m pytest -q tests/e2e "$@"

@@ -1,0 +1,115 @@
+"""Fixtures for muster's end-to-end tests: the muster binary, a private
+MUSTER_HOME per test, and an independent look at the OS for processes that
+carry a cluster's marker (so "nothing is left" is checked without trusting
+muster's own discovery)."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def marked_processes(home, cluster=None):
+    """Pids whose environment says they belong to this muster home (and cluster)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = dict(
+                    item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item
+                )
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state in ("Z", "X"):
+            continue
+        if env.get(b"MUSTER_HOME") != str(home).encode():
+            continue
+        if cluster is not None and env.get(b"MUSTER_CLUSTER") != cluster.encode():
+            continue
+        found.append(int(entry))
+    return found
+
+
+def wait_until(predicate, timeout=30.0, interval=0.1, message="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+class Muster:
+    """Runs the muster binary against one private state directory."""
+
+    def __init__(self, binary, home, python):
+        self.binary = binary
+        self.home = home
+        self.python = python
+        self.env = {**os.environ, "MUSTER_HOME": str(home)}
+
+    def run(self, *args, check=True, timeout=180):
+        proc = subprocess.run(
+            [self.binary, *map(str, args)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"muster {' '.join(map(str, args))} exited {proc.returncode}\n"
+                f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+            )
+        return proc
+
+    def json(self, *args):
+        return json.loads(self.run(*args, "-o", "json").stdout)
+
+    def popen(self, *args):
+        return subprocess.Popen(
+            [self.binary, *map(str, args)],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def processes(self, cluster=None):
+        return marked_processes(self.home, cluster)
+
+
+@pytest.fixture(scope="session")
+def muster_bin():
+    binary = os.environ.get("MUSTER_BIN", str(REPO / "target" / "release" / "muster"))
+    if not os.access(binary, os.X_OK):
+        pytest.fail(f"muster binary {binary} not found: run scripts/setup.sh first")
+    return binary
+
+
+@pytest.fixture
+def muster(muster_bin, tmp_path):
+    home = tmp_path / "home"
+    m = Muster(muster_bin, home, sys.executable)
+    yield m
+    # Whatever a test left, take it down, and fail loudly if processes remain.
+    for cluster in {c["name"] for c in m.json("get", "clusters")}:
+        m.run("down", cluster, check=False)
+    leftover = m.processes()
+    for pid in leftover:
+        try:
+            os.kill(pid, 9)
+        except OSError:
+            pass
+    assert not leftover, f"processes left behind by the test: {leftover}"
