@@ -111,7 +111,7 @@ pub struct DownReport {
 }
 
 /// How long to wait between polls of the scheduler's worker list.
-const POLL: Duration = Duration::from_millis(100);
+const POLL: Duration = Duration::from_millis(50);
 /// How often to ask the backend for job states while waiting.
 const STATUS_EVERY: Duration = Duration::from_millis(1000);
 
@@ -328,7 +328,7 @@ impl ManagedCluster {
                     after: self.timeout,
                 });
             }
-            tokio::time::sleep(POLL / 2).await;
+            tokio::time::sleep(POLL).await;
         }
     }
 

@@ -127,12 +127,19 @@ pub fn worker_command(
     }
 }
 
-/// The argv that checks a python can import `distributed` and prints its version.
+/// The argv that checks a python has `distributed` installed and prints its
+/// version. It locates the package without importing it (about 10 ms instead
+/// of about 330 ms for a full import, which `up` would pay before launching
+/// anything); a package that is present but broken shows up as a failed
+/// scheduler, reported with its log.
 pub fn import_check_argv(python: &str) -> Vec<String> {
     vec![
         python.to_string(),
         "-c".into(),
-        "import distributed; print(distributed.__version__)".into(),
+        "import importlib.util as u, importlib.metadata as m, sys\n\
+         if u.find_spec('distributed') is None: sys.exit('ModuleNotFoundError: No module named distributed')\n\
+         print(m.version('distributed'))"
+            .into(),
     ]
 }
 
