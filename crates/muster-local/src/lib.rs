@@ -433,6 +433,19 @@ worker:
         insta::assert_snapshot!(render(&s, role));
     }
 
+    /// A command carrying the marker of `job` in `cluster`, as `plan` makes them.
+    fn marked(backend: &LocalBackend, cluster: &str, job: &str, argv: &[&str]) -> ProcessCommand {
+        ProcessCommand {
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+            env: [
+                (procs::ENV_HOME.to_string(), backend.home_str()),
+                (procs::ENV_CLUSTER.to_string(), cluster.to_string()),
+                (procs::ENV_JOB.to_string(), job.to_string()),
+            ]
+            .into(),
+        }
+    }
+
     #[test]
     fn exit_reasons_read_well() {
         let log = Path::new("/l/w.log");
@@ -445,15 +458,7 @@ worker:
         let dir = tempfile::tempdir().unwrap();
         let backend = LocalBackend::new(Home::at(dir.path()));
         let id = JobId::from("t-w0");
-        let cmd = ProcessCommand {
-            argv: vec!["sleep".into(), "30".into()],
-            env: [
-                (procs::ENV_HOME.to_string(), backend.home_str()),
-                (procs::ENV_CLUSTER.to_string(), "t".to_string()),
-                (procs::ENV_JOB.to_string(), "t-w0".to_string()),
-            ]
-            .into(),
-        };
+        let cmd = marked(&backend, "t", "t-w0", &["sleep", "30"]);
         backend.spawn("t", &id, &cmd).unwrap();
         let found = backend.discover("t").await.unwrap();
         assert_eq!(found, vec![(id.clone(), JobStatus::Running)]);
@@ -500,15 +505,12 @@ worker:
         let dir = tempfile::tempdir().unwrap();
         let backend = LocalBackend::new(Home::at(dir.path()));
         let id = JobId::from("f-w0");
-        let cmd = ProcessCommand {
-            argv: vec!["sh".into(), "-c".into(), "echo boom >&2; exit 3".into()],
-            env: [
-                (procs::ENV_HOME.to_string(), backend.home_str()),
-                (procs::ENV_CLUSTER.to_string(), "f".to_string()),
-                (procs::ENV_JOB.to_string(), "f-w0".to_string()),
-            ]
-            .into(),
-        };
+        let cmd = marked(
+            &backend,
+            "f",
+            "f-w0",
+            &["sh", "-c", "echo boom >&2; exit 3"],
+        );
         backend.spawn("f", &id, &cmd).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         let status = loop {
