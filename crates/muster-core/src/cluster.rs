@@ -398,6 +398,8 @@ impl ManagedCluster {
         self.home.save(&self.record)?;
 
         let wanted = self.spec().workers;
+        let per_job = self.spec().worker.processes as usize;
+        progress.workers(0, wanted as usize * per_job);
         let early = self.backend.scheduler_file(self.spec());
         if let Some(file) = &early {
             // Workers wait for the scheduler file themselves: start them now.
@@ -405,6 +407,7 @@ impl ManagedCluster {
             self.launch_workers(wanted, SchedulerContact::File(file.clone()))
                 .await?;
         }
+        progress.stage("waiting for the scheduler");
         let ep = self.wait_for_endpoint(&scheduler, deadline).await?;
         self.record.scheduler_address = Some(ep.address.clone());
         self.record.http_url = Some(ep.http_url.clone());
@@ -415,7 +418,6 @@ impl ManagedCluster {
                 .await?;
         }
         progress.stage("waiting for workers");
-        let per_job = self.spec().worker.processes as usize;
         self.wait_for_workers(wanted as usize * per_job, deadline, progress)
             .await
     }
