@@ -279,7 +279,11 @@ impl ManagedCluster {
             })
             .collect();
         let retired = client.retire_workers(&addresses).await?;
-        tracing::debug!(?remove, ?retired, "retired through the scheduler; cancelling");
+        tracing::debug!(
+            ?remove,
+            ?retired,
+            "retired through the scheduler; cancelling"
+        );
         self.backend.cancel(&self.record.name, &remove).await?;
         self.record.workers.retain(|id| !remove.contains(id));
         self.home.save(&self.record)?;

@@ -443,7 +443,11 @@ impl ClusterSpec {
                 }
             }
             if adapt.max_pending == 0 {
-                bad("adapt.max_pending", &adapt.max_pending, "must be at least 1");
+                bad(
+                    "adapt.max_pending",
+                    &adapt.max_pending,
+                    "must be at least 1",
+                );
             }
             if let Some(idle) = adapt.idle_timeout
                 && idle.duration() < std::time::Duration::from_secs(1)
