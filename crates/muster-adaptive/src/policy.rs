@@ -227,7 +227,7 @@ pub struct Decision {
 
 fn secs(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{:.1}s", d.as_secs_f64())
@@ -515,7 +515,7 @@ mod tests {
         let p = adaptive(0, 6);
         // The target flaps between 6 and 1 every second for a minute.
         let table: Vec<_> = (0..60)
-            .map(|i| (i, obs(Some(if i % 2 == 0 { 6 } else { 1 }), 6, 6)))
+            .map(|i| (i, obs(Some(if i.is_multiple_of(2) { 6 } else { 1 }), 6, 6)))
             .collect();
         let actions = run(&p, &table);
         assert!(
@@ -524,7 +524,7 @@ mod tests {
         );
         // A target that is lower most of the time but spikes shrinks only to
         // the spike, once.
-        let (removals, jobs) = simulate(&p, 6, |i| if i % 4 == 0 { 4 } else { 1 }, 30);
+        let (removals, jobs) = simulate(&p, 6, |i| if i.is_multiple_of(4) { 4 } else { 1 }, 30);
         assert_eq!(removals, "-");
         assert_eq!(jobs, 4);
     }
@@ -569,7 +569,7 @@ mod tests {
         let noisy = |i: u64| if i < 20 { 8 + (i % 3) as u32 } else { 0 };
         assert_eq!(simulate(&p, 0, noisy, 60), ("+-".to_string(), 0));
         // Work that pauses briefly (shorter than the wait) does not shrink.
-        let gappy = |i: u64| if i < 30 && i % 7 != 0 { 6 } else { 0 };
+        let gappy = |i: u64| if i < 30 && !i.is_multiple_of(7) { 6 } else { 0 };
         assert_eq!(simulate(&p, 0, gappy, 60), ("+-".to_string(), 0));
     }
 
