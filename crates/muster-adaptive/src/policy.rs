@@ -515,7 +515,7 @@ mod tests {
         let p = adaptive(0, 6);
         // The target flaps between 6 and 1 every second for a minute.
         let table: Vec<_> = (0..60)
-            .map(|i| (i, obs(Some(if i.is_multiple_of(2) { 6 } else { 1 }), 6, 6)))
+            .map(|i: u64| (i, obs(Some(if i.is_multiple_of(2) { 6 } else { 1 }), 6, 6)))
             .collect();
         let actions = run(&p, &table);
         assert!(
