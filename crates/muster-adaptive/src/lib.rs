@@ -15,3 +15,10 @@ pub mod policy;
 pub use agent::{AgentHealth, AgentState};
 pub use events::Event;
 pub use policy::{Action, Decision, Mode, Observation, Policy, PolicyState, decide};
+
+/// True when clusters of this backend kind get a per-cluster agent process.
+/// Process-style backends (local, SSH, batch schedulers) do; on Kubernetes
+/// the operator reconciles instead.
+pub fn runs_agent(backend_kind: &str) -> bool {
+    !matches!(backend_kind, "kube" | "kubernetes")
+}

@@ -8,8 +8,10 @@
 //!   but not yet connected as already there (so a slow start is never paid
 //!   twice), and never with more than `max_pending` jobs unconnected;
 //! - shrink only after the wanted size has stayed below the current size for
-//!   `scale_down_wait`, to the highest size wanted during that wait, and not
-//!   within `cooldown` of the previous change;
+//!   `scale_down_wait`, and then only to the highest size wanted within the
+//!   last `scale_down_wait` (a sliding window, so a brief dip never shrinks
+//!   and a long quiet spell shrinks promptly), and never within `cooldown`
+//!   of growing;
 //! - hold steady while the scheduler cannot be reached, polling less often;
 //! - after a failed launch, back off exponentially; after
 //!   `max_launch_failures` in a row, pause growing (visible in `describe`);
@@ -50,7 +52,7 @@ pub struct Policy {
     pub interval: Duration,
     /// How long the wanted size must stay lower before shrinking.
     pub scale_down_wait: Duration,
-    /// Least time between a change and the next removal.
+    /// Least time between growing and the next removal.
     pub cooldown: Duration,
     /// Most jobs launched but not yet connected.
     pub max_pending: u32,
@@ -143,10 +145,11 @@ impl Observation {
 pub struct PolicyState {
     /// Since when the wanted size has been below the current size.
     pub below_since: Option<Duration>,
-    /// The highest size wanted since then.
-    pub below_peak: u32,
-    /// When the size last changed.
-    pub last_change: Option<Duration>,
+    /// The sizes wanted since then (time, jobs), trimmed to the last
+    /// `scale_down_wait` plus the sample just before it.
+    pub below: Vec<(Duration, u32)>,
+    /// When the cluster last grew.
+    pub last_growth: Option<Duration>,
     /// Launches failed in a row.
     pub launch_failures: u32,
     /// No launch before this time (backing off).
@@ -167,7 +170,7 @@ impl PolicyState {
             None => {
                 s.launch_failures = 0;
                 s.retry_at = None;
-                s.last_change = Some(now);
+                s.last_growth = Some(now);
             }
             Some(err) => {
                 s.launch_failures += 1;
@@ -181,16 +184,6 @@ impl PolicyState {
             }
         }
         s
-    }
-
-    /// The state after removing jobs at `now`.
-    pub fn after_removal(&self, now: Duration) -> Self {
-        PolicyState {
-            last_change: Some(now),
-            below_since: None,
-            below_peak: 0,
-            ..self.clone()
-        }
     }
 }
 
@@ -297,7 +290,7 @@ pub fn decide(policy: &Policy, state: &PolicyState, obs: &Observation, now: Dura
 
     if wanted > jobs {
         s.below_since = None;
-        s.below_peak = 0;
+        s.below.clear();
         if let Some(why) = &s.paused {
             let reason = format!("paused: {why}; holding at {jobs} workers");
             return hold("paused", reason, s, policy.interval);
@@ -343,50 +336,54 @@ pub fn decide(policy: &Policy, state: &PolicyState, obs: &Observation, now: Dura
     }
 
     if wanted < jobs && matches!(policy.mode, Mode::Adaptive { .. }) {
-        let since = match s.below_since {
-            Some(t) => {
-                s.below_peak = s.below_peak.max(wanted);
-                t
-            }
-            None => {
-                s.below_since = Some(now);
-                s.below_peak = wanted;
-                now
-            }
-        };
+        let since = *s.below_since.get_or_insert(now);
+        s.below.push((now, wanted));
+        // Keep the window, plus the last sample before it (its value held at
+        // the window's start).
+        let start = now.saturating_sub(policy.scale_down_wait);
+        let first_inside = s.below.iter().position(|(t, _)| *t >= start).unwrap_or(0);
+        let keep_before = usize::from(s.below[first_inside].0 > start);
+        s.below.drain(..first_inside.saturating_sub(keep_before));
+        let peak = s.below.iter().map(|(_, w)| *w).max().unwrap_or(wanted);
         let waited = now.saturating_sub(since);
         if waited < policy.scale_down_wait {
             let reason = format!(
                 "{describe_target} < {jobs} workers: removing {} if it stays lower for {}",
-                jobs - s.below_peak,
+                jobs - peak,
                 secs(policy.scale_down_wait)
             );
             return hold("waiting", reason, s, policy.interval);
         }
-        if let Some(last) = s.last_change
-            && now.saturating_sub(last) < policy.cooldown
+        if let Some(grew) = s.last_growth
+            && now.saturating_sub(grew) < policy.cooldown
         {
-            let left = policy.cooldown - now.saturating_sub(last);
-            let reason = format!("cooling down after the last change: {} left", secs(left));
+            let left = policy.cooldown - now.saturating_sub(grew);
+            let reason = format!("cooling down after growing: {} left", secs(left));
             return hold("cooldown", reason, s, policy.interval);
         }
-        let keep = s.below_peak;
-        let n = jobs - keep;
+        if peak >= jobs {
+            let reason = format!(
+                "{describe_target} < {jobs} workers, but {peak} were wanted within the last {}",
+                secs(policy.scale_down_wait)
+            );
+            return hold("waiting", reason, s, policy.interval);
+        }
+        let n = jobs - peak;
         let reason = format!(
-            "wanted at most {keep} < {jobs} workers for {}: retiring {n}",
-            secs(waited)
+            "wanted at most {peak} < {jobs} workers for the last {}: retiring {n}",
+            secs(policy.scale_down_wait.min(waited))
         );
         return Decision {
             action: Action::Remove(n),
             kind: "scale-down",
             reason,
-            state: s.after_removal(now),
+            state: s,
             next_poll: policy.interval,
         };
     }
 
     s.below_since = None;
-    s.below_peak = 0;
+    s.below.clear();
     let reason = format!("{describe_target}: {jobs} workers is right");
     hold("steady", reason, s, policy.interval)
 }
@@ -483,17 +480,20 @@ mod tests {
     }
 
     #[test]
-    fn shrinks_only_after_the_wait_to_the_peak_wanted_then_cools_down() {
+    fn shrinks_only_after_the_wait_to_the_peak_of_the_window() {
         let p = adaptive(0, 6);
         let table = [
-            (0, obs(Some(0), 6, 6)),  // below: start waiting
-            (2, obs(Some(3), 6, 6)),  // still below; peak 3
-            (4, obs(Some(1), 6, 6)),  // still below
-            (5, obs(Some(1), 6, 6)),  // waited 5s: remove down to the peak, 3
-            (6, obs(Some(0), 3, 3)),  // below again: wait anew
-            (11, obs(Some(0), 3, 3)), // waited 5s, but cooling down until 15
-            (15, obs(Some(0), 3, 3)), // now
-            (16, obs(Some(0), 0, 0)),
+            (0, obs(Some(0), 6, 6)), // below: start waiting
+            (2, obs(Some(3), 6, 6)), // still below; 3 wanted
+            (4, obs(Some(1), 6, 6)), // still below
+            (5, obs(Some(1), 6, 6)), // below for 5s; 3 wanted within it: remove 3
+            (6, obs(Some(0), 3, 3)), // 3 was wanted 4s ago: keep
+            (7, obs(Some(0), 3, 3)),
+            (8, obs(Some(0), 3, 3)), // the window [3, 8] starts with 3 still held
+            (9, obs(Some(0), 3, 3)), // now only 1 and 0: remove 2
+            (10, obs(Some(0), 1, 1)),
+            (14, obs(Some(0), 1, 1)), // 1 held until 5, window [9, 14]: all 0
+            (15, obs(Some(0), 0, 0)),
         ];
         assert_eq!(
             run(&p, &table),
@@ -503,9 +503,32 @@ mod tests {
                 (4, Action::Hold, "waiting"),
                 (5, Action::Remove(3), "scale-down"),
                 (6, Action::Hold, "waiting"),
-                (11, Action::Hold, "cooldown"),
-                (15, Action::Remove(3), "scale-down"),
-                (16, Action::Hold, "steady"),
+                (7, Action::Hold, "waiting"),
+                (8, Action::Hold, "waiting"),
+                (9, Action::Remove(2), "scale-down"),
+                (10, Action::Hold, "waiting"),
+                (14, Action::Remove(1), "scale-down"),
+                (15, Action::Hold, "steady"),
+            ]
+        );
+    }
+
+    #[test]
+    fn no_removal_within_the_cooldown_after_growing() {
+        let p = adaptive(0, 6);
+        let table = [
+            (0, obs(Some(6), 0, 0)),  // grow at 0
+            (1, obs(Some(0), 4, 4)),  // work vanished at once: waiting
+            (6, obs(Some(0), 4, 4)),  // waited 5s, but grew 6s ago < cooldown 10s
+            (10, obs(Some(0), 4, 4)), // now
+        ];
+        assert_eq!(
+            run(&p, &table),
+            vec![
+                (0, Action::Launch(4), "scale-up"),
+                (1, Action::Hold, "waiting"),
+                (6, Action::Hold, "cooldown"),
+                (10, Action::Remove(4), "scale-down"),
             ]
         );
     }

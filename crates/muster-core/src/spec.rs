@@ -200,7 +200,7 @@ pub struct AdaptSpec {
     /// before workers are removed.
     #[serde(default = "default_scale_down_wait")]
     pub scale_down_wait: Seconds,
-    /// After any change of size, how long before the next removal.
+    /// After growing, how long before any removal.
     #[serde(default = "default_cooldown")]
     pub cooldown: Seconds,
     /// Most worker jobs launched but not yet connected at any time (a cap on
