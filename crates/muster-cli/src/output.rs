@@ -622,6 +622,160 @@ mod tests {
         ));
     }
 
+    fn timeline() -> Vec<Event> {
+        let ev = |time: f64, kind: &str, message: &str| Event {
+            time,
+            kind: kind.into(),
+            message: message.into(),
+        };
+        vec![
+            ev(
+                1_790_000_000.0,
+                "adapt",
+                "adaptive scaling on: 0 to 6 worker jobs",
+            ),
+            ev(1_790_000_000.2, "agent", "agent started (pid 4242)"),
+            ev(
+                1_790_000_030.5,
+                "scale-up",
+                "target 20 > 0 workers: launching 6",
+            ),
+            ev(
+                1_790_000_030.6,
+                "launched",
+                "launched demo-w0, demo-w1, demo-w2, demo-w3, demo-w4, demo-w5",
+            ),
+            ev(
+                1_790_000_051.0,
+                "waiting",
+                "target 2 < 6 workers: removing 4 if it stays lower for 5s",
+            ),
+            ev(
+                1_790_000_056.0,
+                "scale-down",
+                "wanted at most 2 < 6 workers for the last 5s: retiring 4",
+            ),
+            ev(
+                1_790_000_057.0,
+                "launch-failed",
+                "launching 1 failed: worker job demo-w9 failed:\nexited with code 1 `$(id)` \u{1b}[31m",
+            ),
+        ]
+    }
+
+    fn adaptive_record() -> ClusterRecord {
+        let mut r = record("demo", 2);
+        r.spec.adapt = Some(AdaptSpec {
+            idle_timeout: Some(muster::Seconds::from_secs(3600)),
+            ..AdaptSpec::new(0, 6)
+        });
+        r
+    }
+
+    #[test]
+    fn event_listings() {
+        let evs = timeline();
+        insta::assert_snapshot!("events_table", events(&evs, Output::Table));
+        insta::assert_snapshot!("events_json", events(&evs[..2], Output::Json));
+        assert_eq!(events(&[], Output::Table), "No events.\n");
+        assert_eq!(events(&[], Output::Json), "[]\n");
+    }
+
+    #[test]
+    fn describe_with_a_running_agent() {
+        let st = muster::adaptive::AgentState {
+            pid: 4242,
+            started_at: 1_790_000_000.0,
+            heartbeat: 1_790_000_059.0,
+            mode: None,
+            paused: None,
+            last_decision: Some("target 2: 2 workers is right".into()),
+        };
+        let view = AgentView::new(
+            true,
+            &AgentHealth::Running(st),
+            None,
+            &timeline(),
+            1_790_000_060.0,
+        );
+        let text = describe(
+            &status(),
+            &adaptive_record(),
+            "/state/clusters/demo",
+            Some(&view),
+            Output::Table,
+        );
+        insta::assert_snapshot!("describe_adaptive", text);
+        let json: serde_json::Value = serde_json::from_str(&describe(
+            &status(),
+            &adaptive_record(),
+            "/s",
+            Some(&view),
+            Output::Json,
+        ))
+        .unwrap();
+        assert_eq!(json["agent"]["agent"], "running");
+        assert_eq!(json["agent"]["pid"], 4242);
+        assert_eq!(json["agent"]["events"].as_array().unwrap().len(), 7);
+        assert_eq!(json["spec"]["adapt"]["maximum"], 6);
+    }
+
+    #[test]
+    fn describe_with_a_dead_agent_restarted_and_paused() {
+        let st = muster::adaptive::AgentState {
+            pid: 4242,
+            started_at: 1_790_000_000.0,
+            heartbeat: 1_790_000_020.0,
+            mode: None,
+            paused: Some(
+                "3 launches failed in a row (max_launch_failures 3); last: boom\nline two".into(),
+            ),
+            last_decision: None,
+        };
+        let view = AgentView::new(
+            true,
+            &AgentHealth::Dead(st),
+            Some(5151),
+            &[],
+            1_790_000_200.0,
+        );
+        let text = describe(
+            &status(),
+            &record("demo", 3),
+            "/state/clusters/demo",
+            Some(&view),
+            Output::Table,
+        );
+        let section: String = text
+            .lines()
+            .skip_while(|l| !l.starts_with("Scaling:"))
+            .take_while(|l| !l.starts_with("Spec:"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        insta::assert_snapshot!("describe_dead_agent", section);
+        let none = AgentView::new(false, &AgentHealth::Absent, None, &[], 0.0);
+        assert_eq!(none.agent, "none");
+        let absent = AgentView::new(true, &AgentHealth::Absent, Some(7), &[], 0.0);
+        assert_eq!(absent.agent, "not started");
+    }
+
+    #[test]
+    fn adapt_messages() {
+        let a = AdaptSpec::new(1, 8);
+        insta::assert_snapshot!(
+            "adapt_on",
+            adapted("demo", Some(&a), 1, Some(4242), Output::Table)
+        );
+        insta::assert_snapshot!(
+            "adapt_on_json",
+            adapted("demo", Some(&a), 1, Some(4242), Output::Json)
+        );
+        insta::assert_snapshot!(
+            "adapt_off",
+            adapted("demo", None, 3, Some(4242), Output::Table)
+        );
+    }
+
     #[test]
     fn up_and_down_messages() {
         let item = UpItem {
