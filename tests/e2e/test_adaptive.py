@@ -176,3 +176,19 @@ def test_down_during_a_burst_leaves_no_agent_and_nothing_relaunches(muster):
     time.sleep(3)
     assert muster.processes("race") == []
     assert muster.json("get", "clusters") == []
+
+
+def test_idle_timeout_brings_the_cluster_down_only_after_the_work(muster):
+    up = muster.json(
+        "up", "nap", "--adapt", "--max", 2, "--idle-timeout", "4s", "--python", muster.python,
+    )
+    with Client(up["scheduler_address"], timeout=30) as client:
+        # Busy for longer than the idle timeout: the cluster must stay.
+        futures = client.map(slow_square, range(24))
+        assert client.gather(futures) == [x * x for x in range(24)]
+        assert [c["name"] for c in muster.json("get", "clusters")] == ["nap"]
+        del futures
+    wait_until(lambda: muster.json("get", "clusters") == [], timeout=60,
+               message="the idle cluster to be brought down")
+    wait_until(lambda: muster.processes("nap") == [], timeout=15,
+               message="every process of the idle cluster to end")
