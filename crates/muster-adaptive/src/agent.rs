@@ -25,7 +25,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use muster_core::cluster::group_by_job;
+use muster_core::cluster::{Removal, group_by_job};
 use muster_core::{Backend, Error, Home, JobId, ManagedCluster, Phase, Result};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -437,7 +437,10 @@ pub async fn run(home: Home, name: &str, backend: Arc<dyn Backend>) -> Result<()
                     }
                 },
                 Action::Remove(n) => {
-                    match cluster.remove_workers(n as usize, &round.states).await {
+                    match cluster
+                        .remove_workers(n as usize, &round.states, Removal::SchedulerChooses)
+                        .await
+                    {
                         Ok(ids) => events::append(
                             &home,
                             name,

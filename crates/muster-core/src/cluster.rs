@@ -110,6 +110,16 @@ pub struct DownReport {
     pub existed: bool,
 }
 
+/// Who picks the connected worker jobs to remove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// The newest jobs (predictable: what `scale` does).
+    Newest,
+    /// The scheduler's cheapest workers: idle first, least data, never one
+    /// running a long-running task (what the adaptive agent does).
+    SchedulerChooses,
+}
+
 /// How long to wait between polls of the scheduler's worker list.
 const POLL: Duration = Duration::from_millis(50);
 /// How often to ask the backend for job states while waiting.
@@ -251,34 +261,55 @@ impl ManagedCluster {
         self.launch_workers(count, contact).await
     }
 
-    /// Removes `count` worker jobs safely: chooses them (never-connected jobs
-    /// first, then the newest), asks the scheduler to retire their Dask
-    /// workers (it moves their data elsewhere and stops sending them tasks),
-    /// and only then cancels the jobs. `states` are the jobs' states from
-    /// [`prune_ended`](Self::prune_ended). Returns the jobs removed.
+    /// Removes `count` worker jobs safely: asks the scheduler to retire their
+    /// Dask workers (it moves their data elsewhere and stops sending them
+    /// tasks), and only then cancels the jobs. Jobs whose workers never
+    /// connected go first (they hold nothing). Among connected jobs, `choice`
+    /// says who picks: [`Removal::Newest`] (predictable, for `scale`) or
+    /// [`Removal::SchedulerChooses`] (the scheduler's cheapest: idle, least
+    /// data; for the adaptive agent). `states` are the jobs' states from
+    /// [`prune_ended`](Self::prune_ended). Returns the jobs removed, which
+    /// may be fewer than `count` when the scheduler declines some.
     pub async fn remove_workers(
         &mut self,
         count: usize,
         states: &BTreeMap<JobId, JobStatus>,
+        choice: Removal,
     ) -> Result<Vec<JobId>> {
         if count == 0 {
             return Ok(Vec::new());
         }
         let client = self.client()?;
         let connected = client.workers().await?;
-        let by_job = group_by_job(&connected, self.spec().worker.processes);
-        let remove = choose_removals(&self.record.workers, states, &by_job, count);
-        let addresses: Vec<String> = remove
-            .iter()
-            .flat_map(|id| {
-                by_job
-                    .get(id)
-                    .into_iter()
-                    .flatten()
-                    .map(|w| w.address.clone())
-            })
-            .collect();
-        let retired = client.retire_workers(&addresses).await?;
+        let processes = self.spec().worker.processes;
+        let by_job = group_by_job(&connected, processes);
+        let mut remove = choose_removals(&self.record.workers, states, &by_job, count);
+        // With one Dask worker per job the scheduler can pick jobs itself;
+        // with several it could split a job, so muster picks whole jobs.
+        let retired = if choice == Removal::SchedulerChooses && processes == 1 {
+            remove.retain(|id| !by_job.contains_key(id));
+            let names = client.retire_cheapest(count - remove.len()).await?;
+            let known: BTreeSet<&JobId> = self.record.workers.iter().collect();
+            remove.extend(
+                names
+                    .iter()
+                    .map(|n| JobId::from(n.as_str()))
+                    .filter(|id| known.contains(id)),
+            );
+            names
+        } else {
+            let addresses: Vec<String> = remove
+                .iter()
+                .flat_map(|id| {
+                    by_job
+                        .get(id)
+                        .into_iter()
+                        .flatten()
+                        .map(|w| w.address.clone())
+                })
+                .collect();
+            client.retire_workers(&addresses).await?
+        };
         tracing::debug!(
             ?remove,
             ?retired,
@@ -624,7 +655,7 @@ impl Cluster for ManagedCluster {
             self.add_workers(workers - current).await?;
         } else if workers < current {
             progress.stage(&format!("retiring {} workers", current - workers));
-            self.remove_workers((current - workers) as usize, &states)
+            self.remove_workers((current - workers) as usize, &states, Removal::Newest)
                 .await?;
         }
         self.home.save(&self.record)?;
