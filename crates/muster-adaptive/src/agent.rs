@@ -73,6 +73,19 @@ pub fn state_path(home: &Home, cluster: &str) -> PathBuf {
     home.cluster_dir(cluster).join("agent.json")
 }
 
+fn reset_path(home: &Home, cluster: &str) -> PathBuf {
+    home.cluster_dir(cluster).join("agent.reset")
+}
+
+/// Asks the running agent to forget what its policy remembers (failure
+/// counts, a pause, the scale-down window) at its next round, as if its
+/// settings had changed. `muster adapt` does this, so running it again
+/// resumes a paused cluster even with the same settings.
+pub fn request_reset(home: &Home, cluster: &str) -> Result<()> {
+    let path = reset_path(home, cluster);
+    fs::write(&path, b"").map_err(|e| Error::io(format!("writing {}", path.display()), e))
+}
+
 /// The agent's log.
 pub fn log_path(home: &Home, cluster: &str) -> PathBuf {
     home.cluster_dir(cluster).join("logs").join("agent.log")
@@ -382,7 +395,8 @@ pub async fn run(home: Home, name: &str, backend: Arc<dyn Backend>) -> Result<()
                 return Ok(());
             }
             let current = Policy::from_spec(&cluster.record().spec);
-            if policy.as_ref() != Some(&current) {
+            let reset_asked = fs::remove_file(reset_path(&home, name)).is_ok();
+            if policy.as_ref() != Some(&current) || reset_asked {
                 // New settings (`muster adapt`): start afresh, unpaused.
                 if let Some(old) = &policy {
                     tracing::info!(?old.mode, ?current.mode, "settings changed");

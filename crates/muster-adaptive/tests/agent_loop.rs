@@ -195,16 +195,31 @@ async fn failed_launches_back_off_then_pause_visibly_and_the_agent_exits_with_th
     .await;
     assert!(decision.contains("holding at 0 workers"), "{decision}");
 
-    // `muster adapt` again (a settings change) resumes: launches are tried anew.
+    // `muster adapt` again, even with the same settings, resumes: launches
+    // are tried anew.
     *up.lock().unwrap() = true;
+    agent::request_reset(&home, "fake").unwrap();
+    wait_for("a new launch attempt", || {
+        (backend.launches.load(Ordering::SeqCst) > 3).then_some(())
+    })
+    .await;
+    // So does a change of settings after the next pause.
+    wait_for("the next pause", || {
+        agent::read_state(&home, "fake")
+            .and_then(|s| s.paused)
+            .filter(|_| backend.launches.load(Ordering::SeqCst) == 6)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(backend.launches.load(Ordering::SeqCst), 6);
     {
         let _lock = home.lock("fake").unwrap();
         let mut r = home.load("fake").unwrap().unwrap();
         r.spec.adapt.as_mut().unwrap().maximum = 3;
         home.save(&r).unwrap();
     }
-    wait_for("a new launch attempt", || {
-        (backend.launches.load(Ordering::SeqCst) > 3).then_some(())
+    wait_for("a launch after the change", || {
+        (backend.launches.load(Ordering::SeqCst) > 6).then_some(())
     })
     .await;
 

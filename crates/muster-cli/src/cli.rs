@@ -136,7 +136,7 @@ pub struct AdaptFlags {
     /// How long the target must stay lower before workers are removed, e.g. 30s
     #[arg(long, value_name = "DURATION")]
     pub scale_down_wait: Option<Seconds>,
-    /// Least time between a change and the next removal
+    /// After growing, how long before any removal
     #[arg(long, value_name = "DURATION")]
     pub cooldown: Option<Seconds>,
     /// How often the agent looks at the scheduler, e.g. 500ms

@@ -341,6 +341,7 @@ pub async fn adapt(home: &Home, args: AdaptArgs) -> Result<()> {
             )
         };
         home.save(&record)?;
+        adaptive_agent::request_reset(home, &name)?;
         timeline::append(home, &name, "adapt", &message)?;
     }
     let cluster = {
