@@ -306,49 +306,33 @@ pub async fn describe(home: &Home, args: DescribeArgs) -> Result<()> {
 
 pub async fn adapt(home: &Home, args: AdaptArgs) -> Result<()> {
     let name = args.name.clone();
-    let cluster = open_quietly(home, &name)?;
-    {
-        let _lock = home.lock(&name)?;
-        let mut record = home
-            .load(&name)?
-            .ok_or_else(|| Error::NotFound(name.clone()))?;
-        if record.phase != Phase::Running {
+    let mut cluster = open_quietly(home, &name)?;
+    let adapt = if args.off {
+        None
+    } else {
+        let mut spec = cluster.record().spec.clone();
+        if spec.adapt.is_none() && args.flags.maximum.is_none() {
             return Err(Error::Usage(format!(
-                "cluster {name:?} is {}, not Running",
-                record.phase.word()
+                "adapt.maximum: required to turn adaptive scaling on (muster adapt {name} --max N)"
             ))
             .into());
         }
-        let message = if args.off {
-            record.spec.adapt = None;
-            record.spec.workers = record.workers.len() as u32;
-            format!(
-                "adaptive scaling off: holding at {} worker jobs",
-                record.spec.workers
-            )
-        } else {
-            if record.spec.adapt.is_none() && args.flags.maximum.is_none() {
-                return Err(Error::Usage(format!(
-                    "adapt.maximum: required to turn adaptive scaling on (muster adapt {name} --max N)"
-                ))
-                .into());
-            }
-            apply_adapt(&mut record.spec, &args.flags, true)?;
-            let a = record.spec.adapt.as_ref().expect("just set");
-            format!(
-                "adaptive scaling on: {} to {} worker jobs",
-                a.minimum, a.maximum
-            )
-        };
-        home.save(&record)?;
-        adaptive_agent::request_reset(home, &name)?;
-        timeline::append(home, &name, "adapt", &message)?;
-    }
-    let cluster = {
-        let mut c = cluster;
-        c.reload()?;
-        c
+        apply_adapt(&mut spec, &args.flags, true)?;
+        spec.adapt
     };
+    cluster.set_adapt(adapt)?;
+    adaptive_agent::request_reset(home, &name)?;
+    let message = match &cluster.record().spec.adapt {
+        Some(a) => format!(
+            "adaptive scaling on: {} to {} worker jobs",
+            a.minimum, a.maximum
+        ),
+        None => format!(
+            "adaptive scaling off: holding at {} worker jobs",
+            cluster.record().spec.workers
+        ),
+    };
+    timeline::append(home, &name, "adapt", &message)?;
     ensure_agent(home, &cluster);
     let agent_pid = adaptive_agent::read_state(home, &name).map(|s| s.pid);
     print!(

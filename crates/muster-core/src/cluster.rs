@@ -15,7 +15,7 @@ use crate::dask::{SchedulerClient, SchedulerEndpoint, WorkerInfo, job_of_worker}
 use crate::error::{Error, Result};
 use crate::job::{JobId, JobStatus};
 use crate::registry::{ClusterLock, ClusterRecord, Home, Phase};
-use crate::spec::{ClusterSpec, MAX_WORKERS};
+use crate::spec::{AdaptSpec, ClusterSpec, MAX_WORKERS};
 
 /// Receives progress of long operations (the CLI draws a bar from it).
 pub trait Progress: Send + Sync {
@@ -219,6 +219,33 @@ impl ManagedCluster {
     /// The scheduler's HTTP client.
     pub fn scheduler_client(&self) -> Result<SchedulerClient> {
         self.client()
+    }
+
+    /// Turns adaptive scaling on with these settings, or off (`None`: the
+    /// cluster keeps its current number of worker jobs). The whole spec is
+    /// validated before anything is saved. Whoever runs the policy (the
+    /// cluster's agent, see the `muster-adaptive` crate) picks the change up
+    /// at its next round.
+    pub fn set_adapt(&mut self, adapt: Option<AdaptSpec>) -> Result<()> {
+        let name = self.record.name.clone();
+        let _lock = self.lock()?;
+        if !self.reload()? {
+            return Err(Error::NotFound(name));
+        }
+        if self.record.phase != Phase::Running {
+            return Err(Error::Usage(format!(
+                "cluster {name:?} is {}, not Running",
+                self.record.phase.word()
+            )));
+        }
+        let mut spec = self.record.spec.clone();
+        if adapt.is_none() {
+            spec.workers = self.record.workers.len() as u32;
+        }
+        spec.adapt = adapt;
+        spec.validate()?;
+        self.record.spec = spec;
+        self.home.save(&self.record)
     }
 
     /// Asks the backend for the states of the recorded worker jobs and forgets
