@@ -411,6 +411,15 @@ pub async fn run(home: Home, name: &str, backend: Arc<dyn Backend>) -> Result<()
                 Ok(r) => Some(r),
                 Err(e) => {
                     tracing::warn!("observing {name}: {e}");
+                    if last_kind != "observe-failed" {
+                        events::append(
+                            &home,
+                            name,
+                            "observe-failed",
+                            &format!("cannot observe the cluster, holding steady: {e}"),
+                        )?;
+                        last_kind = "observe-failed";
+                    }
                     None
                 }
             };
