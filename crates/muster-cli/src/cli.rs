@@ -13,6 +13,8 @@ Examples:
   muster get clusters                                     # what runs
   muster get workers demo -o wide
   muster scale demo 8                                     # grow (or shrink, retiring safely)
+  muster adapt demo --min 0 --max 6                       # let the scheduler's load size it
+  muster events demo                                      # every scaling decision and why
   muster logs demo --worker demo-w0 --tail 50
   muster render -f cluster.yaml                           # what `up` would launch
   muster down demo                                        # stop everything, verify, forget
@@ -68,6 +70,17 @@ pub enum Command {
         after_help = "Examples:\n  muster render demo --workers 2\n  muster render -f cluster.yaml -o yaml"
     )]
     Render(RenderArgs),
+    /// Turn adaptive scaling on (with bounds) or off
+    #[command(
+        after_help = "Examples:\n  muster adapt demo --min 0 --max 6\n  muster adapt demo --max 20 --scale-down-wait 30s --idle-timeout 1h\n  muster adapt demo --off"
+    )]
+    Adapt(AdaptArgs),
+    /// Show a cluster's timeline: every scaling decision and why
+    #[command(after_help = "Examples:\n  muster events demo\n  muster events demo -o json")]
+    Events(EventsArgs),
+    /// Run a cluster's agent in the foreground (started by `up`; internal)
+    #[command(hide = true)]
+    Agent(AgentArgs),
 }
 
 /// How to print results.
@@ -111,11 +124,86 @@ pub struct SpecArgs {
     pub processes: Option<u32>,
 }
 
+/// Adaptive-scaling settings given as flags (they override the spec's `adapt`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct AdaptFlags {
+    /// Fewest worker jobs to keep
+    #[arg(long = "min", value_name = "N")]
+    pub minimum: Option<u32>,
+    /// Most worker jobs to run
+    #[arg(long = "max", value_name = "N")]
+    pub maximum: Option<u32>,
+    /// How long the target must stay lower before workers are removed, e.g. 30s
+    #[arg(long, value_name = "DURATION")]
+    pub scale_down_wait: Option<Seconds>,
+    /// After growing, how long before any removal
+    #[arg(long, value_name = "DURATION")]
+    pub cooldown: Option<Seconds>,
+    /// How often the agent looks at the scheduler, e.g. 500ms
+    #[arg(long, value_name = "DURATION")]
+    pub interval: Option<Seconds>,
+    /// Bring the whole cluster down after it has been idle this long
+    #[arg(long, value_name = "DURATION")]
+    pub idle_timeout: Option<Seconds>,
+}
+
+impl AdaptFlags {
+    /// True when any setting was given.
+    pub fn any(&self) -> bool {
+        self.minimum.is_some()
+            || self.maximum.is_some()
+            || self.scale_down_wait.is_some()
+            || self.cooldown.is_some()
+            || self.interval.is_some()
+            || self.idle_timeout.is_some()
+    }
+}
+
+/// `muster adapt`.
+#[derive(Debug, Args)]
+pub struct AdaptArgs {
+    /// Cluster name
+    pub name: String,
+    #[command(flatten)]
+    pub flags: AdaptFlags,
+    /// Turn adaptive scaling off; the cluster keeps its current size
+    #[arg(long, conflicts_with_all = ["minimum", "maximum", "scale_down_wait", "cooldown", "interval", "idle_timeout"])]
+    pub off: bool,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// `muster events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Cluster name
+    pub name: String,
+    /// Only the last N events
+    #[arg(long, value_name = "N")]
+    pub tail: Option<usize>,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// `muster agent` (internal).
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Cluster name
+    pub name: String,
+}
+
 /// `muster up`.
 #[derive(Debug, Args)]
 pub struct UpArgs {
     #[command(flatten)]
     pub spec: SpecArgs,
+    /// Scale adaptively between --min and --max worker jobs (starts --min, or --workers)
+    #[arg(long)]
+    pub adapt: bool,
+    #[command(flatten)]
+    pub adapt_flags: AdaptFlags,
     /// How long to wait for the scheduler and workers, e.g. 90s, 5m
     #[arg(long, default_value = "2m", value_name = "DURATION")]
     pub timeout: Seconds,

@@ -1,13 +1,14 @@
 //! What each subcommand does: build the spec, pick the backend, call the
 //! library, print. The CLI is a thin client of the `muster` crate.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use muster::adaptive::{self, agent as adaptive_agent, events as timeline};
 use muster::{
-    Backend, BackendSpec, Cluster, ClusterSpec, Error, Home, JobId, ManagedCluster,
-    SchedulerContact,
+    AdaptSpec, Backend, BackendSpec, Cluster, ClusterSpec, Error, Home, JobId, ManagedCluster,
+    Phase, SchedulerContact,
 };
 
 use crate::cli::*;
@@ -67,6 +68,13 @@ pub fn home(flag: Option<&Path>) -> Result<Home, Error> {
 }
 
 fn open(home: &Home, name: &str) -> Result<ManagedCluster, Error> {
+    let cluster = open_quietly(home, name)?;
+    ensure_agent(home, &cluster);
+    Ok(cluster)
+}
+
+/// Opens a cluster without (re)starting its agent.
+fn open_quietly(home: &Home, name: &str) -> Result<ManagedCluster, Error> {
     muster::spec::check_name(name)
         .map_err(|r| Error::Usage(format!("cluster name {name:?}: {r}")))?;
     let record = home
@@ -74,6 +82,76 @@ fn open(home: &Home, name: &str) -> Result<ManagedCluster, Error> {
         .ok_or_else(|| Error::NotFound(name.to_string()))?;
     let backend = muster::backend_for(&record.spec.backend, home);
     ManagedCluster::open(name, backend, home.clone())
+}
+
+fn this_exe() -> Result<PathBuf, Error> {
+    std::env::current_exe().map_err(|e| Error::io("finding the muster binary", e))
+}
+
+/// Starts the cluster's agent if its backend wants one and it is not running
+/// (it died, or was never started). Returns the new agent's pid. Failing to
+/// start it is reported, not fatal: the command itself can still succeed.
+fn ensure_agent(home: &Home, cluster: &ManagedCluster) -> Option<u32> {
+    let r = cluster.record();
+    if !adaptive::runs_agent(r.backend()) || r.phase != Phase::Running {
+        return None;
+    }
+    let ran_before = adaptive_agent::read_state(home, &r.name).is_some();
+    let started = this_exe().and_then(|exe| adaptive_agent::ensure(&exe, home, &r.name));
+    match started {
+        Ok(Some(pid)) => {
+            if ran_before {
+                let _ = timeline::append(
+                    home,
+                    &r.name,
+                    "agent",
+                    &format!("the agent was not running: restarted it (pid {pid})"),
+                );
+            }
+            Some(pid)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            eprintln!(
+                "warning: cannot start the agent of cluster {:?}: {e}",
+                r.name
+            );
+            None
+        }
+    }
+}
+
+/// Applies adaptive-scaling flags to a spec's `adapt` section (creating it
+/// when `enable`), then validates the spec.
+pub fn apply_adapt(spec: &mut ClusterSpec, flags: &AdaptFlags, enable: bool) -> Result<(), Error> {
+    if !(enable || flags.any() || spec.adapt.is_some()) {
+        return Ok(());
+    }
+    let mut a = spec.adapt.clone().unwrap_or_else(|| {
+        let max = flags.maximum.unwrap_or(0);
+        AdaptSpec::new(0, max)
+    });
+    if let Some(v) = flags.minimum {
+        a.minimum = v;
+    }
+    if let Some(v) = flags.maximum {
+        a.maximum = v;
+    }
+    if let Some(v) = flags.scale_down_wait {
+        a.scale_down_wait = v;
+    }
+    if let Some(v) = flags.cooldown {
+        a.cooldown = v;
+    }
+    if let Some(v) = flags.interval {
+        a.interval = v;
+    }
+    if let Some(v) = flags.idle_timeout {
+        a.idle_timeout = Some(v);
+    }
+    spec.adapt = Some(a);
+    spec.validate()?;
+    Ok(())
 }
 
 fn summary<'a>(c: &'a ManagedCluster, connected: usize) -> output::UpItem<'a> {
@@ -96,7 +174,17 @@ fn print_summary(c: &ManagedCluster, connected: usize, verb: &str, out: Output) 
 }
 
 pub async fn up(home: &Home, args: UpArgs) -> Result<()> {
-    let spec = build_spec(&args.spec)?;
+    let mut spec = build_spec(&args.spec)?;
+    apply_adapt(&mut spec, &args.adapt_flags, args.adapt)?;
+    if let Some(a) = &spec.adapt {
+        // Start at the minimum (or at --workers, within the bounds); the
+        // agent takes it from there.
+        spec.workers = args
+            .spec
+            .workers
+            .unwrap_or(a.minimum)
+            .clamp(a.minimum, a.maximum);
+    }
     let backend = muster::backend_for(&spec.backend, home);
     let wanted = spec.workers as usize * spec.worker.processes as usize;
     let mut cluster =
@@ -105,6 +193,18 @@ pub async fn up(home: &Home, args: UpArgs) -> Result<()> {
     let result = cluster.up(&bar).await;
     bar.finish();
     result.with_context(|| format!("bringing up cluster {:?}", cluster.name()))?;
+    if let Some(a) = &cluster.record().spec.adapt {
+        let _ = timeline::append(
+            home,
+            cluster.name(),
+            "adapt",
+            &format!(
+                "adaptive scaling on: {} to {} worker jobs",
+                a.minimum, a.maximum
+            ),
+        );
+    }
+    ensure_agent(home, &cluster);
     print_summary(&cluster, wanted, "up", args.output);
     Ok(())
 }
@@ -145,7 +245,18 @@ pub async fn down(home: &Home, args: DownArgs) -> Result<()> {
     let mut reports = Vec::new();
     let mut failures = Vec::new();
     for (name, backend) in targets {
-        match ManagedCluster::down_by_name(&name, backend, home.clone()).await {
+        // Stop the agent first so it cannot relaunch workers; it also checks
+        // the record under the cluster lock before every action, and exits
+        // once `down` has marked the cluster Stopping or removed it.
+        let stopped_agent = adaptive_agent::stop(home, &name);
+        let result = match stopped_agent {
+            Ok(_) => ManagedCluster::down_by_name(&name, backend, home.clone()).await,
+            Err(e) => Err(e),
+        };
+        // An agent restarted by a concurrent command meanwhile finds the
+        // record gone and exits; stop it now rather than a round later.
+        let result = result.and_then(|r| adaptive_agent::stop(home, &name).map(|_| r));
+        match result {
             Ok(r) => reports.push(r),
             Err(e) => failures
                 .push(anyhow::Error::new(e).context(format!("bringing down cluster {name:?}"))),
@@ -172,14 +283,89 @@ pub async fn get(home: &Home, args: GetArgs) -> Result<()> {
 }
 
 pub async fn describe(home: &Home, args: DescribeArgs) -> Result<()> {
-    let cluster = open(home, &args.name)?;
+    let cluster = open_quietly(home, &args.name)?;
+    // Report the agent as found, then restart it if it died.
+    let health = adaptive_agent::health(home, &args.name)?;
+    let restarted = ensure_agent(home, &cluster);
     let status = cluster.status().await?;
     let dir = home.cluster_dir(&args.name).display().to_string();
+    let events = timeline::read(home, &args.name)?;
+    let view = output::AgentView::new(
+        adaptive::runs_agent(cluster.record().backend()),
+        &health,
+        restarted,
+        &events,
+        timeline::unix_now(),
+    );
     print!(
         "{}",
-        output::describe(&status, cluster.record(), &dir, args.output)
+        output::describe(&status, cluster.record(), &dir, Some(&view), args.output)
     );
     Ok(())
+}
+
+pub async fn adapt(home: &Home, args: AdaptArgs) -> Result<()> {
+    let name = args.name.clone();
+    let mut cluster = open_quietly(home, &name)?;
+    let adapt = if args.off {
+        None
+    } else {
+        let mut spec = cluster.record().spec.clone();
+        if spec.adapt.is_none() && args.flags.maximum.is_none() {
+            return Err(Error::Usage(format!(
+                "adapt.maximum: required to turn adaptive scaling on (muster adapt {name} --max N)"
+            ))
+            .into());
+        }
+        apply_adapt(&mut spec, &args.flags, true)?;
+        spec.adapt
+    };
+    cluster.set_adapt(adapt)?;
+    adaptive_agent::request_reset(home, &name)?;
+    let message = match &cluster.record().spec.adapt {
+        Some(a) => format!(
+            "adaptive scaling on: {} to {} worker jobs",
+            a.minimum, a.maximum
+        ),
+        None => format!(
+            "adaptive scaling off: holding at {} worker jobs",
+            cluster.record().spec.workers
+        ),
+    };
+    timeline::append(home, &name, "adapt", &message)?;
+    ensure_agent(home, &cluster);
+    let agent_pid = adaptive_agent::read_state(home, &name).map(|s| s.pid);
+    print!(
+        "{}",
+        output::adapted(
+            &name,
+            cluster.record().spec.adapt.as_ref(),
+            cluster.record().spec.workers,
+            agent_pid,
+            args.output
+        )
+    );
+    Ok(())
+}
+
+pub async fn events(home: &Home, args: EventsArgs) -> Result<()> {
+    let cluster = open(home, &args.name)?;
+    let mut evs = timeline::read(home, cluster.name())?;
+    if let Some(n) = args.tail {
+        evs.drain(..evs.len().saturating_sub(n));
+    }
+    print!("{}", output::events(&evs, args.output));
+    Ok(())
+}
+
+pub async fn agent(home: &Home, args: AgentArgs) -> Result<()> {
+    let record = home
+        .load(&args.name)?
+        .ok_or_else(|| Error::NotFound(args.name.clone()))?;
+    let backend = muster::backend_for(&record.spec.backend, home);
+    adaptive_agent::run(home.clone(), &args.name, backend)
+        .await
+        .with_context(|| format!("agent of cluster {:?}", args.name))
 }
 
 /// Finds a worker job from what a user typed: the full id, or the id without

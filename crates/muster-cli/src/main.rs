@@ -23,6 +23,7 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }
@@ -37,6 +38,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Describe(a) => commands::describe(&home, a).await,
         Command::Logs(a) => commands::logs(&home, a).await,
         Command::Render(a) => commands::render(&home, a).await,
+        Command::Adapt(a) => commands::adapt(&home, a).await,
+        Command::Events(a) => commands::events(&home, a).await,
+        Command::Agent(a) => commands::agent(&home, a).await,
     }
 }
 
@@ -51,7 +55,12 @@ fn exit_code(err: &anyhow::Error) -> u8 {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    // The agent logs what it does to its log file by default.
+    let verbose = match cli.command {
+        Command::Agent(_) => cli.verbose.max(1),
+        _ => cli.verbose,
+    };
+    init_logging(verbose);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

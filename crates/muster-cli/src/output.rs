@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use comfy_table::{Table, presets};
-use muster::{ClusterRecord, ClusterStatus, DownReport, Rendered};
+use muster::adaptive::{AgentHealth, Event};
+use muster::{AdaptSpec, ClusterRecord, ClusterStatus, DownReport, Rendered};
 use serde::Serialize;
 
 use crate::cli::Output;
@@ -238,11 +239,228 @@ pub fn rendered(r: &Rendered, output: Output) -> String {
         .collect()
 }
 
+/// Events shown by `describe`.
+pub const DESCRIBE_EVENTS: usize = 10;
+
+/// One event with its age, as `describe` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventItem {
+    /// Seconds ago.
+    pub age_seconds: u64,
+    /// Its kind.
+    pub kind: String,
+    /// What happened and why.
+    pub message: String,
+}
+
+/// The agent and the adaptive timeline, as `describe` shows them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentView {
+    /// `running`, `dead`, `not started`, or `none` (the backend has no agent).
+    pub agent: &'static str,
+    /// The agent's pid (the dead one's when it died).
+    pub pid: Option<u32>,
+    /// Seconds since its last heartbeat.
+    pub heartbeat_age_seconds: Option<u64>,
+    /// The pid of the agent started because the old one was dead.
+    pub restarted_pid: Option<u32>,
+    /// Why growing is paused, if it is.
+    pub paused: Option<String>,
+    /// The last decision's reason.
+    pub last_decision: Option<String>,
+    /// Events recorded in all.
+    pub event_count: usize,
+    /// The latest events, oldest first.
+    pub events: Vec<EventItem>,
+}
+
+impl AgentView {
+    /// The view from the agent's health as found, whether a new agent was
+    /// started, and the timeline, at `now` (Unix seconds).
+    pub fn new(
+        has_agent: bool,
+        health: &AgentHealth,
+        restarted: Option<u32>,
+        events: &[Event],
+        now: f64,
+    ) -> Self {
+        let ago = |t: f64| Some((now - t).max(0.0) as u64);
+        let (agent, st) = match health {
+            _ if !has_agent => ("none", None),
+            AgentHealth::Running(s) => ("running", Some(s)),
+            AgentHealth::Dead(s) => ("dead", Some(s)),
+            AgentHealth::Absent => ("not started", None),
+        };
+        AgentView {
+            agent,
+            pid: st.map(|s| s.pid).filter(|p| *p > 0),
+            heartbeat_age_seconds: st.and_then(|s| ago(s.heartbeat)),
+            restarted_pid: restarted,
+            paused: st.and_then(|s| s.paused.clone()),
+            last_decision: st.and_then(|s| s.last_decision.clone()),
+            event_count: events.len(),
+            events: events[events.len().saturating_sub(DESCRIBE_EVENTS)..]
+                .iter()
+                .map(|e| EventItem {
+                    age_seconds: ago(e.time).unwrap_or(0),
+                    kind: e.kind.clone(),
+                    message: e.message.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Text safe for one table cell: control characters become spaces.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+fn scaling_line(record: &ClusterRecord) -> String {
+    match &record.spec.adapt {
+        Some(a) => format!(
+            "adaptive, {} to {} worker jobs (interval {}, scale-down wait {}, cooldown {}, max pending {}{})",
+            a.minimum,
+            a.maximum,
+            a.interval,
+            a.scale_down_wait,
+            a.cooldown,
+            a.max_pending,
+            a.idle_timeout
+                .map(|t| format!(", idle timeout {t}"))
+                .unwrap_or_default()
+        ),
+        None => format!("fixed, {} worker jobs", record.spec.workers),
+    }
+}
+
+fn agent_section(view: &AgentView, record: &ClusterRecord) -> String {
+    let mut out = format!(
+        "Scaling:      {}
+",
+        scaling_line(record)
+    );
+    let agent = match (view.agent, view.pid) {
+        ("dead", pid) => format!(
+            "DEAD (pid {}, last heartbeat {} ago){}",
+            pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
+            age(Duration::from_secs(view.heartbeat_age_seconds.unwrap_or(0))),
+            match view.restarted_pid {
+                Some(p) => format!("; restarted as pid {p}"),
+                None => String::new(),
+            }
+        ),
+        ("running", Some(pid)) => format!(
+            "running (pid {pid}, heartbeat {} ago)",
+            age(Duration::from_secs(view.heartbeat_age_seconds.unwrap_or(0)))
+        ),
+        (word, _) => match view.restarted_pid {
+            Some(p) => format!("{word}; started as pid {p}"),
+            None => word.to_string(),
+        },
+    };
+    out.push_str(&format!(
+        "Agent:        {agent}
+"
+    ));
+    if let Some(p) = &view.paused {
+        out.push_str(&format!(
+            "Paused:       {}
+",
+            one_line(p)
+        ));
+    }
+    if let Some(d) = &view.last_decision {
+        out.push_str(&format!(
+            "Decision:     {}
+",
+            one_line(d)
+        ));
+    }
+    if !view.events.is_empty() {
+        out.push_str(&format!(
+            "\nEvents (last {} of {}):\n",
+            view.events.len(),
+            view.event_count
+        ));
+        let mut t = table(&["AGE", "KIND", "MESSAGE"]);
+        for e in &view.events {
+            t.add_row(vec![
+                age(Duration::from_secs(e.age_seconds)),
+                e.kind.clone(),
+                one_line(&e.message),
+            ]);
+        }
+        for line in render_table(&t).lines() {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
+    out
+}
+
+/// `muster events`: the timeline, oldest first, with UTC times.
+pub fn events(evs: &[Event], output: Output) -> String {
+    if let Some(s) = structured(&evs, output) {
+        return s;
+    }
+    if evs.is_empty() {
+        return "No events.\n".into();
+    }
+    let mut t = table(&["TIME", "KIND", "MESSAGE"]);
+    for e in evs {
+        let when = std::time::UNIX_EPOCH + Duration::from_secs_f64(e.time.max(0.0));
+        t.add_row(vec![
+            humantime::format_rfc3339_seconds(when).to_string(),
+            e.kind.clone(),
+            one_line(&e.message),
+        ]);
+    }
+    render_table(&t)
+}
+
+/// What `muster adapt` did.
+pub fn adapted(
+    name: &str,
+    adapt: Option<&AdaptSpec>,
+    workers: u32,
+    agent_pid: Option<u32>,
+    output: Output,
+) -> String {
+    #[derive(Serialize)]
+    struct Item<'a> {
+        name: &'a str,
+        adapt: Option<&'a AdaptSpec>,
+        workers: u32,
+        agent_pid: Option<u32>,
+    }
+    if let Some(s) = structured(
+        &Item {
+            name,
+            adapt,
+            workers,
+            agent_pid,
+        },
+        output,
+    ) {
+        return s;
+    }
+    match adapt {
+        Some(a) => format!(
+            "cluster {name} adapts between {} and {} worker jobs\n",
+            a.minimum, a.maximum
+        ),
+        None => format!("cluster {name} stays at {workers} worker jobs (adaptive scaling off)\n"),
+    }
+}
+
 /// `muster describe` as a readable report.
 pub fn describe(
     status: &ClusterStatus,
     record: &ClusterRecord,
     state_dir: &str,
+    agent: Option<&AgentView>,
     output: Output,
 ) -> String {
     #[derive(Serialize)]
@@ -251,12 +469,15 @@ pub fn describe(
         status: &'a ClusterStatus,
         spec: &'a muster::ClusterSpec,
         state_dir: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        agent: Option<&'a AgentView>,
     }
     if let Some(s) = structured(
         &Full {
             status,
             spec: &record.spec,
             state_dir,
+            agent,
         },
         output,
     ) {
@@ -294,6 +515,10 @@ pub fn describe(
         for w in &status.unknown_workers {
             out.push_str(&format!("  {} {}\n", w.name, w.address));
         }
+    }
+    if let Some(view) = agent {
+        out.push('\n');
+        out.push_str(&agent_section(view, record));
     }
     out.push_str("\nSpec:\n");
     for line in record.spec.to_yaml().lines() {
@@ -388,7 +613,167 @@ mod tests {
     fn describe_report() {
         let s = status();
         let r = record("demo", 3);
-        insta::assert_snapshot!(describe(&s, &r, "/state/clusters/demo", Output::Table));
+        insta::assert_snapshot!(describe(
+            &s,
+            &r,
+            "/state/clusters/demo",
+            None,
+            Output::Table
+        ));
+    }
+
+    fn timeline() -> Vec<Event> {
+        let ev = |time: f64, kind: &str, message: &str| Event {
+            time,
+            kind: kind.into(),
+            message: message.into(),
+        };
+        vec![
+            ev(
+                1_790_000_000.0,
+                "adapt",
+                "adaptive scaling on: 0 to 6 worker jobs",
+            ),
+            ev(1_790_000_000.2, "agent", "agent started (pid 4242)"),
+            ev(
+                1_790_000_030.5,
+                "scale-up",
+                "target 20 > 0 workers: launching 6",
+            ),
+            ev(
+                1_790_000_030.6,
+                "launched",
+                "launched demo-w0, demo-w1, demo-w2, demo-w3, demo-w4, demo-w5",
+            ),
+            ev(
+                1_790_000_051.0,
+                "waiting",
+                "target 2 < 6 workers: removing 4 if it stays lower for 5s",
+            ),
+            ev(
+                1_790_000_056.0,
+                "scale-down",
+                "wanted at most 2 < 6 workers for the last 5s: retiring 4",
+            ),
+            ev(
+                1_790_000_057.0,
+                "launch-failed",
+                "launching 1 failed: worker job demo-w9 failed:\nexited with code 1 `$(id)` \u{1b}[31m",
+            ),
+        ]
+    }
+
+    fn adaptive_record() -> ClusterRecord {
+        let mut r = record("demo", 2);
+        r.spec.adapt = Some(AdaptSpec {
+            idle_timeout: Some(muster::Seconds::from_secs(3600)),
+            ..AdaptSpec::new(0, 6)
+        });
+        r
+    }
+
+    #[test]
+    fn event_listings() {
+        let evs = timeline();
+        insta::assert_snapshot!("events_table", events(&evs, Output::Table));
+        insta::assert_snapshot!("events_json", events(&evs[..2], Output::Json));
+        assert_eq!(events(&[], Output::Table), "No events.\n");
+        assert_eq!(events(&[], Output::Json), "[]\n");
+    }
+
+    #[test]
+    fn describe_with_a_running_agent() {
+        let st = muster::adaptive::AgentState {
+            pid: 4242,
+            started_at: 1_790_000_000.0,
+            heartbeat: 1_790_000_059.0,
+            mode: None,
+            paused: None,
+            last_decision: Some("target 2: 2 workers is right".into()),
+        };
+        let view = AgentView::new(
+            true,
+            &AgentHealth::Running(st),
+            None,
+            &timeline(),
+            1_790_000_060.0,
+        );
+        let text = describe(
+            &status(),
+            &adaptive_record(),
+            "/state/clusters/demo",
+            Some(&view),
+            Output::Table,
+        );
+        insta::assert_snapshot!("describe_adaptive", text);
+        let json: serde_json::Value = serde_json::from_str(&describe(
+            &status(),
+            &adaptive_record(),
+            "/s",
+            Some(&view),
+            Output::Json,
+        ))
+        .unwrap();
+        assert_eq!(json["agent"]["agent"], "running");
+        assert_eq!(json["agent"]["pid"], 4242);
+        assert_eq!(json["agent"]["events"].as_array().unwrap().len(), 7);
+        assert_eq!(json["spec"]["adapt"]["maximum"], 6);
+    }
+
+    #[test]
+    fn describe_with_a_dead_agent_restarted_and_paused() {
+        let st = muster::adaptive::AgentState {
+            pid: 4242,
+            started_at: 1_790_000_000.0,
+            heartbeat: 1_790_000_020.0,
+            mode: None,
+            paused: Some(
+                "3 launches failed in a row (max_launch_failures 3); last: boom\nline two".into(),
+            ),
+            last_decision: None,
+        };
+        let view = AgentView::new(
+            true,
+            &AgentHealth::Dead(st),
+            Some(5151),
+            &[],
+            1_790_000_200.0,
+        );
+        let text = describe(
+            &status(),
+            &record("demo", 3),
+            "/state/clusters/demo",
+            Some(&view),
+            Output::Table,
+        );
+        let section: String = text
+            .lines()
+            .skip_while(|l| !l.starts_with("Scaling:"))
+            .take_while(|l| !l.starts_with("Spec:"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        insta::assert_snapshot!("describe_dead_agent", section);
+        let none = AgentView::new(false, &AgentHealth::Absent, None, &[], 0.0);
+        assert_eq!(none.agent, "none");
+        let absent = AgentView::new(true, &AgentHealth::Absent, Some(7), &[], 0.0);
+        assert_eq!(absent.agent, "not started");
+    }
+
+    #[test]
+    fn adapt_messages() {
+        let a = AdaptSpec::new(1, 8);
+        insta::assert_snapshot!(
+            "adapt_on",
+            adapted("demo", Some(&a), 1, Some(4242), Output::Table)
+        );
+        insta::assert_snapshot!(
+            "adapt_on_json",
+            adapted("demo", Some(&a), 1, Some(4242), Output::Json)
+        );
+        insta::assert_snapshot!(
+            "adapt_off",
+            adapted("demo", None, 3, Some(4242), Output::Table)
+        );
     }
 
     #[test]

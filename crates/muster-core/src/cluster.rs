@@ -14,8 +14,8 @@ use crate::backend::{Backend, LaunchRequest, Role, SchedulerContact};
 use crate::dask::{SchedulerClient, SchedulerEndpoint, WorkerInfo, job_of_worker};
 use crate::error::{Error, Result};
 use crate::job::{JobId, JobStatus};
-use crate::registry::{ClusterRecord, Home, Phase};
-use crate::spec::{ClusterSpec, MAX_WORKERS};
+use crate::registry::{ClusterLock, ClusterRecord, Home, Phase};
+use crate::spec::{AdaptSpec, ClusterSpec, MAX_WORKERS};
 
 /// Receives progress of long operations (the CLI draws a bar from it).
 pub trait Progress: Send + Sync {
@@ -110,6 +110,16 @@ pub struct DownReport {
     pub existed: bool,
 }
 
+/// Who picks the connected worker jobs to remove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// The newest jobs (predictable: what `scale` does).
+    Newest,
+    /// The scheduler's cheapest workers: idle first, least data, never one
+    /// running a long-running task (what the adaptive agent does).
+    SchedulerChooses,
+}
+
 /// How long to wait between polls of the scheduler's worker list.
 const POLL: Duration = Duration::from_millis(50);
 /// How often to ask the backend for job states while waiting.
@@ -168,6 +178,174 @@ impl ManagedCluster {
     /// The registry record as last read or written.
     pub fn record(&self) -> &ClusterRecord {
         &self.record
+    }
+
+    /// Takes the cluster's lock. The building blocks below
+    /// ([`reload`](Self::reload), [`prune_ended`](Self::prune_ended),
+    /// [`add_workers`](Self::add_workers), [`remove_workers`](Self::remove_workers))
+    /// expect the caller to hold it, so a `scale`, a `down` and the adaptive
+    /// agent never interleave their changes.
+    pub fn lock(&self) -> Result<ClusterLock> {
+        self.home.lock(&self.record.name)
+    }
+
+    /// Re-reads the record from the registry. False when it is gone (the
+    /// cluster was brought down).
+    pub fn reload(&mut self) -> Result<bool> {
+        match self.home.load(&self.record.name)? {
+            Some(r) => {
+                self.record = r;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// The record, for changes the caller then [`save`](Self::save)s.
+    pub fn record_mut(&mut self) -> &mut ClusterRecord {
+        &mut self.record
+    }
+
+    /// Writes the record to the registry.
+    pub fn save(&self) -> Result<()> {
+        self.home.save(&self.record)
+    }
+
+    /// The backend driving this cluster.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// The scheduler's HTTP client.
+    pub fn scheduler_client(&self) -> Result<SchedulerClient> {
+        self.client()
+    }
+
+    /// Turns adaptive scaling on with these settings, or off (`None`: the
+    /// cluster keeps its current number of worker jobs). The whole spec is
+    /// validated before anything is saved. Whoever runs the policy (the
+    /// cluster's agent, see the `muster-adaptive` crate) picks the change up
+    /// at its next round.
+    pub fn set_adapt(&mut self, adapt: Option<AdaptSpec>) -> Result<()> {
+        let name = self.record.name.clone();
+        let _lock = self.lock()?;
+        if !self.reload()? {
+            return Err(Error::NotFound(name));
+        }
+        if self.record.phase != Phase::Running {
+            return Err(Error::Usage(format!(
+                "cluster {name:?} is {}, not Running",
+                self.record.phase.word()
+            )));
+        }
+        let mut spec = self.record.spec.clone();
+        if adapt.is_none() {
+            spec.workers = self.record.workers.len() as u32;
+        }
+        spec.adapt = adapt;
+        spec.validate()?;
+        self.record.spec = spec;
+        self.home.save(&self.record)
+    }
+
+    /// Asks the backend for the states of the recorded worker jobs and forgets
+    /// those that have ended on their own. Returns the states of the jobs kept
+    /// and the jobs that ended (with how). Does not wait; saves the record
+    /// when it changed.
+    pub async fn prune_ended(
+        &mut self,
+    ) -> Result<(BTreeMap<JobId, JobStatus>, Vec<(JobId, JobStatus)>)> {
+        let mut states = self
+            .backend
+            .status(&self.record.name, &self.record.workers)
+            .await?;
+        let mut ended = Vec::new();
+        self.record.workers.retain(|id| {
+            let s = states.get(id).cloned().unwrap_or(JobStatus::Unknown);
+            if s.is_active() {
+                true
+            } else {
+                ended.push((id.clone(), s));
+                false
+            }
+        });
+        for (id, _) in &ended {
+            states.remove(id);
+        }
+        if !ended.is_empty() {
+            self.home.save(&self.record)?;
+        }
+        Ok((states, ended))
+    }
+
+    /// Launches `count` more worker jobs (as one batch: one array job where
+    /// the manager has arrays) and records them. Does not wait for them to
+    /// connect.
+    pub async fn add_workers(&mut self, count: u32) -> Result<Vec<JobId>> {
+        let contact = self
+            .contact()
+            .ok_or_else(|| Error::Usage("no scheduler address recorded".into()))?;
+        self.launch_workers(count, contact).await
+    }
+
+    /// Removes `count` worker jobs safely: asks the scheduler to retire their
+    /// Dask workers (it moves their data elsewhere and stops sending them
+    /// tasks), and only then cancels the jobs. Jobs whose workers never
+    /// connected go first (they hold nothing). Among connected jobs, `choice`
+    /// says who picks: [`Removal::Newest`] (predictable, for `scale`) or
+    /// [`Removal::SchedulerChooses`] (the scheduler's cheapest: idle, least
+    /// data; for the adaptive agent). `states` are the jobs' states from
+    /// [`prune_ended`](Self::prune_ended). Returns the jobs removed, which
+    /// may be fewer than `count` when the scheduler declines some.
+    pub async fn remove_workers(
+        &mut self,
+        count: usize,
+        states: &BTreeMap<JobId, JobStatus>,
+        choice: Removal,
+    ) -> Result<Vec<JobId>> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let client = self.client()?;
+        let connected = client.workers().await?;
+        let processes = self.spec().worker.processes;
+        let by_job = group_by_job(&connected, processes);
+        let mut remove = choose_removals(&self.record.workers, states, &by_job, count);
+        // With one Dask worker per job the scheduler can pick jobs itself;
+        // with several it could split a job, so muster picks whole jobs.
+        let retired = if choice == Removal::SchedulerChooses && processes == 1 {
+            remove.retain(|id| !by_job.contains_key(id));
+            let names = client.retire_cheapest(count - remove.len()).await?;
+            let known: BTreeSet<&JobId> = self.record.workers.iter().collect();
+            remove.extend(
+                names
+                    .iter()
+                    .map(|n| JobId::from(n.as_str()))
+                    .filter(|id| known.contains(id)),
+            );
+            names
+        } else {
+            let addresses: Vec<String> = remove
+                .iter()
+                .flat_map(|id| {
+                    by_job
+                        .get(id)
+                        .into_iter()
+                        .flatten()
+                        .map(|w| w.address.clone())
+                })
+                .collect();
+            client.retire_workers(&addresses).await?
+        };
+        tracing::debug!(
+            ?remove,
+            ?retired,
+            "retired through the scheduler; cancelling"
+        );
+        self.backend.cancel(&self.record.name, &remove).await?;
+        self.record.workers.retain(|id| !remove.contains(id));
+        self.home.save(&self.record)?;
+        Ok(remove)
     }
 
     /// Brings down whatever of the named cluster the backend finds, with or
@@ -480,58 +658,34 @@ impl Cluster for ManagedCluster {
             )));
         }
         let name = self.record.name.clone();
-        let _lock = self.home.lock(&name)?;
-        self.record = self
-            .home
-            .load(&name)?
-            .ok_or_else(|| Error::NotFound(name.clone()))?;
+        let _lock = self.lock()?;
+        if !self.reload()? {
+            return Err(Error::NotFound(name));
+        }
         if self.record.phase != Phase::Running {
             return Err(Error::Usage(format!(
                 "cluster {name:?} is {}, not Running",
                 self.record.phase.word()
             )));
         }
+        if let Some(a) = &self.record.spec.adapt {
+            return Err(Error::Usage(format!(
+                "cluster {name:?} scales itself ({}..={} workers): \
+                 turn that off first with `muster adapt {name} --off`",
+                a.minimum, a.maximum
+            )));
+        }
         let deadline = Instant::now() + self.timeout;
-        let client = self.client()?;
-
-        // Forget jobs that have ended on their own.
-        let states = self.backend.status(&name, &self.record.workers).await?;
-        self.record
-            .workers
-            .retain(|id| states.get(id).is_some_and(JobStatus::is_active));
-
+        let (states, _ended) = self.prune_ended().await?;
         let current = self.record.workers.len() as u32;
         self.record.spec.workers = workers;
         if workers > current {
             progress.stage(&format!("starting {} workers", workers - current));
-            let contact = self
-                .contact()
-                .ok_or_else(|| Error::Usage("no scheduler address recorded".into()))?;
-            self.launch_workers(workers - current, contact).await?;
+            self.add_workers(workers - current).await?;
         } else if workers < current {
-            let connected = client.workers().await?;
-            let processes = self.spec().worker.processes;
-            let by_job = group_by_job(&connected, processes);
-            let remove = choose_removals(
-                &self.record.workers,
-                &states,
-                &by_job,
-                (current - workers) as usize,
-            );
-            let addresses: Vec<String> = remove
-                .iter()
-                .flat_map(|id| {
-                    by_job
-                        .get(id)
-                        .into_iter()
-                        .flatten()
-                        .map(|w| w.address.clone())
-                })
-                .collect();
-            progress.stage(&format!("retiring {} workers", remove.len()));
-            client.retire_workers(&addresses).await?;
-            self.backend.cancel(&name, &remove).await?;
-            self.record.workers.retain(|id| !remove.contains(id));
+            progress.stage(&format!("retiring {} workers", current - workers));
+            self.remove_workers((current - workers) as usize, &states, Removal::Newest)
+                .await?;
         }
         self.home.save(&self.record)?;
         progress.stage("waiting for workers");

@@ -338,6 +338,27 @@ impl SchedulerClient {
     }
 }
 
+impl SchedulerClient {
+    /// Asks the scheduler to choose `n` workers and retire them: it picks
+    /// idle workers holding the least data and never one running a
+    /// long-running task, moves their data elsewhere, and answers once they
+    /// are removed. Returns the names of the workers it retired (possibly
+    /// fewer than `n`).
+    pub async fn retire_cheapest(&self, n: usize) -> Result<Vec<String>> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let url = format!("{}/api/v1/retire_workers", self.base);
+        let body = serde_json::json!({ "n": n });
+        let raw: BTreeMap<String, serde_json::Value> =
+            self.send(self.http.post(&url).json(&body), &url).await?;
+        Ok(raw
+            .values()
+            .filter_map(|info| info.get("name").map(value_to_name))
+            .collect())
+    }
+}
+
 fn value_to_name(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::String(s) => s.clone(),

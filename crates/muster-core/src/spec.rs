@@ -183,7 +183,8 @@ impl WorkerSpec {
     }
 }
 
-/// Bounds for adaptive scaling, in worker jobs.
+/// Adaptive scaling: bounds in worker jobs and the policy's timings and
+/// limits. Every field but `maximum` has a default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdaptSpec {
@@ -192,6 +193,65 @@ pub struct AdaptSpec {
     pub minimum: u32,
     /// Most worker jobs to run.
     pub maximum: u32,
+    /// How often the agent looks at the scheduler.
+    #[serde(default = "default_adapt_interval")]
+    pub interval: Seconds,
+    /// How long the scheduler's target must stay below the current size
+    /// before workers are removed.
+    #[serde(default = "default_scale_down_wait")]
+    pub scale_down_wait: Seconds,
+    /// After growing, how long before any removal.
+    #[serde(default = "default_cooldown")]
+    pub cooldown: Seconds,
+    /// Most worker jobs launched but not yet connected at any time (a cap on
+    /// jobs queued in the cluster manager).
+    #[serde(default = "default_max_pending")]
+    pub max_pending: u32,
+    /// Bring the whole cluster down after it has been idle this long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<Seconds>,
+    /// Launch failures in a row after which adaptation pauses.
+    #[serde(default = "default_max_launch_failures")]
+    pub max_launch_failures: u32,
+    /// Worker jobs that died on their own the agent replaces before it pauses.
+    #[serde(default = "default_max_replacements")]
+    pub max_replacements: u32,
+}
+
+fn default_adapt_interval() -> Seconds {
+    Seconds(std::time::Duration::from_millis(500))
+}
+fn default_scale_down_wait() -> Seconds {
+    Seconds::from_secs(5)
+}
+fn default_cooldown() -> Seconds {
+    Seconds::from_secs(5)
+}
+fn default_max_pending() -> u32 {
+    32
+}
+fn default_max_launch_failures() -> u32 {
+    3
+}
+fn default_max_replacements() -> u32 {
+    10
+}
+
+impl AdaptSpec {
+    /// Bounds with every other setting at its default.
+    pub fn new(minimum: u32, maximum: u32) -> Self {
+        AdaptSpec {
+            minimum,
+            maximum,
+            interval: default_adapt_interval(),
+            scale_down_wait: default_scale_down_wait(),
+            cooldown: default_cooldown(),
+            max_pending: default_max_pending(),
+            idle_timeout: None,
+            max_launch_failures: default_max_launch_failures(),
+            max_replacements: default_max_replacements(),
+        }
+    }
 }
 
 /// One problem found in a spec.
@@ -362,6 +422,43 @@ impl ClusterSpec {
                     "adapt.minimum",
                     &adapt.minimum,
                     &format!("must not exceed adapt.maximum ({})", adapt.maximum),
+                );
+            }
+            let interval = adapt.interval.duration();
+            if interval < std::time::Duration::from_millis(100)
+                || interval > std::time::Duration::from_secs(3600)
+            {
+                bad(
+                    "adapt.interval",
+                    &adapt.interval,
+                    "must be between 100ms and 1h",
+                );
+            }
+            for (field, value) in [
+                ("adapt.scale_down_wait", adapt.scale_down_wait),
+                ("adapt.cooldown", adapt.cooldown),
+            ] {
+                if value.duration() > std::time::Duration::from_secs(86_400) {
+                    bad(field, &value, "must be at most 24h");
+                }
+            }
+            if adapt.max_pending == 0 {
+                bad(
+                    "adapt.max_pending",
+                    &adapt.max_pending,
+                    "must be at least 1",
+                );
+            }
+            if let Some(idle) = adapt.idle_timeout
+                && idle.duration() < std::time::Duration::from_secs(1)
+            {
+                bad("adapt.idle_timeout", &idle, "must be at least 1s");
+            }
+            if adapt.max_launch_failures == 0 {
+                bad(
+                    "adapt.max_launch_failures",
+                    &adapt.max_launch_failures,
+                    "must be at least 1",
                 );
             }
         }
@@ -584,6 +681,40 @@ adapt: {minimum: 9, maximum: 0}
                 "adapt.minimum",
             ]
         );
+    }
+
+    #[test]
+    fn adapt_settings_have_defaults_and_are_checked_by_name() {
+        let spec = ClusterSpec::from_yaml("name: x\nadapt: {maximum: 4}", None).unwrap();
+        spec.validate().unwrap();
+        assert_eq!(spec.adapt, Some(AdaptSpec::new(0, 4)));
+        let spec = ClusterSpec::from_yaml(
+            "name: x\nadapt: {maximum: 4, interval: 500ms, scale_down_wait: 2s, idle_timeout: 10m}",
+            None,
+        )
+        .unwrap();
+        spec.validate().unwrap();
+        let a = spec.adapt.unwrap();
+        assert_eq!(a.interval.duration().as_millis(), 500);
+        assert_eq!(a.idle_timeout, Some(Seconds::from_secs(600)));
+        let yaml = r#"
+name: x
+adapt: {minimum: 1, maximum: 4, interval: 10ms, scale_down_wait: 2d, cooldown: 3d,
+        max_pending: 0, idle_timeout: 0, max_launch_failures: 0}
+"#;
+        assert_eq!(
+            problems(yaml),
+            vec![
+                "adapt.interval",
+                "adapt.scale_down_wait",
+                "adapt.cooldown",
+                "adapt.max_pending",
+                "adapt.idle_timeout",
+                "adapt.max_launch_failures",
+            ]
+        );
+        let msg = problems("name: x\nadapt: {maximum: 4, wait: 3}").join("");
+        assert!(msg.contains("wait"), "{msg}");
     }
 
     #[test]

@@ -19,6 +19,7 @@
 
 use std::sync::Arc;
 
+pub use muster_adaptive as adaptive;
 pub use muster_core::{
     AdaptSpec, Backend, BackendSpec, Cluster, ClusterRecord, ClusterSpec, ClusterStatus,
     DownReport, Error, Home, JobId, JobStatus, LaunchRequest, ManagedCluster, Memory, Phase,

@@ -1,0 +1,571 @@
+//! The per-cluster agent: a detached process (the `muster` binary run as
+//! `muster agent NAME`, in a session of its own) that outlives the command
+//! that started it. Every `interval` it takes the cluster's lock, observes the
+//! backend's jobs and the scheduler, [`decide`]s, and acts through
+//! muster-core's generic building blocks (`add_workers`, `remove_workers`:
+//! retire through the scheduler first, then cancel), so it works on every
+//! backend the same way.
+//!
+//! Liveness is an advisory lock (`locks/<name>.agent.lock`) the agent holds for
+//! its whole life: the kernel drops it when the agent dies, even by SIGKILL,
+//! so "is the agent alive" never guesses from pids, and two agents of one
+//! cluster cannot run at once. The agent writes `agent.json` (pid, heartbeat,
+//! mode, pause reason) in the cluster's directory every round.
+//!
+//! Against `down`: the agent only acts while holding the cluster lock and
+//! after re-reading the record; `down` takes the same lock and marks the
+//! cluster Stopping (or removes it) before cancelling anything, so the agent
+//! can never launch a worker once `down` has begun. It exits when the record
+//! is gone or not Running, and `down` also stops it ([`stop`]).
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use muster_core::cluster::{Removal, group_by_job};
+use muster_core::{Backend, Error, Home, JobId, ManagedCluster, Phase, Result};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use crate::events;
+use crate::policy::{Action, Mode, Observation, Policy, PolicyState, decide};
+
+/// What the agent writes about itself every round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentState {
+    /// Its process id.
+    pub pid: u32,
+    /// When it started (Unix seconds).
+    pub started_at: f64,
+    /// When it last finished a round (Unix seconds).
+    pub heartbeat: f64,
+    /// What it aims for.
+    pub mode: Option<Mode>,
+    /// Why growing is paused, if it is.
+    pub paused: Option<String>,
+    /// The last decision's reason.
+    pub last_decision: Option<String>,
+}
+
+/// Whether a cluster's agent runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentHealth {
+    /// Alive (it holds its lock).
+    Running(AgentState),
+    /// It ran and is gone (killed, crashed).
+    Dead(AgentState),
+    /// It never wrote its state.
+    Absent,
+}
+
+fn lock_path(home: &Home, cluster: &str) -> PathBuf {
+    home.root()
+        .join("locks")
+        .join(format!("{cluster}.agent.lock"))
+}
+
+/// The agent's state file.
+pub fn state_path(home: &Home, cluster: &str) -> PathBuf {
+    home.cluster_dir(cluster).join("agent.json")
+}
+
+fn reset_path(home: &Home, cluster: &str) -> PathBuf {
+    home.cluster_dir(cluster).join("agent.reset")
+}
+
+/// Asks the running agent to forget what its policy remembers (failure
+/// counts, a pause, the scale-down window) at its next round, as if its
+/// settings had changed. `muster adapt` does this, so running it again
+/// resumes a paused cluster even with the same settings.
+pub fn request_reset(home: &Home, cluster: &str) -> Result<()> {
+    let path = reset_path(home, cluster);
+    fs::write(&path, b"").map_err(|e| Error::io(format!("writing {}", path.display()), e))
+}
+
+/// The agent's log.
+pub fn log_path(home: &Home, cluster: &str) -> PathBuf {
+    home.cluster_dir(cluster).join("logs").join("agent.log")
+}
+
+fn open_lock(home: &Home, cluster: &str) -> Result<File> {
+    let path = lock_path(home, cluster);
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    }
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))
+}
+
+/// True when some process holds the cluster's agent lock.
+pub fn is_alive(home: &Home, cluster: &str) -> Result<bool> {
+    let file = open_lock(home, cluster)?;
+    match file.try_lock() {
+        Ok(()) => Ok(false),
+        Err(fs::TryLockError::WouldBlock) => Ok(true),
+        Err(fs::TryLockError::Error(e)) => Err(Error::io("checking the agent lock", e)),
+    }
+}
+
+/// Reads the agent's state file.
+pub fn read_state(home: &Home, cluster: &str) -> Option<AgentState> {
+    fs::read_to_string(state_path(home, cluster))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+}
+
+fn write_state(home: &Home, cluster: &str, state: &AgentState) -> Result<()> {
+    let dir = home.cluster_dir(cluster);
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    let path = state_path(home, cluster);
+    let tmp = path.with_extension("json.tmp");
+    let json = serde_json::to_vec_pretty(state).expect("agent state serialises");
+    fs::write(&tmp, json).map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+    fs::rename(&tmp, &path).map_err(|e| Error::io(format!("writing {}", path.display()), e))
+}
+
+/// Whether the cluster's agent runs, and what it last said.
+pub fn health(home: &Home, cluster: &str) -> Result<AgentHealth> {
+    let alive = is_alive(home, cluster)?;
+    Ok(match (read_state(home, cluster), alive) {
+        (Some(s), true) => AgentHealth::Running(s),
+        (Some(s), false) => AgentHealth::Dead(s),
+        (None, true) => AgentHealth::Running(AgentState {
+            pid: 0,
+            started_at: events::unix_now(),
+            heartbeat: events::unix_now(),
+            mode: None,
+            paused: None,
+            last_decision: None,
+        }),
+        (None, false) => AgentHealth::Absent,
+    })
+}
+
+/// Puts the child in a session of its own, so it outlives the terminal and
+/// the command that started it.
+#[allow(unsafe_code)]
+fn detach(command: &mut Command) {
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent;
+    // it is the only call made between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+        });
+    }
+}
+
+/// The argv that runs the agent of `cluster` with the binary `exe`.
+pub fn agent_argv(exe: &Path, home: &Home, cluster: &str) -> Vec<String> {
+    vec![
+        exe.display().to_string(),
+        "--home".into(),
+        home.root().display().to_string(),
+        "agent".into(),
+        cluster.into(),
+    ]
+}
+
+/// Starts the agent of `cluster` detached, running `exe agent NAME`, with its
+/// output appended to `logs/agent.log`. The agent carries `MUSTER_HOME` and
+/// `MUSTER_CLUSTER` (so a look at the OS finds it with the cluster's other
+/// processes) but no job marker (so no backend mistakes it for a job). Returns
+/// its pid. A second agent for the same cluster exits at once.
+pub fn spawn(exe: &Path, home: &Home, cluster: &str) -> Result<u32> {
+    let log = log_path(home, cluster);
+    if let Some(dir) = log.parent() {
+        fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    }
+    let out = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .map_err(|e| Error::io(format!("opening {}", log.display()), e))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| Error::io(format!("opening {}", log.display()), e))?;
+    let argv = agent_argv(exe, home, cluster);
+    tracing::debug!(?argv, "starting the agent");
+    let mut command = Command::new(&argv[0]);
+    command
+        .args(&argv[1..])
+        .env("MUSTER_HOME", home.root())
+        .env("MUSTER_CLUSTER", cluster)
+        .env_remove("MUSTER_JOB")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    detach(&mut command);
+    let mut child = command
+        .spawn()
+        .map_err(|e| Error::io(format!("starting {}", argv.join(" ")), e))?;
+    let pid = child.id();
+    // Reap it should this process live longer than the agent.
+    std::thread::spawn(move || {
+        let _ = child.wait();
+    });
+    Ok(pid)
+}
+
+/// Starts the agent unless it runs, for a Running cluster. Returns the new
+/// pid when one was started.
+pub fn ensure(exe: &Path, home: &Home, cluster: &str) -> Result<Option<u32>> {
+    let Some(record) = home.load(cluster)? else {
+        return Ok(None);
+    };
+    if record.phase != Phase::Running || is_alive(home, cluster)? {
+        return Ok(None);
+    }
+    let pid = spawn(exe, home, cluster)?;
+    // Wait (briefly) until it holds its lock, so the caller sees it alive.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && !is_alive(home, cluster)? {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(Some(pid))
+}
+
+/// Stops the cluster's agent, if it runs: SIGTERM, then SIGKILL after 3 s.
+/// The signal goes only to the pid the agent recorded, and only while its
+/// lock is held (so a recycled pid is never signalled after the agent died).
+pub fn stop(home: &Home, cluster: &str) -> Result<bool> {
+    if !is_alive(home, cluster)? {
+        return Ok(false);
+    }
+    let Some(pid) = read_state(home, cluster).map(|s| s.pid).filter(|p| *p > 0) else {
+        // Alive but not yet written its state: give it a moment.
+        std::thread::sleep(Duration::from_millis(200));
+        return match read_state(home, cluster) {
+            Some(_) => stop(home, cluster),
+            None => Ok(false),
+        };
+    };
+    let pid = Pid::from_raw(pid as i32);
+    tracing::debug!(%pid, "stopping the agent");
+    let _ = kill(pid, Signal::SIGTERM);
+    let start = Instant::now();
+    let mut killed = false;
+    while is_alive(home, cluster)? {
+        if start.elapsed() > Duration::from_secs(3) && !killed {
+            let _ = kill(pid, Signal::SIGKILL);
+            killed = true;
+        }
+        if start.elapsed() > Duration::from_secs(8) {
+            return Err(Error::LeftBehind {
+                cluster: cluster.to_string(),
+                jobs: vec![format!("agent (pid {pid})")],
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Wait until the process itself is gone (the lock drops slightly before).
+    while kill(pid, None).is_ok() && start.elapsed() < Duration::from_secs(8) {
+        if is_zombie(pid.as_raw()) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(true)
+}
+
+fn is_zombie(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().next().map(|st| st == "Z" || st == "X"))
+        })
+        .unwrap_or(true)
+}
+
+/// What one round observed besides the policy's inputs.
+struct Round {
+    obs: Observation,
+    states: std::collections::BTreeMap<JobId, muster_core::JobStatus>,
+}
+
+async fn observe(
+    cluster: &mut ManagedCluster,
+    policy: &Policy,
+    home: &Home,
+    name: &str,
+) -> Result<Round> {
+    let (states, ended) = cluster.prune_ended().await?;
+    for (id, status) in &ended {
+        events::append(
+            home,
+            name,
+            "died",
+            &format!("worker job {id} ended on its own: {status}"),
+        )?;
+    }
+    let jobs = cluster.record().workers.len() as u32;
+    let mut obs = Observation {
+        target: None,
+        jobs,
+        connected: 0,
+        died: ended.len() as u32,
+        idle_for: None,
+    };
+    let client = cluster.scheduler_client()?;
+    let workers = match client.workers().await {
+        Ok(w) => w,
+        Err(e) if e.is_transient() => {
+            tracing::debug!("scheduler unreachable: {e}");
+            return Ok(Round { obs, states });
+        }
+        Err(e) => return Err(e),
+    };
+    let by_job = group_by_job(&workers, cluster.record().spec.worker.processes);
+    obs.connected = cluster
+        .record()
+        .workers
+        .iter()
+        .filter(|id| by_job.contains_key(*id))
+        .count() as u32;
+    let target = match policy.mode {
+        Mode::Adaptive { .. } => match client.adaptive_target().await {
+            Ok(t) => t,
+            Err(e) if e.is_transient() => return Ok(Round { obs, states }),
+            Err(e) => return Err(e),
+        },
+        Mode::Fixed { .. } => 0,
+    };
+    obs.target = Some(target);
+    if policy.idle_timeout.is_some()
+        && let Ok(Some(since)) = client.idle_since().await
+    {
+        obs.idle_for = Some(Duration::from_secs_f64(
+            (events::unix_now() - since).max(0.0),
+        ));
+    }
+    Ok(Round { obs, states })
+}
+
+/// Runs the agent of `name` until the cluster is gone or not Running.
+/// Holds the agent lock for its whole life; returns at once if another agent
+/// holds it.
+pub async fn run(home: Home, name: &str, backend: Arc<dyn Backend>) -> Result<()> {
+    let lock = open_lock(&home, name)?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            tracing::info!("another agent runs for {name}: exiting");
+            return Ok(());
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(Error::io("taking the agent lock", e)),
+    }
+    let mut cluster = ManagedCluster::open(name, backend, home.clone())?;
+    let origin = Instant::now();
+    let mut me = AgentState {
+        pid: std::process::id(),
+        started_at: events::unix_now(),
+        heartbeat: events::unix_now(),
+        mode: None,
+        paused: None,
+        last_decision: None,
+    };
+    write_state(&home, name, &me)?;
+    events::append(
+        &home,
+        name,
+        "agent",
+        &format!("agent started (pid {})", me.pid),
+    )?;
+    let mut state = PolicyState::default();
+    let mut policy: Option<Policy> = None;
+    let mut last_kind = "";
+    loop {
+        let sleep_for;
+        {
+            let _guard = cluster.lock()?;
+            if !cluster.reload()? || cluster.record().phase != Phase::Running {
+                tracing::info!("cluster {name} is gone or stopping: the agent exits");
+                return Ok(());
+            }
+            let current = Policy::from_spec(&cluster.record().spec);
+            let reset_asked = fs::remove_file(reset_path(&home, name)).is_ok();
+            if policy.as_ref() != Some(&current) || reset_asked {
+                // New settings (`muster adapt`): start afresh, unpaused.
+                if let Some(old) = &policy {
+                    tracing::info!(?old.mode, ?current.mode, "settings changed");
+                }
+                state = PolicyState::default();
+                last_kind = "";
+                policy = Some(current.clone());
+            }
+            let policy = policy.as_ref().expect("set above");
+            let now = origin.elapsed();
+            let round = match observe(&mut cluster, policy, &home, name).await {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!("observing {name}: {e}");
+                    if last_kind != "observe-failed" {
+                        events::append(
+                            &home,
+                            name,
+                            "observe-failed",
+                            &format!("cannot observe the cluster, holding steady: {e}"),
+                        )?;
+                        last_kind = "observe-failed";
+                    }
+                    None
+                }
+            };
+            let Some(round) = round else {
+                drop(_guard);
+                tokio::time::sleep(policy.backoff(1)).await;
+                continue;
+            };
+            let d = decide(policy, &state, &round.obs, now);
+            state = d.state.clone();
+            if d.action != Action::Hold || d.kind != last_kind {
+                events::append(&home, name, d.kind, &d.reason)?;
+            }
+            last_kind = d.kind;
+            match d.action {
+                Action::Hold => {}
+                Action::Launch(n) => match cluster.add_workers(n).await {
+                    Ok(ids) => {
+                        state = state.after_launch(policy, now, None);
+                        events::append(
+                            &home,
+                            name,
+                            "launched",
+                            &format!("launched {}", id_list(&ids)),
+                        )?;
+                    }
+                    Err(e) => {
+                        state = state.after_launch(policy, now, Some(&e.to_string()));
+                        events::append(
+                            &home,
+                            name,
+                            "launch-failed",
+                            &format!("launching {n} failed: {e}"),
+                        )?;
+                        if let Some(why) = &state.paused {
+                            events::append(&home, name, "paused", why)?;
+                        }
+                    }
+                },
+                Action::Remove(n) => {
+                    match cluster
+                        .remove_workers(n as usize, &round.states, Removal::SchedulerChooses)
+                        .await
+                    {
+                        Ok(ids) => events::append(
+                            &home,
+                            name,
+                            "retired",
+                            &format!(
+                                "retired through the scheduler, then cancelled {}",
+                                id_list(&ids)
+                            ),
+                        )?,
+                        Err(e) => {
+                            events::append(
+                                &home,
+                                name,
+                                "retire-failed",
+                                &format!("removing {n} failed: {e}"),
+                            )?;
+                        }
+                    }
+                }
+                Action::ShutDown => {
+                    drop(_guard);
+                    let backend = cluster.backend().clone();
+                    match ManagedCluster::down_by_name(name, backend, home.clone()).await {
+                        Ok(_) => tracing::info!("brought {name} down after idling"),
+                        Err(e) => {
+                            events::append(&home, name, "shutdown-failed", &e.to_string())?;
+                            return Err(e);
+                        }
+                    }
+                    return Ok(());
+                }
+            }
+            if matches!(policy.mode, Mode::Adaptive { .. }) {
+                let n = cluster.record().workers.len() as u32;
+                if cluster.record().spec.workers != n {
+                    cluster.record_mut().spec.workers = n;
+                    cluster.save()?;
+                }
+            }
+            me.heartbeat = events::unix_now();
+            me.mode = Some(policy.mode);
+            me.paused = state.paused.clone();
+            me.last_decision = Some(d.reason.clone());
+            write_state(&home, name, &me)?;
+            sleep_for = d.next_poll;
+        }
+        tokio::time::sleep(sleep_for).await;
+    }
+}
+
+fn id_list(ids: &[JobId]) -> String {
+    let names: Vec<&str> = ids.iter().map(JobId::as_str).collect();
+    match names.len() {
+        0 => "nothing".into(),
+        1 => names[0].to_string(),
+        n if n > 6 => format!("{n} jobs ({} … {})", names[0], names[n - 1]),
+        _ => names.join(", "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn liveness_follows_the_lock_not_the_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(dir.path());
+        assert_eq!(health(&home, "c").unwrap(), AgentHealth::Absent);
+        fs::create_dir_all(home.cluster_dir("c")).unwrap();
+        let st = AgentState {
+            pid: 999_999,
+            started_at: 1.0,
+            heartbeat: 2.0,
+            mode: Some(Mode::Adaptive {
+                minimum: 0,
+                maximum: 6,
+            }),
+            paused: None,
+            last_decision: None,
+        };
+        write_state(&home, "c", &st).unwrap();
+        assert_eq!(health(&home, "c").unwrap(), AgentHealth::Dead(st.clone()));
+        let held = open_lock(&home, "c").unwrap();
+        held.try_lock().unwrap();
+        assert_eq!(health(&home, "c").unwrap(), AgentHealth::Running(st));
+        drop(held);
+        assert!(!is_alive(&home, "c").unwrap());
+        // Nothing to stop when no agent holds the lock (the recorded pid is
+        // never signalled).
+        assert!(!stop(&home, "c").unwrap());
+    }
+
+    #[test]
+    fn the_agent_argv_names_home_and_cluster() {
+        let argv = agent_argv(Path::new("/usr/bin/muster"), &Home::at("/h o/me"), "demo");
+        assert_eq!(
+            argv,
+            ["/usr/bin/muster", "--home", "/h o/me", "agent", "demo"]
+        );
+        assert_eq!(id_list(&[JobId::from("a"), JobId::from("b")]), "a, b");
+        let many: Vec<JobId> = (0..8).map(|i| JobId(format!("d-w{i}"))).collect();
+        assert_eq!(id_list(&many), "8 jobs (d-w0 … d-w7)");
+    }
+}
