@@ -10,6 +10,7 @@ pub mod backend;
 pub mod cluster;
 pub mod dask;
 pub mod error;
+pub mod hpcspec;
 pub mod job;
 pub mod registry;
 pub mod runner;
@@ -22,5 +23,8 @@ pub use error::{Error, Result};
 pub use job::{JobId, JobStatus};
 pub use registry::{ClusterRecord, Home, Phase};
 pub use runner::{CommandOutput, CommandRunner, CommandSpec, LocalRunner};
-pub use spec::{AdaptSpec, BackendSpec, ClusterSpec, SchedulerSpec, SpecError, WorkerSpec};
+pub use hpcspec::{HpcSpec, PbsFlavor};
+pub use spec::{
+    AdaptSpec, BackendSpec, ClusterSpec, Placement, SchedulerSpec, SpecError, WorkerSpec,
+};
 pub use units::{Memory, Seconds};
