@@ -320,6 +320,13 @@ impl ClusterSpec {
         }
         check_env("scheduler.env", &self.scheduler.env, &mut bad);
         check_args("scheduler.extra_args", &self.scheduler.extra_args, &mut bad);
+        if self.backend.is_batch() && self.worker.memory.is_none() {
+            bad(
+                "worker.memory",
+                &"",
+                "is required on batch backends: it is the job's memory request and the workers' limit",
+            );
+        }
         if self.scheduler.placement == Placement::Job && !self.backend.is_batch() {
             bad(
                 "scheduler.placement",

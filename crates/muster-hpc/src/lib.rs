@@ -115,6 +115,19 @@ impl<R: CommandRunner> HpcBackend<R> {
         id.as_str() == Self::local_scheduler_id(cluster)
     }
 
+    /// The batch system's spelling of a muster job id (`demo-41_3` → `41_3`).
+    fn bare<'a>(cluster: &str, id: &'a JobId) -> &'a str {
+        id.as_str()
+            .strip_prefix(cluster)
+            .and_then(|r| r.strip_prefix('-'))
+            .unwrap_or(id.as_str())
+    }
+
+    /// muster's job id of a batch id (`41_3` → `demo-41_3`).
+    fn full(cluster: &str, bare: &str) -> JobId {
+        JobId(format!("{cluster}-{bare}"))
+    }
+
     /// The spec the host-placed scheduler runs with: listening on every
     /// interface unless a host is given, since workers run on other nodes.
     fn host_scheduler_spec(spec: &ClusterSpec) -> ClusterSpec {
@@ -228,7 +241,11 @@ impl<R: CommandRunner> HpcBackend<R> {
     fn describe_failure(&self, cluster: &str, id: &JobId, status: JobStatus) -> JobStatus {
         match status {
             JobStatus::Failed { reason } => JobStatus::Failed {
-                reason: format!("{reason}; stderr: {}/{id}.err", self.log_dir(cluster)),
+                reason: format!(
+                    "{reason}; stderr: {}/{}.err",
+                    self.log_dir(cluster),
+                    Self::bare(cluster, id)
+                ),
             },
             other => other,
         }
@@ -243,7 +260,7 @@ impl<R: CommandRunner> HpcBackend<R> {
         let server_ids = self.server_ids(cluster);
         ids.iter()
             .map(|id| {
-                let s = resolve(self.dialect, entries, &server_ids, id.as_str());
+                let s = resolve(self.dialect, entries, &server_ids, Self::bare(cluster, id));
                 (id.clone(), self.describe_failure(cluster, id, s))
             })
             .collect()
@@ -322,7 +339,7 @@ impl<R: CommandRunner> HpcBackend<R> {
         let mut cancel = BTreeSet::new();
         let mut tombstones = Vec::new();
         for id in ids {
-            let id = id.as_str();
+            let id = Self::bare(cluster, id);
             match (self.dialect, self.dialect.split_id(id)) {
                 (Dialect::Slurm, _) | (_, None) | (_, Some((_, None))) => {
                     cancel.insert(id.to_string());
@@ -427,9 +444,9 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
         }
         let array = self.submit(spec, &role, &text).await?;
         Ok(match role {
-            ScriptRole::Scheduler { .. } => vec![JobId(array)],
+            ScriptRole::Scheduler { .. } => vec![Self::full(&spec.name, &array)],
             ScriptRole::Workers { count, .. } => (0..count)
-                .map(|i| JobId(self.dialect.task_id(&array, i)))
+                .map(|i| Self::full(&spec.name, &self.dialect.task_id(&array, i)))
                 .collect(),
         })
     }
@@ -475,7 +492,7 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
             // Wait until nothing cancelled is still active in the queue.
             let waiting: Vec<JobId> = batch
                 .iter()
-                .filter(|id| !tombstones.contains(&id.0))
+                .filter(|id| !tombstones.iter().any(|t| t == Self::bare(cluster, id)))
                 .cloned()
                 .collect();
             let start = Instant::now();
@@ -518,14 +535,15 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
                 continue;
             }
             match (&e.tasks, self.dialect) {
-                (Tasks::Many(set), Dialect::Slurm) => found.extend(
-                    set.iter()
-                        .map(|i| (JobId(self.dialect.task_id(&e.array, *i)), e.status.clone())),
-                ),
+                (Tasks::Many(set), Dialect::Slurm) => found.extend(set.iter().map(|i| {
+                    let bare = self.dialect.task_id(&e.array, *i);
+                    (Self::full(cluster, &bare), e.status.clone())
+                })),
                 (Tasks::One(i), Dialect::Slurm) => {
-                    found.push((JobId(self.dialect.task_id(&e.array, *i)), e.status.clone()))
+                    let bare = self.dialect.task_id(&e.array, *i);
+                    found.push((Self::full(cluster, &bare), e.status.clone()))
                 }
-                _ => found.push((JobId(e.server_id.clone()), e.status.clone())),
+                _ => found.push((Self::full(cluster, &e.server_id), e.status.clone())),
             }
         }
         found.sort_by(|a, b| a.0.cmp(&b.0));
@@ -540,8 +558,9 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
         let dir = PathBuf::from(self.log_dir(cluster));
         let mut text = String::new();
         let mut found = false;
+        let bare = Self::bare(cluster, id);
         for ext in ["out", "err"] {
-            if let Ok(bytes) = fs::read(dir.join(format!("{id}.{ext}"))) {
+            if let Ok(bytes) = fs::read(dir.join(format!("{bare}.{ext}"))) {
                 found = true;
                 text.push_str(&String::from_utf8_lossy(&bytes));
             }

@@ -189,47 +189,51 @@ pub fn directives(input: &ScriptInput<'_>) -> String {
     out.trim_end().to_string()
 }
 
-/// The lines that give the job its muster id (`MUSTER_JOB`, also the Dask
-/// worker name) from the batch system's variables.
+/// The lines that give the job its muster id. `MUSTER_TASK` is the id as the
+/// batch system spells it (`41_3`, `16[3]`, `42`); `MUSTER_JOB` is
+/// `<cluster>-<task>`, muster's job id and the Dask worker name (a bare
+/// `41_3` would not do: Dask reads it as the number 413).
 fn identity(input: &ScriptInput<'_>) -> String {
     let log = sh_quote(input.log_dir);
-    match (input.dialect, input.role) {
+    let task = match (input.dialect, input.role) {
         (Dialect::Slurm, ScriptRole::Workers { .. }) => {
-            "MUSTER_JOB=\"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\"".to_string()
+            "MUSTER_TASK=\"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\"".to_string()
         }
         (Dialect::Slurm, ScriptRole::Scheduler { .. }) => {
-            "MUSTER_JOB=\"${SLURM_JOB_ID}\"".to_string()
+            "MUSTER_TASK=\"${SLURM_JOB_ID}\"".to_string()
         }
-        (Dialect::Pbs(_), role) => {
-            // Real PBS/TORQUE name a job `1234.server` or an array task
-            // `1234[5].server`; SLURM's Torque-compatible commands set only
-            // SLURM_* variables and show array tasks under SLURM's own ids,
-            // so the task records that id for `qstat`/`qdel` in ids/.
-            let pick = match role {
-                ScriptRole::Workers { .. } => concat!(
-                    "if [ -n \"${SLURM_ARRAY_JOB_ID:-}\" ]; then\n",
-                    "    MUSTER_JOB=\"${SLURM_ARRAY_JOB_ID}[${SLURM_ARRAY_TASK_ID}]\"\n",
-                    "    MUSTER_SERVER_ID=\"${SLURM_JOB_ID}\"\n",
-                    "else\n",
-                    "    MUSTER_JOB=\"${PBS_JOBID%%.*}\"\n",
-                    "    MUSTER_SERVER_ID=\"${PBS_JOBID%%.*}\"\n",
-                    "fi",
-                ),
-                ScriptRole::Scheduler { .. } => concat!(
-                    "MUSTER_JOB=\"${SLURM_JOB_ID:-${PBS_JOBID%%.*}}\"\n",
-                    "MUSTER_SERVER_ID=\"$MUSTER_JOB\"",
-                ),
-            };
-            format!(
-                "{pick}\n\
-                 MUSTER_LOGS={log}\n\
-                 # A task cancelled before it started leaves a tombstone: stop at once.\n\
-                 if [ -e \"$MUSTER_LOGS/cancelled/$MUSTER_JOB\" ]; then exit 0; fi\n\
-                 mkdir -p \"$MUSTER_LOGS/ids\"\n\
-                 printf '%s\\n' \"$MUSTER_SERVER_ID\" > \"$MUSTER_LOGS/ids/$MUSTER_JOB\"\n\
-                 exec > \"$MUSTER_LOGS/$MUSTER_JOB.out\" 2> \"$MUSTER_LOGS/$MUSTER_JOB.err\""
-            )
-        }
+        // Real PBS/TORQUE name a job `1234.server` or an array task
+        // `1234[5].server`; SLURM's Torque-compatible commands set only
+        // SLURM_* variables and list array tasks under SLURM's own ids, so
+        // the task records that id for `qstat`/`qdel` in ids/.
+        (Dialect::Pbs(_), ScriptRole::Workers { .. }) => concat!(
+            "if [ -n \"${SLURM_ARRAY_JOB_ID:-}\" ]; then\n",
+            "    MUSTER_TASK=\"${SLURM_ARRAY_JOB_ID}[${SLURM_ARRAY_TASK_ID}]\"\n",
+            "    MUSTER_SERVER_ID=\"${SLURM_JOB_ID}\"\n",
+            "else\n",
+            "    MUSTER_TASK=\"${PBS_JOBID%%.*}\"\n",
+            "    MUSTER_SERVER_ID=\"${PBS_JOBID%%.*}\"\n",
+            "fi",
+        )
+        .to_string(),
+        (Dialect::Pbs(_), ScriptRole::Scheduler { .. }) => concat!(
+            "MUSTER_TASK=\"${SLURM_JOB_ID:-${PBS_JOBID%%.*}}\"\n",
+            "MUSTER_SERVER_ID=\"$MUSTER_TASK\"",
+        )
+        .to_string(),
+    };
+    let job = format!("MUSTER_JOB=\"{}-$MUSTER_TASK\"", input.spec.name);
+    match input.dialect {
+        Dialect::Slurm => format!("{task}\n{job}"),
+        Dialect::Pbs(_) => format!(
+            "{task}\n{job}\n\
+             MUSTER_LOGS={log}\n\
+             # A task cancelled before it started leaves a tombstone: stop at once.\n\
+             if [ -e \"$MUSTER_LOGS/cancelled/$MUSTER_TASK\" ]; then exit 0; fi\n\
+             mkdir -p \"$MUSTER_LOGS/ids\"\n\
+             printf '%s\\n' \"$MUSTER_SERVER_ID\" > \"$MUSTER_LOGS/ids/$MUSTER_TASK\"\n\
+             exec > \"$MUSTER_LOGS/$MUSTER_TASK.out\" 2> \"$MUSTER_LOGS/$MUSTER_TASK.err\""
+        ),
     }
 }
 

@@ -56,7 +56,8 @@ impl CommandRunner for FakeRunner {
 }
 
 fn spec(yaml: &str) -> ClusterSpec {
-    let s = ClusterSpec::from_yaml(yaml, None).unwrap();
+    let mut s = ClusterSpec::from_yaml(yaml, None).unwrap();
+    s.worker.memory.get_or_insert(muster_core::Memory(1 << 30));
     s.validate().unwrap();
     s
 }
@@ -152,7 +153,7 @@ fn a_user_template_is_used_and_checked() {
     fs::write(&bad, "#!/bin/sh\necho nothing\n").unwrap();
     let s = spec(&format!("name: demo\nbackend: {{kind: slurm, template: {}}}", good.display()));
     let text = render(&s, workers(1));
-    assert!(text.contains("# site header\nMUSTER_JOB="), "{text}");
+    assert!(text.contains("# site header\nMUSTER_TASK="), "{text}");
     let s = spec(&format!("name: demo\nbackend: {{kind: slurm, template: {}}}", bad.display()));
     let b = backend(&s, FakeRunner::default(), dir.path());
     let err = b.render(&LaunchRequest { spec: &s, role: workers(1) }).unwrap_err();
@@ -166,7 +167,7 @@ async fn k_workers_are_one_array_submission() {
     let runner = FakeRunner::default().reply("sbatch", 0, "41\n");
     let b = backend(&s, runner, dir.path());
     let ids = b.launch(&LaunchRequest { spec: &s, role: workers(4) }).await.unwrap();
-    assert_eq!(ids, ["41_0", "41_1", "41_2", "41_3"].map(JobId::from));
+    assert_eq!(ids, ["demo-41_0", "demo-41_1", "demo-41_2", "demo-41_3"].map(JobId::from));
     let calls = b.runner.calls.lock().unwrap().clone();
     assert_eq!(calls, vec![vec!["sbatch", "--parsable", "--array=0-3"]]);
     let script = b.runner.stdin.lock().unwrap()[0].clone();
@@ -182,7 +183,7 @@ async fn one_listing_serves_every_status() {
                    41_1|41|1|43|FAILED|NonZeroExitCode|muster_demo_w\n\
                    50|50|N/A|50|RUNNING|None|muster_other_w\n";
     let b = backend(&s, FakeRunner::default().reply("squeue", 0, listing), dir.path());
-    let ids: Vec<JobId> = ["41_0", "41_1", "41_2", "41_3", "41_9"].map(JobId::from).to_vec();
+    let ids: Vec<JobId> = ["demo-41_0", "demo-41_1", "41_2", "demo-41_3", "demo-41_9"].map(JobId::from).to_vec();
     let st = b.status("demo", &ids).await.unwrap();
     assert_eq!(b.runner.calls.lock().unwrap().len(), 1);
     assert_eq!(st[&ids[0]], JobStatus::Running);
@@ -201,7 +202,7 @@ async fn one_listing_serves_every_status() {
 
     // Discovery: only this cluster's active jobs, pending tasks expanded.
     let found: Vec<String> = b.discover("demo").await.unwrap().into_iter().map(|(id, _)| id.0).collect();
-    assert_eq!(found, ["41_0", "41_2", "41_3"]);
+    assert_eq!(found, ["demo-41_0", "demo-41_2", "demo-41_3"]);
 }
 
 #[tokio::test]
@@ -250,7 +251,7 @@ async fn pbs_wrapper_tasks_cancel_by_recorded_id_or_tombstone() {
         .reply("qstat", 0, gone)
         .reply("qdel", 0, "");
     let b = backend(&s, runner, dir.path());
-    b.cancel("demo", &[JobId::from("16[0]"), JobId::from("16[1]")]).await.unwrap();
+    b.cancel("demo", &[JobId::from("demo-16[0]"), JobId::from("demo-16[1]")]).await.unwrap();
     let calls = b.runner.calls.lock().unwrap().clone();
     assert!(calls.contains(&vec!["qdel".to_string(), "19".to_string()]), "{calls:?}");
     assert!(PathBuf::from(b.log_dir("demo")).join("cancelled/16[1]").exists());
