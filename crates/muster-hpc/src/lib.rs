@@ -338,24 +338,39 @@ impl<R: CommandRunner> HpcBackend<R> {
         let server_ids = self.server_ids(cluster);
         let mut cancel = BTreeSet::new();
         let mut tombstones = Vec::new();
+        // The arrays of tasks that recorded a server id of their own.
+        let array_of: BTreeMap<&str, &str> = server_ids
+            .iter()
+            .filter_map(|(task, raw)| Some((raw.as_str(), self.dialect.split_id(task)?.0)))
+            .collect();
         for id in ids {
             let id = Self::bare(cluster, id);
             match (self.dialect, self.dialect.split_id(id)) {
-                (Dialect::Slurm, _) | (_, None) | (_, Some((_, None))) => {
+                (Dialect::Slurm, _) | (_, None) => {
                     cancel.insert(id.to_string());
+                }
+                (Dialect::Pbs(_), Some((plain, None))) => {
+                    // A raw id found by `discover` under SLURM's wrapper: its
+                    // `qdel` cannot stop one array task by that id, only the
+                    // whole array by the array's id (which is what `down`,
+                    // the only caller passing such ids, wants).
+                    cancel.insert(array_of.get(plain).copied().unwrap_or(plain).to_string());
                 }
                 (Dialect::Pbs(_), Some((array, Some(i)))) => {
                     if let Some(e) = entries
                         .iter()
                         .find(|e| e.array == array && e.tasks == Tasks::One(i))
                     {
+                        // Real PBS/TORQUE list and delete `1234[5]` itself.
                         cancel.insert(e.server_id.clone());
-                    } else if let Some(raw) = server_ids.get(id) {
-                        cancel.insert(raw.clone());
-                    } else if entries
-                        .iter()
-                        .any(|e| e.array == array && e.tasks == Tasks::NotArray && e.status.is_active())
-                    {
+                    } else if server_ids.contains_key(id) {
+                        // A started task under SLURM's wrapper, which has no
+                        // way to delete one array task. It was retired through
+                        // the scheduler before this call and ends by itself;
+                        // `cancel` waits for that.
+                    } else if entries.iter().any(|e| {
+                        e.array == array && e.tasks == Tasks::NotArray && e.status.is_active()
+                    }) {
                         tombstones.push(id.to_string());
                     } else {
                         cancel.insert(id.to_string());

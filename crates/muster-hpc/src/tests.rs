@@ -243,18 +243,33 @@ async fn pbs_wrapper_tasks_cancel_by_recorded_id_or_tombstone() {
     let ids_dir = PathBuf::from(b0.log_dir("demo")).join("ids");
     fs::create_dir_all(&ids_dir).unwrap();
     fs::write(ids_dir.join("16[0]"), "19\n").unwrap();
-    let listing = "Job Id:\t19\n\tJob_Name = muster_demo_w\n\tjob_state = R\n\n\
-                   Job Id:\t16\n\tJob_Name = muster_demo_w\n\tjob_state = Q\n";
-    let gone = "Job Id:\t16\n\tJob_Name = muster_demo_w\n\tjob_state = Q\n";
+    fs::write(ids_dir.join("16[2]"), "16\n").unwrap();
+    let listing = "Job Id:\t19\n\tJob_Name = muster_demo_w\n\tjob_state = C\n\n\
+                   Job Id:\t16\n\tJob_Name = muster_demo_w\n\tjob_state = R\n";
+    // 16[2] (listed as 16, the array's own id) ends by itself after retirement.
+    let gone = "Job Id:\t16\n\tJob_Name = muster_demo_w\n\tjob_state = C\n";
     let runner = FakeRunner::default()
         .reply("qstat", 0, listing)
         .reply("qstat", 0, gone)
         .reply("qdel", 0, "");
     let b = backend(&s, runner, dir.path());
-    b.cancel("demo", &[JobId::from("demo-16[0]"), JobId::from("demo-16[1]")]).await.unwrap();
+    let ids = ["demo-16[0]", "demo-16[1]", "demo-16[2]"].map(JobId::from);
+    b.cancel("demo", &ids).await.unwrap();
     let calls = b.runner.calls.lock().unwrap().clone();
-    assert!(calls.contains(&vec!["qdel".to_string(), "19".to_string()]), "{calls:?}");
+    let qdels: Vec<_> = calls.iter().filter(|c| c[0] == "qdel").collect();
+    assert!(qdels.is_empty(), "{calls:?}");
     assert!(PathBuf::from(b.log_dir("demo")).join("cancelled/16[1]").exists());
+
+    // `down` passes the raw ids it discovered: the wrapper can only delete
+    // the whole array, by the array's id.
+    let runner = FakeRunner::default()
+        .reply("qstat", 0, listing)
+        .reply("qstat", 0, "")
+        .reply("qdel", 0, "");
+    let b = backend(&s, runner, dir.path());
+    b.cancel("demo", &["demo-19", "demo-16"].map(JobId::from)).await.unwrap();
+    let calls = b.runner.calls.lock().unwrap().clone();
+    assert!(calls.contains(&vec!["qdel".to_string(), "16".to_string()]), "{calls:?}");
 }
 
 #[tokio::test]
