@@ -6,6 +6,7 @@ scheduler running as a batch job, and a CLI killed during `up`."""
 
 import os
 import signal
+import sys
 import time
 
 import pytest
@@ -128,3 +129,36 @@ def test_render_prints_the_exact_job_script(muster, tmp_path):
     assert f"#SBATCH --job-name=muster_{name}_w" in r.stdout
     assert "sbatch --parsable '--array=0-2'" in r.stdout
     assert queue(name) == []
+
+
+def test_down_without_the_registry_finds_jobs_by_marker(muster, tmp_path):
+    name = unique("sl")
+    muster.run("up", "-f", spec_file(tmp_path, name, "slurm", 2), "--timeout", "120s")
+    assert len(active(name)) == 2
+    # Lose the registry: the queue and the OS still know the cluster.
+    import shutil
+    shutil.rmtree(muster.home / "clusters" / name)
+    assert muster.json("get", "clusters") == []
+    out = muster.run("down", name, "--backend", "slurm").stdout
+    assert "down" in out
+    assert active(name) == []
+    assert muster.processes(name) == []
+
+
+def test_a_job_failing_at_start_is_reported_with_reason_and_stderr(muster, tmp_path):
+    name = unique("sf")
+    path = tmp_path / "fail.yaml"
+    path.write_text(
+        f"name: {name}\n"
+        "backend: {kind: slurm, job_script_prologue: ['echo no-such-module >&2', 'exit 3']}\n"
+        "scheduler: {host: 127.0.0.1}\n"
+        f"worker: {{python: {sys.executable}, memory: 512MiB}}\n"
+        "workers: 2\n"
+    )
+    r = muster.run("up", "-f", path, "--timeout", "120s", check=False)
+    assert r.returncode == 1, r.stderr
+    assert "FAILED (NonZeroExitCode); stderr: " in r.stderr, r.stderr
+    assert ".err" in r.stderr and "no-such-module" in r.stderr, r.stderr
+    # The failed up cleaned up after itself.
+    assert active(name) == []
+    assert muster.json("get", "clusters") == []

@@ -175,7 +175,11 @@ impl HpcSpec {
             if let Err(r) = single_line(d) {
                 bad(&format!("job_extra_directives[{i}]"), d, r);
             } else if d.trim().is_empty() {
-                bad(&format!("job_extra_directives[{i}]"), d, "must not be empty");
+                bad(
+                    &format!("job_extra_directives[{i}]"),
+                    d,
+                    "must not be empty",
+                );
             } else if d.trim_start().starts_with('#') {
                 bad(
                     &format!("job_extra_directives[{i}]"),
@@ -224,7 +228,11 @@ impl HpcSpec {
             bad("template", t, "must be the path of a template file");
         }
         if self.max_queued_jobs == Some(0) {
-            bad("max_queued_jobs", "0", "must be at least 1 (or absent for no cap)");
+            bad(
+                "max_queued_jobs",
+                "0",
+                "must be at least 1 (or absent for no cap)",
+            );
         }
         if let Some(c) = self.job_cpu
             && (c == 0 || c > 4096)
@@ -234,7 +242,11 @@ impl HpcSpec {
         match kind {
             HpcKind::Slurm => {
                 if let Some(r) = &self.resource_spec {
-                    bad("resource_spec", r, "is a PBS option; use job_cpu/job_mem with slurm");
+                    bad(
+                        "resource_spec",
+                        r,
+                        "is a PBS option; use job_cpu/job_mem with slurm",
+                    );
                 }
                 if let Some(f) = &self.flavor {
                     bad("flavor", &format!("{f:?}"), "is a PBS option");
@@ -242,10 +254,18 @@ impl HpcSpec {
             }
             HpcKind::Pbs => {
                 if let Some(c) = self.job_cpu {
-                    bad("job_cpu", &c.to_string(), "is a SLURM option; use resource_spec with pbs");
+                    bad(
+                        "job_cpu",
+                        &c.to_string(),
+                        "is a SLURM option; use resource_spec with pbs",
+                    );
                 }
                 if let Some(m) = self.job_mem {
-                    bad("job_mem", &m.to_string(), "is a SLURM option; use resource_spec with pbs");
+                    bad(
+                        "job_mem",
+                        &m.to_string(),
+                        "is a SLURM option; use resource_spec with pbs",
+                    );
                 }
                 if let Some(r) = &self.resource_spec
                     && (r.is_empty()

@@ -20,10 +20,10 @@ pub mod units;
 pub use backend::{Backend, LaunchRequest, Rendered, RenderedItem, Role, SchedulerContact};
 pub use cluster::{Cluster, ClusterStatus, DownReport, ManagedCluster, Progress, Quiet, WorkerRow};
 pub use error::{Error, Result};
+pub use hpcspec::{HpcSpec, PbsFlavor};
 pub use job::{JobId, JobStatus};
 pub use registry::{ClusterRecord, Home, Phase};
 pub use runner::{CommandOutput, CommandRunner, CommandSpec, LocalRunner};
-pub use hpcspec::{HpcSpec, PbsFlavor};
 pub use spec::{
     AdaptSpec, BackendSpec, ClusterSpec, Placement, SchedulerSpec, SpecError, WorkerSpec,
 };

@@ -210,9 +210,8 @@ pub fn parse_task_list(s: &str) -> Option<BTreeSet<u32>> {
 /// SLURM states to muster's.
 pub fn slurm_state(state: &str, reason: &str) -> JobStatus {
     match state {
-        "PENDING" | "CONFIGURING" | "REQUEUED" | "REQUEUE_HOLD" | "REQUEUE_FED" | "RESV_DEL_HOLD" => {
-            JobStatus::Pending
-        }
+        "PENDING" | "CONFIGURING" | "REQUEUED" | "REQUEUE_HOLD" | "REQUEUE_FED"
+        | "RESV_DEL_HOLD" => JobStatus::Pending,
         "RUNNING" | "COMPLETING" | "SUSPENDED" | "STOPPED" | "SIGNALING" | "STAGE_OUT"
         | "RESIZING" => JobStatus::Running,
         "COMPLETED" | "CANCELLED" => JobStatus::Finished,
@@ -431,15 +430,41 @@ mod tests {
     #[test]
     fn submit_outputs_parse() {
         let s = Dialect::Slurm;
-        assert_eq!(s.parse_submit(&fixture("sbatch-parsable-plain.txt")).as_deref(), Some("1"));
-        assert_eq!(s.parse_submit(&fixture("sbatch-parsable-array.txt")).as_deref(), Some("7"));
-        assert_eq!(s.parse_submit(&fixture("sbatch-plain-no-parsable.txt")).as_deref(), Some("2"));
+        assert_eq!(
+            s.parse_submit(&fixture("sbatch-parsable-plain.txt"))
+                .as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            s.parse_submit(&fixture("sbatch-parsable-array.txt"))
+                .as_deref(),
+            Some("7")
+        );
+        assert_eq!(
+            s.parse_submit(&fixture("sbatch-plain-no-parsable.txt"))
+                .as_deref(),
+            Some("2")
+        );
         assert_eq!(s.parse_submit("31;other-cluster\n").as_deref(), Some("31"));
-        assert_eq!(TORQUE.parse_submit(&fixture("qsub-array-J.txt")).as_deref(), Some("16"));
-        assert_eq!(TORQUE.parse_submit("1234.pbs-server.example.org\n").as_deref(), Some("1234"));
-        assert_eq!(PRO.parse_submit(&hand("pbspro-qsub-array.txt")).as_deref(), Some("1234"));
+        assert_eq!(
+            TORQUE.parse_submit(&fixture("qsub-array-J.txt")).as_deref(),
+            Some("16")
+        );
+        assert_eq!(
+            TORQUE
+                .parse_submit("1234.pbs-server.example.org\n")
+                .as_deref(),
+            Some("1234")
+        );
+        assert_eq!(
+            PRO.parse_submit(&hand("pbspro-qsub-array.txt")).as_deref(),
+            Some("1234")
+        );
         assert_eq!(s.parse_submit(""), None);
-        assert_eq!(s.parse_submit("sbatch: error: Batch job submission failed"), None);
+        assert_eq!(
+            s.parse_submit("sbatch: error: Batch job submission failed"),
+            None
+        );
     }
 
     #[test]
@@ -455,11 +480,17 @@ mod tests {
     fn task_lists() {
         assert_eq!(parse_task_list("0-3").unwrap().len(), 4);
         assert_eq!(
-            parse_task_list("2-5%2").unwrap().into_iter().collect::<Vec<_>>(),
+            parse_task_list("2-5%2")
+                .unwrap()
+                .into_iter()
+                .collect::<Vec<_>>(),
             vec![2, 3, 4, 5]
         );
         assert_eq!(
-            parse_task_list("1,3,5-6").unwrap().into_iter().collect::<Vec<_>>(),
+            parse_task_list("1,3,5-6")
+                .unwrap()
+                .into_iter()
+                .collect::<Vec<_>>(),
             vec![1, 3, 5, 6]
         );
         assert_eq!(parse_task_list("x"), None);
@@ -485,12 +516,19 @@ mod tests {
 
         let running = parse_squeue(&fixture("squeue-array-running.txt"));
         for i in 0..4 {
-            assert_eq!(resolve(s, &running, &none, &format!("7_{i}")), JobStatus::Running);
+            assert_eq!(
+                resolve(s, &running, &none, &format!("7_{i}")),
+                JobStatus::Running
+            );
         }
         assert_eq!(running[1].server_id, "7_2");
 
         let throttled = parse_squeue(&fixture("squeue-array-throttled.txt"));
-        assert!(throttled.iter().any(|e| matches!(&e.tasks, Tasks::Many(t) if t.contains(&5))));
+        assert!(
+            throttled
+                .iter()
+                .any(|e| matches!(&e.tasks, Tasks::Many(t) if t.contains(&5)))
+        );
         let pending = parse_squeue(&fixture("squeue-array-pending.txt"));
         assert_eq!(pending[0].server_id, "7_[0-3]");
         let cancelled = parse_squeue(&fixture("squeue-array-one-task-cancelled.txt"));
@@ -543,10 +581,16 @@ mod tests {
                 name: "muster_demo_w".into(),
             },
         ];
-        let ids: BTreeMap<String, String> =
-            [("16[0]".to_string(), "19".to_string()), ("16[1]".into(), "20".into())].into();
+        let ids: BTreeMap<String, String> = [
+            ("16[0]".to_string(), "19".to_string()),
+            ("16[1]".into(), "20".into()),
+        ]
+        .into();
         assert_eq!(resolve(TORQUE, &entries, &ids, "16[0]"), JobStatus::Running);
-        assert_eq!(resolve(TORQUE, &entries, &ids, "16[1]"), JobStatus::Finished);
+        assert_eq!(
+            resolve(TORQUE, &entries, &ids, "16[1]"),
+            JobStatus::Finished
+        );
         assert_eq!(resolve(TORQUE, &entries, &ids, "16[2]"), JobStatus::Pending);
         assert_eq!(resolve(TORQUE, &entries, &ids, "17[0]"), JobStatus::Unknown);
     }
@@ -557,7 +601,10 @@ mod tests {
         let none = BTreeMap::new();
         assert_eq!(resolve(PRO, &entries, &none, "1234[0]"), JobStatus::Running);
         assert_eq!(resolve(PRO, &entries, &none, "1234[1]"), JobStatus::Pending);
-        assert_eq!(resolve(PRO, &entries, &none, "1234[2]"), JobStatus::Finished);
+        assert_eq!(
+            resolve(PRO, &entries, &none, "1234[2]"),
+            JobStatus::Finished
+        );
         assert_eq!(
             resolve(PRO, &entries, &none, "1234[3]"),
             JobStatus::Failed {

@@ -35,10 +35,7 @@ pub fn config_files() -> Vec<PathBuf> {
         let mut here: Vec<PathBuf> = entries
             .flatten()
             .map(|e| e.path())
-            .filter(|p| {
-                p.extension()
-                    .is_some_and(|e| e == "yaml" || e == "yml")
-            })
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
             .collect();
         here.sort();
         files.extend(here);
@@ -144,9 +141,17 @@ pub fn apply(spec: &mut ClusterSpec, section: &Mapping) -> Vec<&'static str> {
         };
     }
     opt!(hpc.queue, text(section, &["queue"]), "queue");
-    opt!(hpc.account, text(section, &["account", "project"]), "account");
+    opt!(
+        hpc.account,
+        text(section, &["account", "project"]),
+        "account"
+    );
     opt!(hpc.walltime, text(section, &["walltime"]), "walltime");
-    opt!(hpc.log_directory, text(section, &["log-directory"]), "log-directory");
+    opt!(
+        hpc.log_directory,
+        text(section, &["log-directory"]),
+        "log-directory"
+    );
     opt!(hpc.shebang, text(section, &["shebang"]), "shebang");
     opt!(hpc.job_cpu, number(section, "job-cpu"), "job-cpu");
     opt!(
@@ -154,7 +159,11 @@ pub fn apply(spec: &mut ClusterSpec, section: &Mapping) -> Vec<&'static str> {
         text(section, &["job-mem"]).and_then(|s| s.parse::<Memory>().ok()),
         "job-mem"
     );
-    opt!(hpc.resource_spec, text(section, &["resource-spec"]), "resource-spec");
+    opt!(
+        hpc.resource_spec,
+        text(section, &["resource-spec"]),
+        "resource-spec"
+    );
     vec_opt!(
         hpc.job_extra_directives,
         list(section, &["job-extra-directives", "job-extra"]),
@@ -191,7 +200,11 @@ pub fn apply(spec: &mut ClusterSpec, section: &Mapping) -> Vec<&'static str> {
         "memory"
     );
     opt!(w.interface, text(section, &["interface"]), "interface");
-    opt!(w.local_directory, text(section, &["local-directory"]), "local-directory");
+    opt!(
+        w.local_directory,
+        text(section, &["local-directory"]),
+        "local-directory"
+    );
     if w.python == defaults.python
         && let Some(p) = text(section, &["python"])
     {
@@ -200,7 +213,9 @@ pub fn apply(spec: &mut ClusterSpec, section: &Mapping) -> Vec<&'static str> {
     }
     if w.death_timeout == defaults.death_timeout
         && let Some(d) = text(section, &["death-timeout"])
-        && let Ok(s) = d.parse::<Seconds>().or_else(|_| format!("{d}s").parse::<Seconds>())
+        && let Ok(s) = d
+            .parse::<Seconds>()
+            .or_else(|_| format!("{d}s").parse::<Seconds>())
     {
         w.death_timeout = s;
         used.push("death-timeout");
@@ -224,7 +239,10 @@ pub fn apply_from_environment(spec: &mut ClusterSpec) {
     };
     let used = apply(spec, &load_section(kind));
     if !used.is_empty() {
-        tracing::info!(?used, "defaults taken from the Dask config's jobqueue.{kind}");
+        tracing::info!(
+            ?used,
+            "defaults taken from the Dask config's jobqueue.{kind}"
+        );
     }
 }
 
@@ -296,7 +314,10 @@ jobqueue:
         assert_eq!(spec.worker.memory, Some(Memory(16_000_000_000)));
         assert_eq!(spec.worker.death_timeout, Seconds::from_secs(90));
         assert_eq!(spec.worker.interface.as_deref(), Some("ib0"));
-        assert!(!used.contains(&"queue") && !used.contains(&"cores"), "{used:?}");
+        assert!(
+            !used.contains(&"queue") && !used.contains(&"cores"),
+            "{used:?}"
+        );
         spec.validate().unwrap();
     }
 
@@ -307,7 +328,10 @@ jobqueue:
         let BackendSpec::Pbs(h) = &spec.backend else {
             panic!()
         };
-        assert_eq!(h.resource_spec.as_deref(), Some("select=1:ncpus=8:mem=16GB"));
+        assert_eq!(
+            h.resource_spec.as_deref(),
+            Some("select=1:ncpus=8:mem=16GB")
+        );
         assert_eq!(spec.worker.cores, 1);
         let mut local = ClusterSpec::from_yaml("name: x", None).unwrap();
         assert!(apply(&mut local, &section(&docs(), "slurm")).is_empty());

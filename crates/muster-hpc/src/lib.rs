@@ -192,7 +192,11 @@ impl<R: CommandRunner> HpcBackend<R> {
         self.dialect.submit_argv(array, script_path, log_dir)
     }
 
-    async fn run(&self, argv: Vec<String>, stdin: Option<Vec<u8>>) -> Result<muster_core::CommandOutput> {
+    async fn run(
+        &self,
+        argv: Vec<String>,
+        stdin: Option<Vec<u8>>,
+    ) -> Result<muster_core::CommandOutput> {
         let mut cmd = CommandSpec::new(argv);
         cmd.stdin = stdin;
         cmd.timeout = Some(COMMAND_TIMEOUT);
@@ -285,7 +289,10 @@ impl<R: CommandRunner> HpcBackend<R> {
         let log_dir = self.checked_log_dir(&spec.name)?;
         fs::create_dir_all(&log_dir).map_err(|e| Error::io(format!("creating {log_dir}"), e))?;
         let (argv, stdin) = match self.dialect {
-            Dialect::Slurm => (self.submit_argv(role, "", &log_dir), Some(text.as_bytes().to_vec())),
+            Dialect::Slurm => (
+                self.submit_argv(role, "", &log_dir),
+                Some(text.as_bytes().to_vec()),
+            ),
             Dialect::Pbs(_) => {
                 let dir = PathBuf::from(&log_dir).join("scripts");
                 fs::create_dir_all(&dir)
@@ -301,7 +308,10 @@ impl<R: CommandRunner> HpcBackend<R> {
                 let path = dir.join(format!("{kind}-{stamp}.sh"));
                 fs::write(&path, text)
                     .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
-                (self.submit_argv(role, &path.display().to_string(), &log_dir), None)
+                (
+                    self.submit_argv(role, &path.display().to_string(), &log_dir),
+                    None,
+                )
             }
         };
         let program = argv[0].clone();
@@ -467,8 +477,10 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
     }
 
     async fn status(&self, cluster: &str, ids: &[JobId]) -> Result<BTreeMap<JobId, JobStatus>> {
-        let (local, batch): (Vec<JobId>, Vec<JobId>) =
-            ids.iter().cloned().partition(|id| Self::is_local(cluster, id));
+        let (local, batch): (Vec<JobId>, Vec<JobId>) = ids
+            .iter()
+            .cloned()
+            .partition(|id| Self::is_local(cluster, id));
         let mut out = if local.is_empty() {
             BTreeMap::new()
         } else {
@@ -482,8 +494,10 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
     }
 
     async fn cancel(&self, cluster: &str, ids: &[JobId]) -> Result<()> {
-        let (local, batch): (Vec<JobId>, Vec<JobId>) =
-            ids.iter().cloned().partition(|id| Self::is_local(cluster, id));
+        let (local, batch): (Vec<JobId>, Vec<JobId>) = ids
+            .iter()
+            .cloned()
+            .partition(|id| Self::is_local(cluster, id));
         if !batch.is_empty() {
             let entries = self.list().await?;
             let (server_ids, tombstones) = self.cancel_plan(cluster, &entries, &batch);

@@ -62,10 +62,17 @@ fn spec(yaml: &str) -> ClusterSpec {
     s
 }
 
-fn backend<R: CommandRunner>(spec: &ClusterSpec, runner: R, home: &std::path::Path) -> HpcBackend<R> {
+fn backend<R: CommandRunner>(
+    spec: &ClusterSpec,
+    runner: R,
+    home: &std::path::Path,
+) -> HpcBackend<R> {
     let (dialect, hpc) = match &spec.backend {
         BackendSpec::Slurm(h) => (Dialect::Slurm, h.clone()),
-        BackendSpec::Pbs(h) => (Dialect::Pbs(h.flavor.unwrap_or(PbsFlavor::Torque)), h.clone()),
+        BackendSpec::Pbs(h) => (
+            Dialect::Pbs(h.flavor.unwrap_or(PbsFlavor::Torque)),
+            h.clone(),
+        ),
         _ => panic!("not hpc"),
     };
     HpcBackend::new(dialect, hpc, Home::at(home), runner).with_user(Some("alice".into()))
@@ -75,12 +82,18 @@ fn workers(count: u32) -> Role {
     Role::Workers {
         first_index: 0,
         count,
-        contact: SchedulerContact::File("/home/alice/.local/state/muster/clusters/demo/scheduler.json".into()),
+        contact: SchedulerContact::File(
+            "/home/alice/.local/state/muster/clusters/demo/scheduler.json".into(),
+        ),
     }
 }
 
 fn render(spec: &ClusterSpec, role: Role) -> String {
-    let b = backend(spec, FakeRunner::default(), std::path::Path::new("/home/alice/.local/state/muster"));
+    let b = backend(
+        spec,
+        FakeRunner::default(),
+        std::path::Path::new("/home/alice/.local/state/muster"),
+    );
     b.render(&LaunchRequest { spec, role })
         .unwrap()
         .items
@@ -126,13 +139,17 @@ fn pbs_worker_script_with_hostile_values() {
 
 #[test]
 fn pbspro_worker_script() {
-    let s = spec("name: demo\nbackend: {kind: pbs, flavor: pbspro, queue: workq}\nworker: {cores: 2, memory: 2GiB}");
+    let s = spec(
+        "name: demo\nbackend: {kind: pbs, flavor: pbspro, queue: workq}\nworker: {cores: 2, memory: 2GiB}",
+    );
     insta::assert_snapshot!(render(&s, workers(2)));
 }
 
 #[test]
 fn slurm_scheduler_job_script() {
-    let s = spec("name: demo\nbackend: {kind: slurm, walltime: '12:00:00'}\nscheduler: {placement: job, env: {TOKEN: \"a'b\"}}");
+    let s = spec(
+        "name: demo\nbackend: {kind: slurm, walltime: '12:00:00'}\nscheduler: {placement: job, env: {TOKEN: \"a'b\"}}",
+    );
     insta::assert_snapshot!(render(&s, Role::Scheduler));
 }
 
@@ -148,15 +165,30 @@ fn host_placement_renders_a_detached_process() {
 fn a_user_template_is_used_and_checked() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("t.sh");
-    fs::write(&good, "#!/bin/sh\n{{directives}}\n# site header\n{{identity}}\n{{command}}\n").unwrap();
+    fs::write(
+        &good,
+        "#!/bin/sh\n{{directives}}\n# site header\n{{identity}}\n{{command}}\n",
+    )
+    .unwrap();
     let bad = dir.path().join("bad.sh");
     fs::write(&bad, "#!/bin/sh\necho nothing\n").unwrap();
-    let s = spec(&format!("name: demo\nbackend: {{kind: slurm, template: {}}}", good.display()));
+    let s = spec(&format!(
+        "name: demo\nbackend: {{kind: slurm, template: {}}}",
+        good.display()
+    ));
     let text = render(&s, workers(1));
     assert!(text.contains("# site header\nMUSTER_TASK="), "{text}");
-    let s = spec(&format!("name: demo\nbackend: {{kind: slurm, template: {}}}", bad.display()));
+    let s = spec(&format!(
+        "name: demo\nbackend: {{kind: slurm, template: {}}}",
+        bad.display()
+    ));
     let b = backend(&s, FakeRunner::default(), dir.path());
-    let err = b.render(&LaunchRequest { spec: &s, role: workers(1) }).unwrap_err();
+    let err = b
+        .render(&LaunchRequest {
+            spec: &s,
+            role: workers(1),
+        })
+        .unwrap_err();
     assert!(err.to_string().contains("{{command}}"), "{err}");
 }
 
@@ -166,12 +198,24 @@ async fn k_workers_are_one_array_submission() {
     let s = spec("name: demo\nbackend: {kind: slurm}");
     let runner = FakeRunner::default().reply("sbatch", 0, "41\n");
     let b = backend(&s, runner, dir.path());
-    let ids = b.launch(&LaunchRequest { spec: &s, role: workers(4) }).await.unwrap();
-    assert_eq!(ids, ["demo-41_0", "demo-41_1", "demo-41_2", "demo-41_3"].map(JobId::from));
+    let ids = b
+        .launch(&LaunchRequest {
+            spec: &s,
+            role: workers(4),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        ids,
+        ["demo-41_0", "demo-41_1", "demo-41_2", "demo-41_3"].map(JobId::from)
+    );
     let calls = b.runner.calls.lock().unwrap().clone();
     assert_eq!(calls, vec![vec!["sbatch", "--parsable", "--array=0-3"]]);
     let script = b.runner.stdin.lock().unwrap()[0].clone();
-    assert!(script.contains("#SBATCH --job-name=muster_demo_w"), "{script}");
+    assert!(
+        script.contains("#SBATCH --job-name=muster_demo_w"),
+        "{script}"
+    );
 }
 
 #[tokio::test]
@@ -182,26 +226,47 @@ async fn one_listing_serves_every_status() {
                    41_0|41|0|42|RUNNING|None|muster_demo_w\n\
                    41_1|41|1|43|FAILED|NonZeroExitCode|muster_demo_w\n\
                    50|50|N/A|50|RUNNING|None|muster_other_w\n";
-    let b = backend(&s, FakeRunner::default().reply("squeue", 0, listing), dir.path());
-    let ids: Vec<JobId> = ["demo-41_0", "demo-41_1", "41_2", "demo-41_3", "demo-41_9"].map(JobId::from).to_vec();
+    let b = backend(
+        &s,
+        FakeRunner::default().reply("squeue", 0, listing),
+        dir.path(),
+    );
+    let ids: Vec<JobId> = ["demo-41_0", "demo-41_1", "41_2", "demo-41_3", "demo-41_9"]
+        .map(JobId::from)
+        .to_vec();
     let st = b.status("demo", &ids).await.unwrap();
     assert_eq!(b.runner.calls.lock().unwrap().len(), 1);
     assert_eq!(st[&ids[0]], JobStatus::Running);
     let JobStatus::Failed { reason } = &st[&ids[1]] else {
         panic!("{st:?}")
     };
-    assert!(reason.starts_with("FAILED (NonZeroExitCode); stderr: "), "{reason}");
+    assert!(
+        reason.starts_with("FAILED (NonZeroExitCode); stderr: "),
+        "{reason}"
+    );
     assert!(reason.ends_with("/clusters/demo/logs/41_1.err"), "{reason}");
     assert_eq!(st[&ids[2]], JobStatus::Pending);
     assert_eq!(st[&ids[3]], JobStatus::Pending);
     assert_eq!(st[&ids[4]], JobStatus::Unknown);
     assert_eq!(
         b.runner.calls.lock().unwrap()[0],
-        ["squeue", "--noheader", "--states=all", "--format=%i|%F|%K|%A|%T|%r|%j", "--user=alice"]
+        [
+            "squeue",
+            "--noheader",
+            "--states=all",
+            "--format=%i|%F|%K|%A|%T|%r|%j",
+            "--user=alice"
+        ]
     );
 
     // Discovery: only this cluster's active jobs, pending tasks expanded.
-    let found: Vec<String> = b.discover("demo").await.unwrap().into_iter().map(|(id, _)| id.0).collect();
+    let found: Vec<String> = b
+        .discover("demo")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id.0)
+        .collect();
     assert_eq!(found, ["demo-41_0", "demo-41_2", "demo-41_3"]);
 }
 
@@ -210,18 +275,41 @@ async fn the_queued_cap_refuses_a_scale_up() {
     let dir = tempfile::tempdir().unwrap();
     let s = spec("name: demo\nbackend: {kind: slurm, max_queued_jobs: 5}");
     let listing = "41_[2-4]|41|2-4|41|PENDING|Resources|muster_demo_w\n";
-    let b = backend(&s, FakeRunner::default().reply("squeue", 0, listing), dir.path());
-    let err = b.launch(&LaunchRequest { spec: &s, role: workers(3) }).await.unwrap_err();
-    assert!(err.to_string().contains("max_queued_jobs is 5: 3 worker jobs are queued"), "{err}");
-    assert!(b.runner.calls.lock().unwrap().iter().all(|c| c[0] != "sbatch"));
+    let b = backend(
+        &s,
+        FakeRunner::default().reply("squeue", 0, listing),
+        dir.path(),
+    );
+    let err = b
+        .launch(&LaunchRequest {
+            spec: &s,
+            role: workers(3),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("max_queued_jobs is 5: 3 worker jobs are queued"),
+        "{err}"
+    );
+    assert!(
+        b.runner
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|c| c[0] != "sbatch")
+    );
 }
 
 #[tokio::test]
 async fn cancel_names_exactly_the_tasks_and_waits() {
     let dir = tempfile::tempdir().unwrap();
     let s = spec("name: demo\nbackend: {kind: slurm}");
-    let before = "41_0|41|0|42|RUNNING|None|muster_demo_w\n41_1|41|1|43|RUNNING|None|muster_demo_w\n";
-    let after = "41_0|41|0|42|RUNNING|None|muster_demo_w\n41_1|41|1|43|CANCELLED|None|muster_demo_w\n";
+    let before =
+        "41_0|41|0|42|RUNNING|None|muster_demo_w\n41_1|41|1|43|RUNNING|None|muster_demo_w\n";
+    let after =
+        "41_0|41|0|42|RUNNING|None|muster_demo_w\n41_1|41|1|43|CANCELLED|None|muster_demo_w\n";
     let runner = FakeRunner::default()
         .reply("squeue", 0, before)
         .reply("squeue", 0, before)
@@ -258,7 +346,11 @@ async fn pbs_wrapper_tasks_cancel_by_recorded_id_or_tombstone() {
     let calls = b.runner.calls.lock().unwrap().clone();
     let qdels: Vec<_> = calls.iter().filter(|c| c[0] == "qdel").collect();
     assert!(qdels.is_empty(), "{calls:?}");
-    assert!(PathBuf::from(b.log_dir("demo")).join("cancelled/16[1]").exists());
+    assert!(
+        PathBuf::from(b.log_dir("demo"))
+            .join("cancelled/16[1]")
+            .exists()
+    );
 
     // `down` passes the raw ids it discovered: the wrapper can only delete
     // the whole array, by the array's id.
@@ -267,9 +359,14 @@ async fn pbs_wrapper_tasks_cancel_by_recorded_id_or_tombstone() {
         .reply("qstat", 0, "")
         .reply("qdel", 0, "");
     let b = backend(&s, runner, dir.path());
-    b.cancel("demo", &["demo-19", "demo-16"].map(JobId::from)).await.unwrap();
+    b.cancel("demo", &["demo-19", "demo-16"].map(JobId::from))
+        .await
+        .unwrap();
     let calls = b.runner.calls.lock().unwrap().clone();
-    assert!(calls.contains(&vec!["qdel".to_string(), "16".to_string()]), "{calls:?}");
+    assert!(
+        calls.contains(&vec!["qdel".to_string(), "16".to_string()]),
+        "{calls:?}"
+    );
 }
 
 #[tokio::test]
@@ -282,6 +379,12 @@ async fn a_rejected_submission_reports_the_batch_systems_words() {
         "qsub: error: Memory specification can not be satisfied\n",
     );
     let b = backend(&s, runner, dir.path());
-    let err = b.launch(&LaunchRequest { spec: &s, role: workers(2) }).await.unwrap_err();
+    let err = b
+        .launch(&LaunchRequest {
+            spec: &s,
+            role: workers(2),
+        })
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("Memory specification"), "{err}");
 }

@@ -33,9 +33,9 @@ pub use muster_local::LocalBackend;
 pub fn backend_for(spec: &BackendSpec, home: &Home) -> Arc<dyn Backend> {
     match spec {
         BackendSpec::Local(_) => Arc::new(LocalBackend::new(home.clone())),
-        BackendSpec::Slurm(_) | BackendSpec::Pbs(_) => Arc::new(
-            HpcBackend::for_spec(spec, home.clone()).expect("a batch backend section"),
-        ),
+        BackendSpec::Slurm(_) | BackendSpec::Pbs(_) => {
+            Arc::new(HpcBackend::for_spec(spec, home.clone()).expect("a batch backend section"))
+        }
     }
 }
 
