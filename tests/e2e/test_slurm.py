@@ -4,10 +4,11 @@ cluster scales up and down (retired workers' array tasks, and only those,
 leave the queue), comes down, and the queue holds nothing of it. Also the
 scheduler running as a batch job, and a CLI killed during `up`."""
 
+import json
 import os
 import signal
+import subprocess
 import sys
-import time
 
 import pytest
 
@@ -39,6 +40,13 @@ def test_slurm_up_compute_scale_down(muster, tmp_path):
     assert {r[1] for r in active(name)} == {array}
     # Dask worker names are muster's job ids.
     assert scheduler_workers(address) == sorted(w["name"] for w in workers)
+    # `muster render` printed exactly the script SLURM holds for the array.
+    rendered = muster.json("render", "-f", spec_file(tmp_path, name, "slurm", 4))["items"]
+    held = subprocess.run(
+        ["scontrol", "write", "batch_script", array, "-"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert rendered[1]["text"] == held
 
     compute(address, 2000)
 
@@ -162,3 +170,37 @@ def test_a_job_failing_at_start_is_reported_with_reason_and_stderr(muster, tmp_p
     # The failed up cleaned up after itself.
     assert active(name) == []
     assert muster.json("get", "clusters") == []
+
+
+def test_hostile_strings_reach_the_job_literally(muster, tmp_path):
+    name = unique("sh")
+    canary = tmp_path / "pwned"
+    evil = f"$(touch {canary}) `touch {canary}` 'single' \"double\" ; touch {canary}"
+    path = tmp_path / "hostile.yaml"
+    path.write_text(
+        f"name: {name}\n"
+        "backend:\n"
+        "  kind: slurm\n"
+        "  job_extra_directives: ['--comment=$(id)`id`']\n"
+        "scheduler: {host: 127.0.0.1}\n"
+        "worker:\n"
+        f"  python: {sys.executable}\n"
+        "  memory: 512MiB\n"
+        f"  env: {{EVIL: {json.dumps(evil)}}}\n"
+        "workers: 1\n"
+    )
+    up = muster.json("up", "-f", path, "--timeout", "120s")
+    from distributed import Client
+
+    with Client(up["scheduler_address"], timeout=30) as c:
+        seen = list(c.run(lambda: os.environ["EVIL"]).values())
+    assert seen == [evil]
+    assert not canary.exists()
+    # The directive reached SLURM as text, not as a command's output.
+    array = muster.json("get", "workers", name)[0]["name"].rsplit("-", 1)[1].split("_")[0]
+    shown = subprocess.run(
+        ["scontrol", "show", "job", array], capture_output=True, text=True, check=True
+    ).stdout
+    assert "Comment=$(id)`id`" in shown
+    muster.run("down", name)
+    assert active(name) == []
