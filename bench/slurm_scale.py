@@ -17,12 +17,14 @@ Both submit through a counting `sbatch` shim first on PATH, so the number of
 submissions each makes is counted, not inferred. Prints figures and ratios;
 asserts nothing about time.
 
-Usage: python bench/slurm_scale.py   (MUSTER_BIN, MUSTER_PYTHON from scripts/setup.sh;
+Usage: python bench/slurm_scale.py [--rounds N]   (MUSTER_BIN, MUSTER_PYTHON from scripts/setup.sh;
        starts SLURM with tests/services/slurm/start.sh)
 """
 
+import argparse
 import json
 import os
+import statistics
 import shutil
 import subprocess
 import sys
@@ -150,6 +152,9 @@ def probe_start_latency(n):
 
 
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=1, help="measurements per tool and N (medians)")
+    args = parser.parse_args()
     subprocess.run([str(REPO / "tests/services/slurm/start.sh")], check=True, capture_output=True)
     tmp = Path(tempfile.mkdtemp(prefix="muster-slurm-bench-"))
     try:
@@ -163,12 +168,24 @@ def main():
         env = {**os.environ, "MUSTER_HOME": str(tmp / "home")}
 
         print("scaling from 0 workers to N connected workers on the real SLURM (one run each)")
-        m, j = {}, {}
+        runs_m = {n: [] for n in SIZES}
+        runs_j = {n: [] for n in SIZES}
         floor = {n: probe_start_latency(n) for n in SIZES}
-        for n in SIZES:
-            m[n] = bench_muster(tmp, env, counter, n)
-            j[n] = bench_jobqueue(tmp, counter, n)
+        for r in range(args.rounds):
+            print(f"round {r + 1}/{args.rounds}", flush=True)
+            for n in SIZES:
+                # Alternate who goes first so drift hits both alike.
+                if r % 2 == 0:
+                    runs_m[n].append(bench_muster(tmp, env, counter, n))
+                    runs_j[n].append(bench_jobqueue(tmp, counter, n))
+                else:
+                    runs_j[n].append(bench_jobqueue(tmp, counter, n))
+                    runs_m[n].append(bench_muster(tmp, env, counter, n))
+        med = lambda runs: (statistics.median(t for t, _ in runs), max(c for _, c in runs))
+        m = {n: med(runs_m[n]) for n in SIZES}
+        j = {n: med(runs_j[n]) for n in SIZES}
         print()
+        print(f"medians over {args.rounds} round(s)")
         print(f"{'N':>3}  {'muster s':>9}  {'jobqueue s':>10}  {'muster/jobqueue':>15}  {'sbatch calls m/jq':>17}")
         for n in SIZES:
             print(
