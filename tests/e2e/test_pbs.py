@@ -65,3 +65,16 @@ def test_pbs_up_compute_scale_down(muster, tmp_path):
     assert [r for r in active(name) if r[2] != "COMPLETING"] == []
     assert muster.json("get", "clusters") == []
     assert "nothing to stop" in muster.run("down", name).stdout
+
+
+def test_pbs_scheduler_in_a_job(muster, tmp_path):
+    name = unique("pj")
+    spec = spec_file(tmp_path, name, "pbs", 2, extra=", placement: job")
+    up = muster.json("up", "-f", spec, "--timeout", "120s")
+    assert up["connected_workers"] == 2
+    # Three live jobs: the scheduler and two array tasks; no local process.
+    assert len(qstat_active(name)) == 3
+    assert muster.processes(name) == []
+    compute(up["scheduler_address"], 1000)
+    muster.run("down", name)
+    assert qstat_active(name) == []

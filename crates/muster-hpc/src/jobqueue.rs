@@ -12,7 +12,7 @@ use muster_core::spec::{BackendSpec, ClusterSpec, WorkerSpec};
 use muster_core::units::{Memory, Seconds};
 use serde_yaml_ng::{Mapping, Value};
 
-/// The Dask config files in increasing priority.
+/// The Dask config files in increasing priority, from the environment.
 pub fn config_files() -> Vec<PathBuf> {
     let mut dirs = vec![PathBuf::from("/etc/dask")];
     match std::env::var_os("DASK_CONFIG") {
@@ -23,13 +23,19 @@ pub fn config_files() -> Vec<PathBuf> {
             }
         }
     }
+    config_files_in(&dirs)
+}
+
+/// The YAML files of these config locations (directories, or files given
+/// directly), in order, each directory's files sorted by name.
+pub fn config_files_in(dirs: &[PathBuf]) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for dir in dirs {
         if dir.is_file() {
-            files.push(dir);
+            files.push(dir.clone());
             continue;
         }
-        let Ok(entries) = std::fs::read_dir(&dir) else {
+        let Ok(entries) = std::fs::read_dir(dir) else {
             continue;
         };
         let mut here: Vec<PathBuf> = entries
@@ -281,6 +287,38 @@ jobqueue:
             .iter()
             .map(|t| serde_yaml_ng::from_str(t).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn config_locations_are_read_in_order() {
+        let system = tempfile::tempdir().unwrap();
+        let user = tempfile::tempdir().unwrap();
+        std::fs::write(system.path().join("jobqueue.yaml"), SYSTEM).unwrap();
+        std::fs::write(system.path().join("notes.txt"), "not yaml").unwrap();
+        std::fs::write(user.path().join("b.yml"), USER).unwrap();
+        std::fs::write(
+            user.path().join("a.yaml"),
+            "jobqueue: {slurm: {account: early}}",
+        )
+        .unwrap();
+        let files = config_files_in(&[
+            system.path().to_path_buf(),
+            user.path().to_path_buf(),
+            PathBuf::from("/nonexistent/dask"),
+        ]);
+        let names: Vec<_> = files
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["jobqueue.yaml", "a.yaml", "b.yml"]);
+        let docs: Vec<Value> = files
+            .iter()
+            .map(|p| serde_yaml_ng::from_str(&std::fs::read_to_string(p).unwrap()).unwrap())
+            .collect();
+        assert_eq!(
+            text(&section(&docs, "slurm"), &["account"]).as_deref(),
+            Some("proj42")
+        );
     }
 
     #[test]
