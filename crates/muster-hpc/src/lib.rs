@@ -336,16 +336,18 @@ impl<R: CommandRunner> HpcBackend<R> {
             })
     }
 
-    /// The server ids to cancel for muster ids, plus tasks that must be
-    /// stopped by a tombstone (SLURM's Torque wrapper cannot cancel one
-    /// pending array task: its `qdel` takes numbers only).
+    /// The server ids to cancel for muster ids, the tasks to stop by a
+    /// tombstone (SLURM's Torque wrapper cannot delete one array task), and
+    /// of those the ones not started yet (they stop when they start, so
+    /// `cancel` does not wait for them).
     fn cancel_plan(
         &self,
         cluster: &str,
         entries: &[QueueEntry],
         ids: &[JobId],
-    ) -> (Vec<String>, Vec<String>) {
+    ) -> (Vec<String>, Vec<String>, Vec<String>) {
         let server_ids = self.server_ids(cluster);
+        let mut not_started = Vec::new();
         let mut cancel = BTreeSet::new();
         let mut tombstones = Vec::new();
         // The arrays of tasks that recorded a server id of their own.
@@ -374,21 +376,22 @@ impl<R: CommandRunner> HpcBackend<R> {
                         // Real PBS/TORQUE list and delete `1234[5]` itself.
                         cancel.insert(e.server_id.clone());
                     } else if server_ids.contains_key(id) {
-                        // A started task under SLURM's wrapper, which has no
-                        // way to delete one array task. It was retired through
-                        // the scheduler before this call and ends by itself;
-                        // `cancel` waits for that.
+                        // A started task under SLURM's wrapper, whose `qdel`
+                        // cannot stop one array task: the task's script
+                        // watches for this tombstone and stops its worker.
+                        tombstones.push(id.to_string());
                     } else if entries.iter().any(|e| {
                         e.array == array && e.tasks == Tasks::NotArray && e.status.is_active()
                     }) {
                         tombstones.push(id.to_string());
+                        not_started.push(id.to_string());
                     } else {
                         cancel.insert(id.to_string());
                     }
                 }
             }
         }
-        (cancel.into_iter().collect(), tombstones)
+        (cancel.into_iter().collect(), tombstones, not_started)
     }
 }
 
@@ -500,7 +503,7 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
             .partition(|id| Self::is_local(cluster, id));
         if !batch.is_empty() {
             let entries = self.list().await?;
-            let (server_ids, tombstones) = self.cancel_plan(cluster, &entries, &batch);
+            let (server_ids, tombstones, not_started) = self.cancel_plan(cluster, &entries, &batch);
             if !tombstones.is_empty() {
                 let dir = PathBuf::from(self.log_dir(cluster)).join("cancelled");
                 fs::create_dir_all(&dir)
@@ -521,7 +524,7 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
             // Wait until nothing cancelled is still active in the queue.
             let waiting: Vec<JobId> = batch
                 .iter()
-                .filter(|id| !tombstones.iter().any(|t| t == Self::bare(cluster, id)))
+                .filter(|id| !not_started.iter().any(|t| t == Self::bare(cluster, id)))
                 .cloned()
                 .collect();
             let start = Instant::now();
@@ -537,7 +540,7 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
                         entries
                             .iter()
                             .filter(|e| e.status.is_active() && server_ids.contains(&e.server_id))
-                            .filter(|e| !tombstones.contains(&e.server_id))
+                            .filter(|e| !not_started.contains(&e.server_id))
                             .map(|e| e.server_id.clone()),
                     )
                     .collect();

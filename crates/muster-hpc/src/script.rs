@@ -264,7 +264,11 @@ fn environment(input: &ScriptInput<'_>, cmd: &ProcessCommand) -> String {
     out
 }
 
-fn command_line(cmd: &ProcessCommand) -> String {
+/// The Dask command. SLURM and real PBS stop one array task themselves, so
+/// the script simply becomes Dask. PBS workers also watch for a tombstone:
+/// SLURM's Torque-compatible `qdel` cannot stop one array task, so muster
+/// asks the task to stop by leaving `cancelled/<task>` in the log directory.
+fn command_line(input: &ScriptInput<'_>, cmd: &ProcessCommand) -> String {
     let words: Vec<String> = cmd
         .argv
         .iter()
@@ -276,7 +280,20 @@ fn command_line(cmd: &ProcessCommand) -> String {
             }
         })
         .collect();
-    format!("exec {}", words.join(" "))
+    let line = words.join(" ");
+    match (input.dialect, input.role) {
+        (Dialect::Pbs(_), ScriptRole::Workers { .. }) => format!(
+            "{line} &\n\
+             MUSTER_PID=$!\n\
+             trap 'kill -TERM \"$MUSTER_PID\" 2>/dev/null' TERM INT\n\
+             while kill -0 \"$MUSTER_PID\" 2>/dev/null; do\n\
+             \x20   if [ -e \"$MUSTER_LOGS/cancelled/$MUSTER_TASK\" ]; then kill -TERM \"$MUSTER_PID\" 2>/dev/null; fi\n\
+             \x20   sleep 1\n\
+             done\n\
+             wait \"$MUSTER_PID\""
+        ),
+        _ => format!("exec {line}"),
+    }
 }
 
 /// Problems with a user's template.
@@ -338,7 +355,7 @@ pub fn render(input: &ScriptInput<'_>) -> String {
             "identity" => identity(input),
             "environment" => environment(input, &cmd),
             "prologue" => prologue.clone(),
-            "command" => command_line(&cmd),
+            "command" => command_line(input, &cmd),
             "cluster" => input.spec.name.clone(),
             "role" => role.to_string(),
             _ => format!("{{{{{key}}}}}"),
