@@ -9,6 +9,10 @@ run on the same SLURM.
                 process, nanny), timed from `cluster.scale(n)` until
                 `client.wait_for_workers(n)` returns.
 
+Then the same from nothing: `muster up --workers N` against a fresh Python
+interpreter creating a SLURMCluster, scaling it and waiting (the wait a user
+sees when starting work).
+
 Each measurement uses a fresh cluster (reusing one SLURMCluster after
 scale(0) lost a worker to a name clash in dask-jobqueue here), and they
 alternate muster / dask-jobqueue per N so machine noise hits both alike.
@@ -124,6 +128,63 @@ def bench_jobqueue(tmp, counter, n):
     return elapsed, calls
 
 
+JOBQUEUE_UP = """
+import sys
+from dask_jobqueue import SLURMCluster
+from distributed import Client
+cluster = SLURMCluster(cores=1, processes=1, memory="512MiB", python=sys.executable,
+                       job_name=sys.argv[2], log_directory=sys.argv[3], death_timeout=60,
+                       scheduler_options={"host": "127.0.0.1", "dashboard_address": ":0"})
+client = Client(cluster)
+cluster.scale(int(sys.argv[1]))
+client.wait_for_workers(int(sys.argv[1]), timeout=300)
+print("READY", flush=True)
+sys.stdin.readline()
+client.close(); cluster.close()
+"""
+
+
+def up_muster(tmp, env, counter, n):
+    """`muster up --workers n` from nothing: the scheduler and the workers start together."""
+    name = f"um{uuid.uuid4().hex[:5]}"
+    spec = tmp / f"{name}.yaml"
+    spec.write_text(
+        f"name: {name}\nbackend: {{kind: slurm}}\nscheduler: {{host: 127.0.0.1}}\n"
+        f"worker: {{python: {PYTHON}, cores: 1, memory: 512MiB}}\nworkers: {n}\n"
+    )
+    before = counter.read()
+    t0 = time.perf_counter()
+    subprocess.run([MUSTER, "up", "-f", str(spec), "--timeout", "5m"], env=env, check=True, capture_output=True)
+    elapsed = time.perf_counter() - t0
+    calls = counter.read() - before
+    subprocess.run([MUSTER, "down", name], env=env, check=True, capture_output=True)
+    wait_no_jobs(f"muster_{name}_")
+    print(f"  muster up        {n:2d}: {elapsed:6.2f} s, {calls} submission(s)", flush=True)
+    return elapsed, calls
+
+
+def up_jobqueue(tmp, counter, n):
+    """A fresh interpreter: SLURMCluster + scale(n) + wait_for_workers(n)."""
+    job_name = f"uj{uuid.uuid4().hex[:5]}"
+    before = counter.read()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [PYTHON, "-c", JOBQUEUE_UP, str(n), job_name, str(tmp / "jq-logs")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    line = proc.stdout.readline()
+    elapsed = time.perf_counter() - t0
+    calls = counter.read() - before
+    proc.stdin.write("\n")
+    proc.stdin.flush()
+    proc.wait(timeout=120)
+    wait_no_jobs(job_name)
+    if line.strip() != "READY":
+        raise SystemExit("dask-jobqueue did not come up")
+    print(f"  dask-jobqueue up {n:2d}: {elapsed:6.2f} s, {calls} submission(s)", flush=True)
+    return elapsed, calls
+
+
 def probe_start_latency(n):
     """SLURM alone: seconds until n `sleep` jobs are RUNNING, as one array
     and as n single submissions (the floor under each tool's figure)."""
@@ -192,7 +253,30 @@ def main():
                 f"{n:>3}  {m[n][0]:>9.2f}  {j[n][0]:>10.2f}  {m[n][0] / j[n][0]:>15.2f}  "
                 f"{m[n][1]:>8} / {j[n][1]:<7}"
             )
-        print(json.dumps({"muster": m, "dask_jobqueue": j, "slurm_floor": floor}))
+
+        # From nothing to a ready cluster of N workers (the user's wait at `up`).
+        print("\nfrom nothing to N connected workers (muster up vs a fresh SLURMCluster + scale + wait)")
+        ups_m = {n: [] for n in SIZES}
+        ups_j = {n: [] for n in SIZES}
+        for r in range(args.rounds):
+            for n in SIZES:
+                if r % 2 == 0:
+                    ups_m[n].append(up_muster(tmp, env, counter, n))
+                    ups_j[n].append(up_jobqueue(tmp, counter, n))
+                else:
+                    ups_j[n].append(up_jobqueue(tmp, counter, n))
+                    ups_m[n].append(up_muster(tmp, env, counter, n))
+        um = {n: med(ups_m[n]) for n in SIZES}
+        uj = {n: med(ups_j[n]) for n in SIZES}
+        print(f"medians over {args.rounds} round(s)")
+        print(f"{'N':>3}  {'muster up s':>11}  {'jobqueue s':>10}  {'muster/jobqueue':>15}  {'sbatch calls m/jq':>17}")
+        for n in SIZES:
+            print(
+                f"{n:>3}  {um[n][0]:>11.2f}  {uj[n][0]:>10.2f}  {um[n][0] / uj[n][0]:>15.2f}  "
+                f"{um[n][1]:>8} / {uj[n][1]:<7}"
+            )
+        print(json.dumps({"scale": {"muster": m, "dask_jobqueue": j}, "up": {"muster": um, "dask_jobqueue": uj},
+                          "slurm_floor": floor}))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
