@@ -21,7 +21,12 @@ Both submit through a counting `sbatch` shim first on PATH, so the number of
 submissions each makes is counted, not inferred. Prints figures and ratios;
 asserts nothing about time.
 
-Usage: python bench/slurm_scale.py [--rounds N]   (MUSTER_BIN, MUSTER_PYTHON from scripts/setup.sh;
+With --start-method fork both tools set Dask's
+distributed.worker.multiprocessing-method to fork (muster through worker.env,
+dask-jobqueue through job_script_prologue): the nanny then forks its worker
+instead of starting a fresh interpreter, which halves start-up here.
+
+Usage: python bench/slurm_scale.py [--rounds N] [--start-method spawn|fork] [--no-up]   (MUSTER_BIN, MUSTER_PYTHON from scripts/setup.sh;
        starts SLURM with tests/services/slurm/start.sh)
 """
 
@@ -41,6 +46,19 @@ REPO = Path(__file__).resolve().parents[1]
 MUSTER = os.environ.get("MUSTER_BIN", str(REPO / "target/release/muster"))
 PYTHON = os.environ.get("MUSTER_PYTHON", sys.executable)
 SIZES = (8, 32)
+# Dask's multiprocessing method for the nanny's worker process, applied to
+# both tools alike (--start-method); Dask's default is spawn.
+START = {"method": "spawn"}
+START_ENV = "DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD"
+
+
+def muster_worker():
+    env = f", env: {{{START_ENV}: {START['method']}}}" if START["method"] != "spawn" else ""
+    return f"worker: {{python: {PYTHON}, cores: 1, memory: 512MiB{env}}}"
+
+
+def jobqueue_prologue():
+    return [f"export {START_ENV}={START['method']}"] if START["method"] != "spawn" else []
 SHIM = """#!/bin/sh
 echo x >> "{counter}"
 exec {sbatch} "$@"
@@ -79,7 +97,7 @@ def bench_muster(tmp, env, counter, n):
     spec = tmp / f"{name}.yaml"
     spec.write_text(
         f"name: {name}\nbackend: {{kind: slurm}}\nscheduler: {{host: 127.0.0.1}}\n"
-        f"worker: {{python: {PYTHON}, cores: 1, memory: 512MiB}}\nworkers: 0\n"
+        f"{muster_worker()}\nworkers: 0\n"
     )
     run = lambda *a: subprocess.run([MUSTER, *a], env=env, check=True, capture_output=True, text=True)
     run("up", "-f", str(spec), "--timeout", "5m")
@@ -111,6 +129,7 @@ def bench_jobqueue(tmp, counter, n):
         log_directory=str(tmp / "jq-logs"),
         scheduler_options={"host": "127.0.0.1", "dashboard_address": ":0"},
         death_timeout=60,
+        job_script_prologue=jobqueue_prologue(),
     )
     client = Client(cluster)
     try:
@@ -134,6 +153,7 @@ from dask_jobqueue import SLURMCluster
 from distributed import Client
 cluster = SLURMCluster(cores=1, processes=1, memory="512MiB", python=sys.executable,
                        job_name=sys.argv[2], log_directory=sys.argv[3], death_timeout=60,
+                       job_script_prologue=sys.argv[4:],
                        scheduler_options={"host": "127.0.0.1", "dashboard_address": ":0"})
 client = Client(cluster)
 cluster.scale(int(sys.argv[1]))
@@ -150,7 +170,7 @@ def up_muster(tmp, env, counter, n):
     spec = tmp / f"{name}.yaml"
     spec.write_text(
         f"name: {name}\nbackend: {{kind: slurm}}\nscheduler: {{host: 127.0.0.1}}\n"
-        f"worker: {{python: {PYTHON}, cores: 1, memory: 512MiB}}\nworkers: {n}\n"
+        f"{muster_worker()}\nworkers: {n}\n"
     )
     before = counter.read()
     t0 = time.perf_counter()
@@ -169,7 +189,7 @@ def up_jobqueue(tmp, counter, n):
     before = counter.read()
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        [PYTHON, "-c", JOBQUEUE_UP, str(n), job_name, str(tmp / "jq-logs")],
+        [PYTHON, "-c", JOBQUEUE_UP, str(n), job_name, str(tmp / "jq-logs"), *jobqueue_prologue()],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     line = proc.stdout.readline()
@@ -215,7 +235,11 @@ def probe_start_latency(n):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=1, help="measurements per tool and N (medians)")
+    parser.add_argument("--start-method", choices=["spawn", "fork"], default="spawn",
+                        help="Dask's worker multiprocessing method, for both tools (default: Dask's, spawn)")
+    parser.add_argument("--no-up", action="store_true", help="skip the from-nothing (up) comparison")
     args = parser.parse_args()
+    START["method"] = args.start_method
     subprocess.run([str(REPO / "tests/services/slurm/start.sh")], check=True, capture_output=True)
     tmp = Path(tempfile.mkdtemp(prefix="muster-slurm-bench-"))
     try:
@@ -228,7 +252,8 @@ def main():
         os.environ["PATH"] = f"{shim_dir}:{os.environ['PATH']}"
         env = {**os.environ, "MUSTER_HOME": str(tmp / "home")}
 
-        print("scaling from 0 workers to N connected workers on the real SLURM (one run each)")
+        print(f"scaling from 0 workers to N connected workers on the real SLURM "
+              f"(worker start method {START['method']} for both tools)")
         runs_m = {n: [] for n in SIZES}
         runs_j = {n: [] for n in SIZES}
         floor = {n: probe_start_latency(n) for n in SIZES}
@@ -253,7 +278,9 @@ def main():
                 f"{n:>3}  {m[n][0]:>9.2f}  {j[n][0]:>10.2f}  {m[n][0] / j[n][0]:>15.2f}  "
                 f"{m[n][1]:>8} / {j[n][1]:<7}"
             )
-
+        if args.no_up:
+            print(json.dumps({"scale": {"muster": m, "dask_jobqueue": j}, "slurm_floor": floor}))
+            return
         # From nothing to a ready cluster of N workers (the user's wait at `up`).
         print("\nfrom nothing to N connected workers (muster up vs a fresh SLURMCluster + scale + wait)")
         ups_m = {n: [] for n in SIZES}
