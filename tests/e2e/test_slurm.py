@@ -204,3 +204,26 @@ def test_hostile_strings_reach_the_job_literally(muster, tmp_path):
     assert "Comment=$(id)`id`" in shown
     muster.run("down", name)
     assert active(name) == []
+
+
+def test_queued_jobs_cap_refuses_a_scale_up(muster, tmp_path):
+    name = unique("sq")
+    path = tmp_path / "cap.yaml"
+    # Held jobs stay PENDING: a queue that does not drain.
+    path.write_text(
+        f"name: {name}\n"
+        "backend: {kind: slurm, max_queued_jobs: 3, job_extra_directives: ['--hold']}\n"
+        "scheduler: {host: 127.0.0.1}\n"
+        f"worker: {{python: {sys.executable}, memory: 512MiB}}\n"
+        "workers: 0\n"
+    )
+    muster.run("up", "-f", path, "--timeout", "60s")
+    r = muster.run("scale", name, 2, "--timeout", "3s", check=False)
+    assert r.returncode == 1 and "timed out" in r.stderr, r.stderr
+    assert [r[2] for r in active(name)] == ["PENDING"]  # one array record, two tasks
+    r = muster.run("scale", name, 4, check=False)
+    assert r.returncode != 0
+    assert "max_queued_jobs is 3: 2 worker jobs are queued already, adding 2 would exceed it" in r.stderr
+    assert len(active(name)) == 1, "nothing more was submitted"
+    muster.run("down", name)
+    assert active(name) == []
