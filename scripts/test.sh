@@ -12,5 +12,7 @@ say "cargo clippy -D warnings"
 cargo clippy --quiet --all-targets -- -D warnings
 say "cargo test"
 cargo test --quiet --workspace
+say "starting the real SLURM (+ Torque-compatible PBS commands) for the batch backends"
+tests/services/slurm/start.sh
 say "end-to-end tests (real Dask)"
 "$MUSTER_PYTHON" -m pytest -q tests/e2e "$@"

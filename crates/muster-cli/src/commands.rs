@@ -50,6 +50,7 @@ pub fn build_spec(args: &SpecArgs) -> Result<ClusterSpec, Error> {
     if let Some(p) = args.processes {
         spec.worker.processes = p;
     }
+    muster::apply_site_defaults(&mut spec);
     spec.validate()?;
     Ok(spec)
 }

@@ -10,6 +10,7 @@ pub mod backend;
 pub mod cluster;
 pub mod dask;
 pub mod error;
+pub mod hpcspec;
 pub mod job;
 pub mod registry;
 pub mod runner;
@@ -19,8 +20,11 @@ pub mod units;
 pub use backend::{Backend, LaunchRequest, Rendered, RenderedItem, Role, SchedulerContact};
 pub use cluster::{Cluster, ClusterStatus, DownReport, ManagedCluster, Progress, Quiet, WorkerRow};
 pub use error::{Error, Result};
+pub use hpcspec::{HpcSpec, PbsFlavor};
 pub use job::{JobId, JobStatus};
 pub use registry::{ClusterRecord, Home, Phase};
 pub use runner::{CommandOutput, CommandRunner, CommandSpec, LocalRunner};
-pub use spec::{AdaptSpec, BackendSpec, ClusterSpec, SchedulerSpec, SpecError, WorkerSpec};
+pub use spec::{
+    AdaptSpec, BackendSpec, ClusterSpec, Placement, SchedulerSpec, SpecError, WorkerSpec,
+};
 pub use units::{Memory, Seconds};

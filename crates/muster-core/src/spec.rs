@@ -8,6 +8,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::hpcspec::{HpcKind, HpcSpec};
 use crate::units::{Memory, Seconds};
 
 /// Everything needed to bring one Dask cluster up.
@@ -44,6 +45,10 @@ fn default_workers() -> u32 {
 pub enum BackendSpec {
     /// Processes on this machine.
     Local(LocalSpec),
+    /// Batch jobs on a SLURM cluster (`sbatch`/`squeue`/`scancel`).
+    Slurm(HpcSpec),
+    /// Batch jobs on a PBS or TORQUE cluster (`qsub`/`qstat`/`qdel`).
+    Pbs(HpcSpec),
 }
 
 impl Default for BackendSpec {
@@ -57,6 +62,8 @@ impl BackendSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             BackendSpec::Local(_) => "local",
+            BackendSpec::Slurm(_) => "slurm",
+            BackendSpec::Pbs(_) => "pbs",
         }
     }
 
@@ -64,12 +71,19 @@ impl BackendSpec {
     pub fn from_kind(kind: &str) -> Option<Self> {
         match kind {
             "local" => Some(BackendSpec::Local(LocalSpec::default())),
+            "slurm" => Some(BackendSpec::Slurm(HpcSpec::default())),
+            "pbs" => Some(BackendSpec::Pbs(HpcSpec::default())),
             _ => None,
         }
     }
 
     /// The names accepted by [`BackendSpec::from_kind`].
-    pub const KINDS: &'static [&'static str] = &["local"];
+    pub const KINDS: &'static [&'static str] = &["local", "slurm", "pbs"];
+
+    /// True for batch schedulers, which can run the Dask scheduler as a job.
+    pub fn is_batch(&self) -> bool {
+        matches!(self, BackendSpec::Slurm(_) | BackendSpec::Pbs(_))
+    }
 }
 
 /// Options of the local backend (none yet: it runs on this machine).
@@ -99,6 +113,29 @@ pub struct SchedulerSpec {
     /// Extra arguments appended to `dask scheduler`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extra_args: Vec<String>,
+    /// Where the scheduler runs: on the submitting host (default) or, on batch
+    /// backends, as a batch job of its own.
+    #[serde(default, skip_serializing_if = "Placement::is_host")]
+    pub placement: Placement,
+}
+
+/// Where a batch cluster's Dask scheduler runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// A detached process on the host running muster.
+    #[default]
+    Host,
+    /// A batch job of its own; its address comes back through a scheduler
+    /// file on a shared directory, and it outlives the user's session.
+    Job,
+}
+
+impl Placement {
+    /// True for the default placement.
+    pub fn is_host(&self) -> bool {
+        *self == Placement::Host
+    }
 }
 
 /// Options of each worker job.
@@ -343,6 +380,23 @@ impl ClusterSpec {
         }
         check_env("scheduler.env", &self.scheduler.env, &mut bad);
         check_args("scheduler.extra_args", &self.scheduler.extra_args, &mut bad);
+        if self.backend.is_batch() && self.worker.memory.is_none() {
+            bad(
+                "worker.memory",
+                &"",
+                "is required on batch backends: it is the job's memory request and the workers' limit",
+            );
+        }
+        if self.scheduler.placement == Placement::Job && !self.backend.is_batch() {
+            bad(
+                "scheduler.placement",
+                &"job",
+                &format!(
+                    "only batch backends (slurm, pbs) can run the scheduler as a job, not {}",
+                    self.backend.kind()
+                ),
+            );
+        }
 
         // Worker.
         let w = &self.worker;
@@ -461,6 +515,12 @@ impl ClusterSpec {
                     "must be at least 1",
                 );
             }
+        }
+
+        match &self.backend {
+            BackendSpec::Local(_) => {}
+            BackendSpec::Slurm(h) => h.validate(HpcKind::Slurm, &mut errs),
+            BackendSpec::Pbs(h) => h.validate(HpcKind::Pbs, &mut errs),
         }
 
         if errs.is_empty() {

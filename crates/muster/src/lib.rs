@@ -27,13 +27,25 @@ pub use muster_core::{
     Seconds, SpecError, WorkerRow, WorkerSpec,
 };
 pub use muster_core::{backend, cluster as cluster_api, dask, registry, runner, spec, units};
+pub use muster_hpc::HpcBackend;
 pub use muster_local::LocalBackend;
 
 /// The backend that runs clusters of this kind, keeping its state under `home`.
 pub fn backend_for(spec: &BackendSpec, home: &Home) -> Arc<dyn Backend> {
     match spec {
         BackendSpec::Local(_) => Arc::new(LocalBackend::new(home.clone())),
+        BackendSpec::Slurm(_) | BackendSpec::Pbs(_) => {
+            Arc::new(HpcBackend::for_spec(spec, home.clone()).expect("a batch backend section"))
+        }
     }
+}
+
+/// Fills a spec's unset options from the machine's site configuration: for
+/// `slurm`/`pbs`, an existing dask-jobqueue config (`jobqueue.slurm` /
+/// `jobqueue.pbs` in the Dask config files). Explicit values win. Call it
+/// before validating a spec built from user input.
+pub fn apply_site_defaults(spec: &mut ClusterSpec) {
+    muster_hpc::jobqueue::apply_from_environment(spec);
 }
 
 /// A handle for a new cluster from a spec, with state under the default home
@@ -41,6 +53,8 @@ pub fn backend_for(spec: &BackendSpec, home: &Home) -> Arc<dyn Backend> {
 /// `~/.local/state/muster`). Nothing is launched until [`Cluster::up`].
 pub fn cluster(spec: ClusterSpec) -> Result<ManagedCluster> {
     let home = Home::from_env()?;
+    let mut spec = spec;
+    apply_site_defaults(&mut spec);
     let backend = backend_for(&spec.backend, &home);
     ManagedCluster::new(spec, backend, home)
 }

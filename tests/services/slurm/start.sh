@@ -111,7 +111,7 @@ SchedulerParameters=sched_interval=2,bf_interval=1
 KillWait=5
 InactiveLimit=0
 Waittime=0
-NodeName=${NODE} NodeAddr=127.0.0.1 CPUs=16 RealMemory=16000 State=UNKNOWN
+NodeName=${NODE} NodeAddr=127.0.0.1 CPUs=64 RealMemory=32000 State=UNKNOWN
 PartitionName=debug Nodes=${NODE} Default=YES MaxTime=INFINITE DefMemPerCPU=100 State=UP
 EOF
 conf_changed=0

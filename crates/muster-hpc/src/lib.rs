@@ -1,0 +1,632 @@
+//! muster-hpc: the batch-scheduler backends, SLURM and PBS/TORQUE, as one
+//! [`HpcBackend`] over a [`Dialect`]. Workers are submitted as job arrays
+//! (adding k workers is one submission), every job's name carries the
+//! cluster's `muster_<cluster>_` marker so `down` finds them from the queue
+//! itself, and one listing command per poll gives the states of the whole
+//! cluster. The Dask scheduler runs on the submitting host by default, as a
+//! detached process managed by muster-local's [`LocalBackend`] (so no spawn or
+//! process-scan code is duplicated here), or as a batch job of its own
+//! (`scheduler.placement: job`), found through its scheduler file on a
+//! shared directory.
+//!
+//! Every external command goes through a [`CommandRunner`], so unit tests
+//! inject recorded outputs and a remote runner can submit through a login
+//! node. Rendering ([`script`]) and parsing ([`dialect`]) are pure; this
+//! module is the thin I/O layer. It knows nothing of other backends, and
+//! nothing of Dask beyond muster-core's command builders.
+
+pub mod dialect;
+pub mod jobqueue;
+pub mod script;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use muster_core::backend::{Backend, LaunchRequest, Rendered, RenderedItem, Role};
+use muster_core::dask::{self, SchedulerEndpoint};
+use muster_core::hpcspec::{HpcSpec, PbsFlavor, is_plain_path};
+use muster_core::runner::{CommandRunner, CommandSpec, LocalRunner};
+use muster_core::spec::{BackendSpec, ClusterSpec, Placement};
+use muster_core::{Error, Home, JobId, JobStatus, Result};
+use muster_local::LocalBackend;
+
+pub use dialect::Dialect;
+use dialect::{QueueEntry, Tasks, resolve};
+use script::{ScriptInput, ScriptRole};
+
+/// How long a submit or listing command may take.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long `cancel` waits for cancelled jobs to leave the queue's active states.
+const CANCEL_WAIT: Duration = Duration::from_secs(90);
+
+/// A SLURM or PBS cluster, reached through `runner`.
+#[derive(Debug, Clone)]
+pub struct HpcBackend<R: CommandRunner = LocalRunner> {
+    dialect: Dialect,
+    hpc: HpcSpec,
+    home: Home,
+    runner: R,
+    local: LocalBackend,
+    user: Option<String>,
+}
+
+impl HpcBackend<LocalRunner> {
+    /// The backend of a `slurm` or `pbs` backend section, running commands on
+    /// this machine. `None` for other kinds.
+    pub fn for_spec(backend: &BackendSpec, home: Home) -> Option<Self> {
+        let (dialect, hpc) = match backend {
+            BackendSpec::Slurm(h) => (Dialect::Slurm, h),
+            BackendSpec::Pbs(h) => (Dialect::Pbs(h.flavor.unwrap_or(PbsFlavor::Torque)), h),
+            _ => return None,
+        };
+        Some(HpcBackend::new(dialect, hpc.clone(), home, LocalRunner))
+    }
+}
+
+impl<R: CommandRunner> HpcBackend<R> {
+    /// A backend speaking `dialect` through `runner`, with state under `home`.
+    pub fn new(dialect: Dialect, hpc: HpcSpec, home: Home, runner: R) -> Self {
+        let user = std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .ok()
+            .filter(|u| !u.is_empty());
+        HpcBackend {
+            dialect,
+            hpc,
+            local: LocalBackend::new(home.clone()),
+            home,
+            runner,
+            user,
+        }
+    }
+
+    /// Lists only this user's jobs (`None`: everybody's).
+    pub fn with_user(mut self, user: Option<String>) -> Self {
+        self.user = user;
+        self
+    }
+
+    /// The directory for a cluster's job output (and PBS bookkeeping).
+    pub fn log_dir(&self, cluster: &str) -> String {
+        match &self.hpc.log_directory {
+            Some(dir) => format!("{}/{cluster}", dir.trim_end_matches('/')),
+            None => self
+                .home
+                .cluster_dir(cluster)
+                .join("logs")
+                .display()
+                .to_string(),
+        }
+    }
+
+    fn scheduler_path(&self, cluster: &str) -> PathBuf {
+        self.home.cluster_dir(cluster).join("scheduler.json")
+    }
+
+    /// The id of the scheduler when it runs on this host.
+    fn local_scheduler_id(cluster: &str) -> String {
+        format!("{cluster}-scheduler")
+    }
+
+    fn is_local(cluster: &str, id: &JobId) -> bool {
+        id.as_str() == Self::local_scheduler_id(cluster)
+    }
+
+    /// The batch system's spelling of a muster job id (`demo-41_3` → `41_3`).
+    fn bare<'a>(cluster: &str, id: &'a JobId) -> &'a str {
+        id.as_str()
+            .strip_prefix(cluster)
+            .and_then(|r| r.strip_prefix('-'))
+            .unwrap_or(id.as_str())
+    }
+
+    /// muster's job id of a batch id (`41_3` → `demo-41_3`).
+    fn full(cluster: &str, bare: &str) -> JobId {
+        JobId(format!("{cluster}-{bare}"))
+    }
+
+    /// The spec the host-placed scheduler runs with: listening on every
+    /// interface unless a host is given, since workers run on other nodes.
+    fn host_scheduler_spec(spec: &ClusterSpec) -> ClusterSpec {
+        let mut s = spec.clone();
+        if s.scheduler.host.is_none() {
+            s.scheduler.host = Some("0.0.0.0".into());
+        }
+        s
+    }
+
+    fn template(&self) -> Result<Option<String>> {
+        let Some(path) = &self.hpc.template else {
+            return Ok(None);
+        };
+        let text = fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("reading job-script template {path}"), e))?;
+        script::check_template(path, &text).map_err(|e| Error::Usage(e.to_string()))?;
+        Ok(Some(text))
+    }
+
+    fn checked_log_dir(&self, cluster: &str) -> Result<String> {
+        let dir = self.log_dir(cluster);
+        if !is_plain_path(&dir) {
+            return Err(Error::Usage(format!(
+                "log directory {dir:?} cannot be written into job directives (only letters, digits and / _ . - + @ , =): set backend.log_directory"
+            )));
+        }
+        Ok(dir)
+    }
+
+    /// The script of a batch submission and the role it was rendered for.
+    fn script_for(&self, req: &LaunchRequest<'_>) -> Result<Option<(ScriptRole, String)>> {
+        let spec = req.spec;
+        let role = match &req.role {
+            Role::Scheduler if spec.scheduler.placement == Placement::Host => return Ok(None),
+            Role::Scheduler => ScriptRole::Scheduler {
+                scheduler_file: self.scheduler_path(&spec.name).display().to_string(),
+            },
+            Role::Workers { count, contact, .. } => ScriptRole::Workers {
+                count: *count,
+                contact: contact.clone(),
+            },
+        };
+        let log_dir = self.checked_log_dir(&spec.name)?;
+        let template = self.template()?;
+        let text = script::render(&ScriptInput {
+            dialect: self.dialect,
+            spec,
+            hpc: &self.hpc,
+            role: &role,
+            log_dir: &log_dir,
+            template: template.as_deref(),
+        });
+        Ok(Some((role, text)))
+    }
+
+    fn submit_argv(&self, role: &ScriptRole, script_path: &str, log_dir: &str) -> Vec<String> {
+        let array = match role {
+            ScriptRole::Workers { count, .. } => Some(*count),
+            ScriptRole::Scheduler { .. } => None,
+        };
+        self.dialect.submit_argv(array, script_path, log_dir)
+    }
+
+    async fn run(
+        &self,
+        argv: Vec<String>,
+        stdin: Option<Vec<u8>>,
+    ) -> Result<muster_core::CommandOutput> {
+        let mut cmd = CommandSpec::new(argv);
+        cmd.stdin = stdin;
+        cmd.timeout = Some(COMMAND_TIMEOUT);
+        tracing::debug!(argv = ?cmd.argv, "batch command");
+        self.runner.run(&cmd).await
+    }
+
+    /// The one listing call of a poll.
+    pub async fn list(&self) -> Result<Vec<QueueEntry>> {
+        let argv = self.dialect.status_argv(self.user.as_deref());
+        let program = argv[0].clone();
+        let out = self.run(argv, None).await?;
+        // TORQUE's qstat exits 153 when there is nothing to show.
+        if out.code != 0 && !(out.code == 153 && out.stdout.trim().is_empty()) {
+            return Err(Error::CommandFailed {
+                program,
+                code: out.code,
+                stderr: out.stderr.trim().to_string(),
+            });
+        }
+        self.dialect
+            .parse_status(&out.stdout)
+            .map_err(|e| Error::UnexpectedOutput { program, output: e })
+    }
+
+    /// PBS array tasks' own ids, as recorded by the tasks under SLURM's
+    /// Torque wrapper (empty elsewhere).
+    fn server_ids(&self, cluster: &str) -> BTreeMap<String, String> {
+        if self.dialect == Dialect::Slurm {
+            return BTreeMap::new();
+        }
+        let dir = PathBuf::from(self.log_dir(cluster)).join("ids");
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return BTreeMap::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let id = e.file_name().to_string_lossy().into_owned();
+                let raw = fs::read_to_string(e.path()).ok()?.trim().to_string();
+                (!raw.is_empty()).then_some((id, raw))
+            })
+            .collect()
+    }
+
+    fn describe_failure(&self, cluster: &str, id: &JobId, status: JobStatus) -> JobStatus {
+        match status {
+            JobStatus::Failed { reason } => JobStatus::Failed {
+                reason: format!(
+                    "{reason}; stderr: {}/{}.err",
+                    self.log_dir(cluster),
+                    Self::bare(cluster, id)
+                ),
+            },
+            other => other,
+        }
+    }
+
+    fn statuses(
+        &self,
+        cluster: &str,
+        entries: &[QueueEntry],
+        ids: &[JobId],
+    ) -> BTreeMap<JobId, JobStatus> {
+        let server_ids = self.server_ids(cluster);
+        ids.iter()
+            .map(|id| {
+                let s = resolve(self.dialect, entries, &server_ids, Self::bare(cluster, id));
+                (id.clone(), self.describe_failure(cluster, id, s))
+            })
+            .collect()
+    }
+
+    /// Pending worker jobs of the cluster, counted task by task.
+    fn queued_workers(&self, cluster: &str, entries: &[QueueEntry]) -> u32 {
+        let marker = script::marker(cluster);
+        let sched = format!("{marker}scheduler");
+        entries
+            .iter()
+            .filter(|e| e.name.starts_with(&marker) && e.name != sched)
+            .filter(|e| e.status == JobStatus::Pending)
+            .map(|e| match &e.tasks {
+                Tasks::Many(set) => set.len() as u32,
+                _ => 1,
+            })
+            .sum()
+    }
+
+    async fn submit(&self, spec: &ClusterSpec, role: &ScriptRole, text: &str) -> Result<String> {
+        let log_dir = self.checked_log_dir(&spec.name)?;
+        fs::create_dir_all(&log_dir).map_err(|e| Error::io(format!("creating {log_dir}"), e))?;
+        let (argv, stdin) = match self.dialect {
+            Dialect::Slurm => (
+                self.submit_argv(role, "", &log_dir),
+                Some(text.as_bytes().to_vec()),
+            ),
+            Dialect::Pbs(_) => {
+                let dir = PathBuf::from(&log_dir).join("scripts");
+                fs::create_dir_all(&dir)
+                    .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+                let stamp = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or_default();
+                let kind = match role {
+                    ScriptRole::Scheduler { .. } => "scheduler",
+                    ScriptRole::Workers { .. } => "workers",
+                };
+                let path = dir.join(format!("{kind}-{stamp}.sh"));
+                fs::write(&path, text)
+                    .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+                (
+                    self.submit_argv(role, &path.display().to_string(), &log_dir),
+                    None,
+                )
+            }
+        };
+        let program = argv[0].clone();
+        let out = self.run(argv, stdin).await?;
+        if out.code != 0 {
+            // Torque's qsub prints its errors on stdout.
+            let mut msg = out.stderr.trim().to_string();
+            if msg.is_empty() {
+                msg = out.stdout.trim().to_string();
+            }
+            return Err(Error::CommandFailed {
+                program,
+                code: out.code,
+                stderr: msg,
+            });
+        }
+        self.dialect
+            .parse_submit(&out.stdout)
+            .ok_or_else(|| Error::UnexpectedOutput {
+                program,
+                output: out.stdout.trim().to_string(),
+            })
+    }
+
+    /// The server ids to cancel for muster ids, the tasks to stop by a
+    /// tombstone (SLURM's Torque wrapper cannot delete one array task), and
+    /// of those the ones not started yet (they stop when they start, so
+    /// `cancel` does not wait for them).
+    fn cancel_plan(
+        &self,
+        cluster: &str,
+        entries: &[QueueEntry],
+        ids: &[JobId],
+    ) -> (Vec<String>, Vec<String>, Vec<String>) {
+        let server_ids = self.server_ids(cluster);
+        let mut not_started = Vec::new();
+        let mut cancel = BTreeSet::new();
+        let mut tombstones = Vec::new();
+        // The arrays of tasks that recorded a server id of their own.
+        let array_of: BTreeMap<&str, &str> = server_ids
+            .iter()
+            .filter_map(|(task, raw)| Some((raw.as_str(), self.dialect.split_id(task)?.0)))
+            .collect();
+        for id in ids {
+            let id = Self::bare(cluster, id);
+            match (self.dialect, self.dialect.split_id(id)) {
+                (Dialect::Slurm, _) | (_, None) => {
+                    cancel.insert(id.to_string());
+                }
+                (Dialect::Pbs(_), Some((plain, None))) => {
+                    // A raw id found by `discover` under SLURM's wrapper: its
+                    // `qdel` cannot stop one array task by that id, only the
+                    // whole array by the array's id (which is what `down`,
+                    // the only caller passing such ids, wants).
+                    cancel.insert(array_of.get(plain).copied().unwrap_or(plain).to_string());
+                }
+                (Dialect::Pbs(_), Some((array, Some(i)))) => {
+                    if let Some(e) = entries
+                        .iter()
+                        .find(|e| e.array == array && e.tasks == Tasks::One(i))
+                    {
+                        // Real PBS/TORQUE list and delete `1234[5]` itself.
+                        cancel.insert(e.server_id.clone());
+                    } else if server_ids.contains_key(id) {
+                        // A started task under SLURM's wrapper, whose `qdel`
+                        // cannot stop one array task: the task's script
+                        // watches for this tombstone and stops its worker.
+                        tombstones.push(id.to_string());
+                    } else if entries.iter().any(|e| {
+                        e.array == array && e.tasks == Tasks::NotArray && e.status.is_active()
+                    }) {
+                        tombstones.push(id.to_string());
+                        not_started.push(id.to_string());
+                    } else {
+                        cancel.insert(id.to_string());
+                    }
+                }
+            }
+        }
+        (cancel.into_iter().collect(), tombstones, not_started)
+    }
+}
+
+#[async_trait]
+impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
+    fn kind(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Slurm => "slurm",
+            Dialect::Pbs(_) => "pbs",
+        }
+    }
+
+    async fn preflight(&self, spec: &ClusterSpec) -> Result<()> {
+        self.template()?;
+        self.checked_log_dir(&spec.name)?;
+        // The submitting host's python; compute nodes see the same shared
+        // software tree on the clusters muster targets.
+        self.local.preflight(spec).await
+    }
+
+    fn render(&self, req: &LaunchRequest<'_>) -> Result<Rendered> {
+        match self.script_for(req)? {
+            None => {
+                let spec = Self::host_scheduler_spec(req.spec);
+                self.local.render(&LaunchRequest {
+                    spec: &spec,
+                    role: req.role.clone(),
+                })
+            }
+            Some((role, text)) => {
+                let log_dir = self.log_dir(&req.spec.name);
+                let path = match self.dialect {
+                    Dialect::Slurm => "<stdin>".to_string(),
+                    Dialect::Pbs(_) => format!("{log_dir}/scripts/<script>.sh"),
+                };
+                let argv = self.submit_argv(&role, &path, &log_dir);
+                let what = match role {
+                    ScriptRole::Scheduler { .. } => "scheduler job".to_string(),
+                    ScriptRole::Workers { count, .. } => format!("{count} workers, one job array"),
+                };
+                Ok(Rendered {
+                    items: vec![RenderedItem {
+                        title: format!("{what}: {}", shell_words::join(&argv)),
+                        text,
+                    }],
+                })
+            }
+        }
+    }
+
+    async fn launch(&self, req: &LaunchRequest<'_>) -> Result<Vec<JobId>> {
+        let spec = req.spec;
+        if matches!(req.role, Role::Scheduler) {
+            let path = self.scheduler_path(&spec.name);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(format!("removing stale {}", path.display()), e)),
+            }
+        }
+        let Some((role, text)) = self.script_for(req)? else {
+            let spec = Self::host_scheduler_spec(spec);
+            return self
+                .local
+                .launch(&LaunchRequest {
+                    spec: &spec,
+                    role: req.role.clone(),
+                })
+                .await;
+        };
+        if let (ScriptRole::Workers { count, .. }, Some(cap)) = (&role, self.hpc.max_queued_jobs) {
+            let queued = self.queued_workers(&spec.name, &self.list().await?);
+            if queued + count > cap {
+                return Err(Error::Usage(format!(
+                    "backend.max_queued_jobs is {cap}: {queued} worker jobs are queued already, adding {count} would exceed it"
+                )));
+            }
+        }
+        let array = self.submit(spec, &role, &text).await?;
+        Ok(match role {
+            ScriptRole::Scheduler { .. } => vec![Self::full(&spec.name, &array)],
+            ScriptRole::Workers { count, .. } => (0..count)
+                .map(|i| Self::full(&spec.name, &self.dialect.task_id(&array, i)))
+                .collect(),
+        })
+    }
+
+    async fn status(&self, cluster: &str, ids: &[JobId]) -> Result<BTreeMap<JobId, JobStatus>> {
+        let (local, batch): (Vec<JobId>, Vec<JobId>) = ids
+            .iter()
+            .cloned()
+            .partition(|id| Self::is_local(cluster, id));
+        let mut out = if local.is_empty() {
+            BTreeMap::new()
+        } else {
+            self.local.status(cluster, &local).await?
+        };
+        if !batch.is_empty() {
+            let entries = self.list().await?;
+            out.extend(self.statuses(cluster, &entries, &batch));
+        }
+        Ok(out)
+    }
+
+    async fn cancel(&self, cluster: &str, ids: &[JobId]) -> Result<()> {
+        let (local, batch): (Vec<JobId>, Vec<JobId>) = ids
+            .iter()
+            .cloned()
+            .partition(|id| Self::is_local(cluster, id));
+        if !batch.is_empty() {
+            let entries = self.list().await?;
+            let (server_ids, tombstones, not_started) = self.cancel_plan(cluster, &entries, &batch);
+            if !tombstones.is_empty() {
+                let dir = PathBuf::from(self.log_dir(cluster)).join("cancelled");
+                fs::create_dir_all(&dir)
+                    .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+                for t in &tombstones {
+                    fs::write(dir.join(t), "")
+                        .map_err(|e| Error::io(format!("writing tombstone {t}"), e))?;
+                }
+            }
+            if !server_ids.is_empty() {
+                let argv = self.dialect.cancel_argv(&server_ids);
+                let out = self.run(argv, None).await?;
+                // scancel/qdel of a finished or unknown job is not an error here.
+                if out.code != 0 {
+                    tracing::debug!(code = out.code, stdout = %out.stdout.trim(), stderr = %out.stderr.trim(), "cancel reported");
+                }
+            }
+            // Wait until nothing cancelled is still active in the queue.
+            let waiting: Vec<JobId> = batch
+                .iter()
+                .filter(|id| !not_started.iter().any(|t| t == Self::bare(cluster, id)))
+                .cloned()
+                .collect();
+            let start = Instant::now();
+            loop {
+                let entries = self.list().await?;
+                let live: Vec<String> = self
+                    .statuses(cluster, &entries, &waiting)
+                    .into_iter()
+                    .filter(|(_, s)| s.is_active())
+                    .map(|(id, _)| id.0)
+                    .chain(
+                        // Ids given as the server lists them (from discover).
+                        entries
+                            .iter()
+                            .filter(|e| e.status.is_active() && server_ids.contains(&e.server_id))
+                            .filter(|e| !not_started.contains(&e.server_id))
+                            .map(|e| e.server_id.clone()),
+                    )
+                    .collect();
+                if live.is_empty() {
+                    break;
+                }
+                if start.elapsed() > CANCEL_WAIT {
+                    return Err(Error::LeftBehind {
+                        cluster: cluster.to_string(),
+                        jobs: live,
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+        self.local.cancel(cluster, &local).await
+    }
+
+    async fn discover(&self, cluster: &str) -> Result<Vec<(JobId, JobStatus)>> {
+        let mut found = self.local.discover(cluster).await?;
+        let marker = script::marker(cluster);
+        for e in self.list().await? {
+            if !e.name.starts_with(&marker) || !e.status.is_active() {
+                continue;
+            }
+            match (&e.tasks, self.dialect) {
+                (Tasks::Many(set), Dialect::Slurm) => found.extend(set.iter().map(|i| {
+                    let bare = self.dialect.task_id(&e.array, *i);
+                    (Self::full(cluster, &bare), e.status.clone())
+                })),
+                (Tasks::One(i), Dialect::Slurm) => {
+                    let bare = self.dialect.task_id(&e.array, *i);
+                    found.push((Self::full(cluster, &bare), e.status.clone()))
+                }
+                _ => found.push((Self::full(cluster, &e.server_id), e.status.clone())),
+            }
+        }
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found.dedup_by(|a, b| a.0 == b.0);
+        Ok(found)
+    }
+
+    async fn logs(&self, cluster: &str, id: &JobId) -> Result<String> {
+        if Self::is_local(cluster, id) {
+            return self.local.logs(cluster, id).await;
+        }
+        let dir = PathBuf::from(self.log_dir(cluster));
+        let mut text = String::new();
+        let mut found = false;
+        let bare = Self::bare(cluster, id);
+        for ext in ["out", "err"] {
+            if let Ok(bytes) = fs::read(dir.join(format!("{bare}.{ext}"))) {
+                found = true;
+                text.push_str(&String::from_utf8_lossy(&bytes));
+            }
+        }
+        if found {
+            Ok(text)
+        } else {
+            Err(Error::Usage(format!(
+                "no output yet for job {id} of cluster {cluster:?} (looked in {})",
+                dir.display()
+            )))
+        }
+    }
+
+    fn scheduler_file(&self, spec: &ClusterSpec) -> Option<PathBuf> {
+        Some(self.scheduler_path(&spec.name))
+    }
+
+    async fn scheduler_endpoint(
+        &self,
+        spec: &ClusterSpec,
+        _scheduler: &JobId,
+    ) -> Result<Option<SchedulerEndpoint>> {
+        match fs::read_to_string(self.scheduler_path(&spec.name)) {
+            Ok(text) => Ok(dask::parse_scheduler_file(&text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("reading the scheduler file", e)),
+        }
+    }
+
+    async fn forget(&self, cluster: &str) -> Result<()> {
+        self.local.forget(cluster).await
+    }
+}
+
+#[cfg(test)]
+mod tests;

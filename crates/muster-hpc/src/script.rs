@@ -1,0 +1,368 @@
+//! Job scripts: the directives, identity, environment, prologue and Dask
+//! command of one submission, filled into a template (built in from
+//! `hpc-templates/`, or the user's own). Pure: the same inputs always give
+//! the same text, which is what `muster render` prints and what is submitted.
+//!
+//! Quoting rules: directive values were validated to plain words up front
+//! (muster-core's `hpcspec`); environment values and every argument of the
+//! Dask command are single-quoted for the shell; prologue lines are the
+//! user's own shell commands and go in as written (one line each).
+
+use std::fmt::Write as _;
+
+use muster_core::backend::SchedulerContact;
+use muster_core::dask::{self, ProcessCommand};
+use muster_core::hpcspec::{HpcSpec, PbsFlavor};
+use muster_core::spec::ClusterSpec;
+
+use crate::dialect::Dialect;
+
+/// The built-in SLURM template.
+pub const SLURM_TEMPLATE: &str = include_str!("../../../hpc-templates/slurm.sh");
+/// The built-in PBS template.
+pub const PBS_TEMPLATE: &str = include_str!("../../../hpc-templates/pbs.sh");
+
+/// The word in a Dask command line replaced by the job's own id at run time.
+const NAME_PLACEHOLDER: &str = "\u{1}MUSTER_JOB\u{1}";
+
+/// What one script starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScriptRole {
+    /// The Dask scheduler, as a batch job of its own.
+    Scheduler {
+        /// Where it writes its address.
+        scheduler_file: String,
+    },
+    /// `count` workers as one job array.
+    Workers {
+        /// Array size.
+        count: u32,
+        /// How they find the scheduler.
+        contact: SchedulerContact,
+    },
+}
+
+/// Everything a script needs besides the spec.
+#[derive(Debug, Clone)]
+pub struct ScriptInput<'a> {
+    /// The dialect.
+    pub dialect: Dialect,
+    /// The validated spec.
+    pub spec: &'a ClusterSpec,
+    /// The batch options of the spec.
+    pub hpc: &'a HpcSpec,
+    /// The role.
+    pub role: &'a ScriptRole,
+    /// Directory for job output (validated as a plain path).
+    pub log_dir: &'a str,
+    /// Template text; the dialect's built-in one when `None`.
+    pub template: Option<&'a str>,
+}
+
+/// The job name of a role: `muster_<cluster>_<word>`; `_` never occurs in
+/// cluster names, so one cluster's marker is never a prefix of another's.
+pub fn job_name(cluster: &str, hpc: &HpcSpec, role: &ScriptRole) -> String {
+    let word = match role {
+        ScriptRole::Scheduler { .. } => "scheduler",
+        ScriptRole::Workers { .. } => hpc.job_name.as_deref().unwrap_or("w"),
+    };
+    format!("{}{word}", marker(cluster))
+}
+
+/// The prefix of every job name of a cluster.
+pub fn marker(cluster: &str) -> String {
+    format!("muster_{cluster}_")
+}
+
+/// Single-quotes a value for a POSIX shell, always (even when harmless), so
+/// the rendered scripts read the same way for every value.
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+fn memory_mb(bytes: u64) -> u64 {
+    bytes.div_ceil(1 << 20).max(1)
+}
+
+/// The directive lines (without skip/extra handling).
+fn base_directives(input: &ScriptInput<'_>) -> Vec<String> {
+    let ScriptInput {
+        dialect,
+        spec,
+        hpc,
+        role,
+        log_dir,
+        ..
+    } = input;
+    let name = job_name(&spec.name, hpc, role);
+    let w = &spec.worker;
+    let mut d = Vec::new();
+    match dialect {
+        Dialect::Slurm => {
+            d.push(format!("--job-name={name}"));
+            let stem = match role {
+                ScriptRole::Scheduler { .. } => "%j",
+                ScriptRole::Workers { .. } => "%A_%a",
+            };
+            d.push(format!("--output={log_dir}/{stem}.out"));
+            d.push(format!("--error={log_dir}/{stem}.err"));
+            if let Some(q) = &hpc.queue {
+                d.push(format!("--partition={q}"));
+            }
+            if let Some(a) = &hpc.account {
+                d.push(format!("--account={a}"));
+            }
+            d.push("--nodes=1".into());
+            d.push("--ntasks=1".into());
+            let cpus = match role {
+                ScriptRole::Scheduler { .. } => 1,
+                ScriptRole::Workers { .. } => hpc.job_cpu.unwrap_or(w.cores),
+            };
+            d.push(format!("--cpus-per-task={cpus}"));
+            if let ScriptRole::Workers { .. } = role
+                && let Some(mem) = hpc.job_mem.or(w.memory)
+            {
+                d.push(format!("--mem={}M", memory_mb(mem.bytes())));
+            }
+            if let Some(t) = &hpc.walltime {
+                d.push(format!("--time={t}"));
+            }
+        }
+        Dialect::Pbs(flavor) => {
+            d.push(format!("-N {name}"));
+            if let Some(q) = &hpc.queue {
+                d.push(format!("-q {q}"));
+            }
+            if let Some(a) = &hpc.account {
+                d.push(format!("-A {a}"));
+            }
+            let cores = match role {
+                ScriptRole::Scheduler { .. } => 1,
+                ScriptRole::Workers { .. } => w.cores,
+            };
+            let mem = match role {
+                ScriptRole::Scheduler { .. } => None,
+                ScriptRole::Workers { .. } => w.memory.map(|m| memory_mb(m.bytes())),
+            };
+            match (&hpc.resource_spec, flavor) {
+                (Some(r), _) if matches!(role, ScriptRole::Workers { .. }) => {
+                    d.push(format!("-l {r}"))
+                }
+                (_, PbsFlavor::Pbspro) => d.push(format!(
+                    "-l select=1:ncpus={cores}{}",
+                    mem.map(|m| format!(":mem={m}mb")).unwrap_or_default()
+                )),
+                (_, PbsFlavor::Torque) => {
+                    d.push(format!("-l nodes=1:ppn={cores}"));
+                    if let Some(m) = mem {
+                        d.push(format!("-l mem={m}mb"));
+                    }
+                }
+            }
+            if let Some(t) = &hpc.walltime {
+                d.push(format!("-l walltime={t}"));
+            }
+        }
+    }
+    d
+}
+
+/// The directives block: generated lines minus the skipped ones, then the
+/// user's extra lines, each with the dialect's prefix.
+pub fn directives(input: &ScriptInput<'_>) -> String {
+    let prefix = input.dialect.directive_prefix();
+    let mut out = String::new();
+    for line in base_directives(input) {
+        if input
+            .hpc
+            .job_directives_skip
+            .iter()
+            .any(|skip| line.contains(skip.as_str()))
+        {
+            continue;
+        }
+        let _ = writeln!(out, "{prefix} {line}");
+    }
+    for extra in &input.hpc.job_extra_directives {
+        let _ = writeln!(out, "{prefix} {}", extra.trim());
+    }
+    out.trim_end().to_string()
+}
+
+/// The lines that give the job its muster id. `MUSTER_TASK` is the id as the
+/// batch system spells it (`41_3`, `16[3]`, `42`); `MUSTER_JOB` is
+/// `<cluster>-<task>`, muster's job id and the Dask worker name (a bare
+/// `41_3` would not do: Dask reads it as the number 413).
+fn identity(input: &ScriptInput<'_>) -> String {
+    let log = sh_quote(input.log_dir);
+    let task = match (input.dialect, input.role) {
+        (Dialect::Slurm, ScriptRole::Workers { .. }) => {
+            "MUSTER_TASK=\"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\"".to_string()
+        }
+        (Dialect::Slurm, ScriptRole::Scheduler { .. }) => {
+            "MUSTER_TASK=\"${SLURM_JOB_ID}\"".to_string()
+        }
+        // Real PBS/TORQUE name a job `1234.server` or an array task
+        // `1234[5].server`; SLURM's Torque-compatible commands set only
+        // SLURM_* variables and list array tasks under SLURM's own ids, so
+        // the task records that id for `qstat`/`qdel` in ids/.
+        (Dialect::Pbs(_), ScriptRole::Workers { .. }) => concat!(
+            "if [ -n \"${SLURM_ARRAY_JOB_ID:-}\" ]; then\n",
+            "    MUSTER_TASK=\"${SLURM_ARRAY_JOB_ID}[${SLURM_ARRAY_TASK_ID}]\"\n",
+            "    MUSTER_SERVER_ID=\"${SLURM_JOB_ID}\"\n",
+            "else\n",
+            "    MUSTER_TASK=\"${PBS_JOBID%%.*}\"\n",
+            "    MUSTER_SERVER_ID=\"${PBS_JOBID%%.*}\"\n",
+            "fi",
+        )
+        .to_string(),
+        (Dialect::Pbs(_), ScriptRole::Scheduler { .. }) => concat!(
+            "MUSTER_TASK=\"${SLURM_JOB_ID:-${PBS_JOBID%%.*}}\"\n",
+            "MUSTER_SERVER_ID=\"$MUSTER_TASK\"",
+        )
+        .to_string(),
+    };
+    let job = format!("MUSTER_JOB=\"{}-$MUSTER_TASK\"", input.spec.name);
+    match input.dialect {
+        Dialect::Slurm => format!("{task}\n{job}"),
+        Dialect::Pbs(_) => format!(
+            "{task}\n{job}\n\
+             MUSTER_LOGS={log}\n\
+             # A task cancelled before it started leaves a tombstone: stop at once.\n\
+             if [ -e \"$MUSTER_LOGS/cancelled/$MUSTER_TASK\" ]; then exit 0; fi\n\
+             mkdir -p \"$MUSTER_LOGS/ids\"\n\
+             printf '%s\\n' \"$MUSTER_SERVER_ID\" > \"$MUSTER_LOGS/ids/$MUSTER_TASK\"\n\
+             exec > \"$MUSTER_LOGS/$MUSTER_TASK.out\" 2> \"$MUSTER_LOGS/$MUSTER_TASK.err\""
+        ),
+    }
+}
+
+/// The Dask command of the role (the worker's `--name` is the job's id).
+pub fn dask_command(spec: &ClusterSpec, role: &ScriptRole) -> ProcessCommand {
+    match role {
+        ScriptRole::Scheduler { scheduler_file } => {
+            let host = spec.scheduler.host.as_deref().unwrap_or("0.0.0.0");
+            dask::scheduler_command(spec, host, std::path::Path::new(scheduler_file))
+        }
+        ScriptRole::Workers { contact, .. } => {
+            dask::worker_command(spec, NAME_PLACEHOLDER, contact)
+        }
+    }
+}
+
+fn environment(input: &ScriptInput<'_>, cmd: &ProcessCommand) -> String {
+    // SLURM hands the submitter's environment to the job: drop muster-local's
+    // process marker so a batch job is never mistaken for a local process.
+    let mut out = format!(
+        "unset MUSTER_HOME MUSTER_EXIT_FILE\nexport MUSTER_CLUSTER={} MUSTER_JOB",
+        sh_quote(&input.spec.name)
+    );
+    for (k, v) in &cmd.env {
+        // Keys were validated as [A-Za-z_][A-Za-z0-9_]*.
+        let _ = write!(out, "\nexport {k}={}", sh_quote(v));
+    }
+    out
+}
+
+/// The Dask command. SLURM and real PBS stop one array task themselves, so
+/// the script simply becomes Dask. PBS workers also watch for a tombstone:
+/// SLURM's Torque-compatible `qdel` cannot stop one array task, so muster
+/// asks the task to stop by leaving `cancelled/<task>` in the log directory.
+fn command_line(input: &ScriptInput<'_>, cmd: &ProcessCommand) -> String {
+    let words: Vec<String> = cmd
+        .argv
+        .iter()
+        .map(|a| {
+            if a == NAME_PLACEHOLDER {
+                "\"$MUSTER_JOB\"".to_string()
+            } else {
+                sh_quote(a)
+            }
+        })
+        .collect();
+    let line = words.join(" ");
+    match (input.dialect, input.role) {
+        (Dialect::Pbs(_), ScriptRole::Workers { .. }) => format!(
+            "{line} &\n\
+             MUSTER_PID=$!\n\
+             trap 'kill -TERM \"$MUSTER_PID\" 2>/dev/null' TERM INT\n\
+             while kill -0 \"$MUSTER_PID\" 2>/dev/null; do\n\
+             \x20   if [ -e \"$MUSTER_LOGS/cancelled/$MUSTER_TASK\" ]; then kill -TERM \"$MUSTER_PID\" 2>/dev/null; fi\n\
+             \x20   sleep 1\n\
+             done\n\
+             wait \"$MUSTER_PID\""
+        ),
+        _ => format!("exec {line}"),
+    }
+}
+
+/// Problems with a user's template.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("job-script template {path}: {reason}")]
+pub struct TemplateError {
+    /// Where the template came from.
+    pub path: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Checks a template keeps the placeholders a working job needs.
+pub fn check_template(path: &str, text: &str) -> Result<(), TemplateError> {
+    for needed in ["{{command}}", "{{identity}}", "{{directives}}"] {
+        if !text.contains(needed) {
+            return Err(TemplateError {
+                path: path.to_string(),
+                reason: format!("it must contain {needed}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Renders the job script.
+pub fn render(input: &ScriptInput<'_>) -> String {
+    let template = input.template.unwrap_or(match input.dialect {
+        Dialect::Slurm => SLURM_TEMPLATE,
+        Dialect::Pbs(_) => PBS_TEMPLATE,
+    });
+    let cmd = dask_command(input.spec, input.role);
+    let prologue = input.hpc.job_script_prologue.join("\n");
+    let role = match input.role {
+        ScriptRole::Scheduler { .. } => "scheduler",
+        ScriptRole::Workers { .. } => "workers",
+    };
+    let shebang = input
+        .hpc
+        .shebang
+        .as_deref()
+        .unwrap_or("#!/usr/bin/env bash");
+    // One pass over the template so a value can never be re-expanded as a
+    // placeholder.
+    let mut out = String::with_capacity(template.len() + 1024);
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            out.push_str(&rest[start..]);
+            rest = "";
+            break;
+        };
+        let key = &after[..end];
+        let value = match key {
+            "shebang" => shebang.to_string(),
+            "directives" => directives(input),
+            "identity" => identity(input),
+            "environment" => environment(input, &cmd),
+            "prologue" => prologue.clone(),
+            "command" => command_line(input, &cmd),
+            "cluster" => input.spec.name.clone(),
+            "role" => role.to_string(),
+            _ => format!("{{{{{key}}}}}"),
+        };
+        out.push_str(&value);
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
