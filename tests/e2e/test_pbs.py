@@ -72,9 +72,12 @@ def test_pbs_scheduler_in_a_job(muster, tmp_path):
     spec = spec_file(tmp_path, name, "pbs", 2, extra=", placement: job")
     up = muster.json("up", "-f", spec, "--timeout", "120s")
     assert up["connected_workers"] == 2
-    # Three live jobs: the scheduler and two array tasks; no local process.
+    # Three live jobs: the scheduler and two array tasks; no local scheduler.
     assert len(qstat_active(name)) == 3
-    assert muster.processes(name) == []
+    # The only local process of the cluster is its agent (issue 5).
+    agent = muster.json("describe", name)["agent"]
+    assert agent["agent"] == "running", agent
+    assert muster.processes(name) == [agent["pid"]]
     compute(up["scheduler_address"], 1000)
     muster.run("down", name)
     assert qstat_active(name) == []

@@ -85,7 +85,10 @@ def test_scheduler_in_a_job(muster, tmp_path):
     # The scheduler is a batch job of its own, not a process of this session.
     sched = [r for r in jobs if "_" not in r[0]]
     assert len(sched) == 1 and sched[0][2] == "RUNNING", running
-    assert muster.processes(name) == []
+    # The only local process of the cluster is its agent (issue 5).
+    agent = muster.json("describe", name)["agent"]
+    assert agent["agent"] == "running", agent
+    assert muster.processes(name) == [agent["pid"]]
     compute(up["scheduler_address"], 1000)
 
     # Found again by name: the registry points at the job.
