@@ -23,6 +23,9 @@ pub trait Progress: Send + Sync {
     fn stage(&self, _message: &str) {}
     /// `connected` of `wanted` Dask workers are registered.
     fn workers(&self, _connected: usize, _wanted: usize) {}
+    /// Something went wrong but the operation went on (e.g. a host was
+    /// unreachable and the cluster is smaller than asked for).
+    fn warn(&self, _message: &str) {}
 }
 
 /// Progress that goes nowhere.
@@ -414,10 +417,20 @@ impl ManagedCluster {
             self.launch_workers(wanted, SchedulerContact::Address(ep.address))
                 .await?;
         }
+        self.pass_notes(progress);
         progress.stage("waiting for workers");
+        // A backend may launch fewer workers than asked (hosts unreachable);
+        // it says so in its notes, and we wait for those it did launch.
         let per_job = self.spec().worker.processes as usize;
-        self.wait_for_workers(wanted as usize * per_job, deadline, progress)
+        self.wait_for_workers(self.record.workers.len() * per_job, deadline, progress)
             .await
+    }
+
+    fn pass_notes(&self, progress: &dyn Progress) {
+        for note in self.backend.take_notes() {
+            tracing::info!("note from the backend: {note}");
+            progress.warn(&note);
+        }
     }
 
     async fn rollback(&mut self) {
@@ -532,9 +545,10 @@ impl Cluster for ManagedCluster {
             self.record.workers.retain(|id| !remove.contains(id));
         }
         self.home.save(&self.record)?;
+        self.pass_notes(progress);
         progress.stage("waiting for workers");
         let per_job = self.spec().worker.processes as usize;
-        self.wait_for_workers(workers as usize * per_job, deadline, progress)
+        self.wait_for_workers(self.record.workers.len() * per_job, deadline, progress)
             .await
     }
 

@@ -14,6 +14,7 @@ pub mod job;
 pub mod registry;
 pub mod runner;
 pub mod spec;
+pub mod ssh_spec;
 pub mod units;
 
 pub use backend::{Backend, LaunchRequest, Rendered, RenderedItem, Role, SchedulerContact};
@@ -23,4 +24,5 @@ pub use job::{JobId, JobStatus};
 pub use registry::{ClusterRecord, Home, Phase};
 pub use runner::{CommandOutput, CommandRunner, CommandSpec, LocalRunner};
 pub use spec::{AdaptSpec, BackendSpec, ClusterSpec, SchedulerSpec, SpecError, WorkerSpec};
+pub use ssh_spec::{SshHost, SshHostMap, SshSpec};
 pub use units::{Memory, Seconds};

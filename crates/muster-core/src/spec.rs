@@ -41,9 +41,14 @@ fn default_workers() -> u32 {
 /// The cluster manager section of a spec, tagged by `kind`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+// A spec exists once per command: boxing variants would only make them
+// clumsier to build and match.
+#[allow(clippy::large_enum_variant)]
 pub enum BackendSpec {
     /// Processes on this machine.
     Local(LocalSpec),
+    /// Processes on SSH hosts.
+    Ssh(crate::ssh_spec::SshSpec),
 }
 
 impl Default for BackendSpec {
@@ -57,6 +62,7 @@ impl BackendSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             BackendSpec::Local(_) => "local",
+            BackendSpec::Ssh(_) => "ssh",
         }
     }
 
@@ -64,12 +70,13 @@ impl BackendSpec {
     pub fn from_kind(kind: &str) -> Option<Self> {
         match kind {
             "local" => Some(BackendSpec::Local(LocalSpec::default())),
+            "ssh" => Some(BackendSpec::Ssh(Default::default())),
             _ => None,
         }
     }
 
     /// The names accepted by [`BackendSpec::from_kind`].
-    pub const KINDS: &'static [&'static str] = &["local"];
+    pub const KINDS: &'static [&'static str] = &["local", "ssh"];
 }
 
 /// Options of the local backend (none yet: it runs on this machine).
@@ -364,6 +371,10 @@ impl ClusterSpec {
                     &format!("must not exceed adapt.maximum ({})", adapt.maximum),
                 );
             }
+        }
+
+        if let BackendSpec::Ssh(ssh) = &self.backend {
+            ssh.validate(&mut errs);
         }
 
         if errs.is_empty() {
