@@ -98,14 +98,17 @@ fn print_summary(c: &ManagedCluster, connected: usize, verb: &str, out: Output) 
 pub async fn up(home: &Home, args: UpArgs) -> Result<()> {
     let spec = build_spec(&args.spec)?;
     let backend = muster::backend_for(&spec.backend, home);
-    let wanted = spec.workers as usize * spec.worker.processes as usize;
     let mut cluster =
         ManagedCluster::new(spec, backend, home.clone())?.with_timeout(args.timeout.duration());
     let bar = Bar::new(matches!(args.output, Output::Table | Output::Wide));
     let result = cluster.up(&bar).await;
     bar.finish();
     result.with_context(|| format!("bringing up cluster {:?}", cluster.name()))?;
-    print_summary(&cluster, wanted, "up", args.output);
+    // `up` returns once every launched worker is registered (a backend may
+    // launch fewer than asked when hosts are unreachable, and says so).
+    let connected =
+        cluster.record().workers.len() * cluster.record().spec.worker.processes as usize;
+    print_summary(&cluster, connected, "up", args.output);
     Ok(())
 }
 
@@ -115,7 +118,8 @@ pub async fn scale(home: &Home, args: ScaleArgs) -> Result<()> {
     let result = cluster.scale(args.workers, &bar).await;
     bar.finish();
     result.with_context(|| format!("scaling cluster {:?} to {}", args.name, args.workers))?;
-    let connected = args.workers as usize * cluster.record().spec.worker.processes as usize;
+    let connected =
+        cluster.record().workers.len() * cluster.record().spec.worker.processes as usize;
     print_summary(&cluster, connected, "scaled", args.output);
     Ok(())
 }
@@ -136,16 +140,28 @@ pub async fn down(home: &Home, args: DownArgs) -> Result<()> {
             .expect("clap requires a name without --all");
         muster::spec::check_name(&name)
             .map_err(|r| Error::Usage(format!("cluster name {name:?}: {r}")))?;
-        let kind = match home.load(&name)? {
-            Some(r) => r.spec.backend,
-            None => BackendSpec::from_kind(&args.backend).expect("clap checked the kind"),
+        let kind = match (home.load(&name)?, &args.file) {
+            (Some(r), _) => r.spec.backend,
+            (None, Some(file)) => {
+                build_spec(&SpecArgs {
+                    file: Some(file.clone()),
+                    name: Some(name.clone()),
+                    ..Default::default()
+                })?
+                .backend
+            }
+            (None, None) => BackendSpec::from_kind(&args.backend).expect("clap checked the kind"),
         };
         vec![(name, muster::backend_for(&kind, home))]
     };
     let mut reports = Vec::new();
     let mut failures = Vec::new();
     for (name, backend) in targets {
-        match ManagedCluster::down_by_name(&name, backend, home.clone()).await {
+        let result = ManagedCluster::down_by_name(&name, backend.clone(), home.clone()).await;
+        for note in backend.take_notes() {
+            eprintln!("warning: {note}");
+        }
+        match result {
             Ok(r) => reports.push(r),
             Err(e) => failures
                 .push(anyhow::Error::new(e).context(format!("bringing down cluster {name:?}"))),
@@ -194,6 +210,17 @@ pub fn resolve_worker(cluster: &str, known: &[JobId], typed: &str) -> JobId {
         .iter()
         .find(|c| known.iter().any(|k| k.as_str() == c.as_str()))
         .map(|c| JobId(c.clone()))
+        // Ids that name a host after a dot (`demo-w3.h2`) resolve from `w3`.
+        .or_else(|| {
+            candidates.iter().find_map(|c| {
+                let prefix = format!("{c}.");
+                let mut hits = known.iter().filter(|k| k.as_str().starts_with(&prefix));
+                match (hits.next(), hits.next()) {
+                    (Some(k), None) => Some(k.clone()),
+                    _ => None,
+                }
+            })
+        })
         .unwrap_or_else(|| JobId(typed.to_string()))
 }
 
@@ -303,5 +330,8 @@ mod tests {
             resolve_worker("demo", &known, "demo-w99").as_str(),
             "demo-w99"
         );
+        let ssh = vec![JobId::from("demo-w3.h2"), JobId::from("demo-w13.h3")];
+        assert_eq!(resolve_worker("demo", &ssh, "w3").as_str(), "demo-w3.h2");
+        assert_eq!(resolve_worker("demo", &ssh, "13").as_str(), "demo-w13.h3");
     }
 }

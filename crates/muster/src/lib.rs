@@ -23,15 +23,17 @@ pub use muster_core::{
     AdaptSpec, Backend, BackendSpec, Cluster, ClusterRecord, ClusterSpec, ClusterStatus,
     DownReport, Error, Home, JobId, JobStatus, LaunchRequest, ManagedCluster, Memory, Phase,
     Progress, Quiet, Rendered, RenderedItem, Result, Role, SchedulerContact, SchedulerSpec,
-    Seconds, SpecError, WorkerRow, WorkerSpec,
+    Seconds, SpecError, SshSpec, WorkerRow, WorkerSpec,
 };
 pub use muster_core::{backend, cluster as cluster_api, dask, registry, runner, spec, units};
 pub use muster_local::LocalBackend;
+pub use muster_ssh::{SshBackend, SshOptions, SshRunner};
 
 /// The backend that runs clusters of this kind, keeping its state under `home`.
 pub fn backend_for(spec: &BackendSpec, home: &Home) -> Arc<dyn Backend> {
     match spec {
         BackendSpec::Local(_) => Arc::new(LocalBackend::new(home.clone())),
+        BackendSpec::Ssh(ssh) => Arc::new(SshBackend::new(ssh.clone())),
     }
 }
 
