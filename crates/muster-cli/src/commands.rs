@@ -72,7 +72,7 @@ fn open(home: &Home, name: &str) -> Result<ManagedCluster, Error> {
     let record = home
         .load(name)?
         .ok_or_else(|| Error::NotFound(name.to_string()))?;
-    let backend = muster::backend_for(&record.spec.backend, home);
+    let backend = muster::backend_for_spec(&record.spec, home);
     ManagedCluster::open(name, backend, home.clone())
 }
 
@@ -97,7 +97,7 @@ fn print_summary(c: &ManagedCluster, connected: usize, verb: &str, out: Output) 
 
 pub async fn up(home: &Home, args: UpArgs) -> Result<()> {
     let spec = build_spec(&args.spec)?;
-    let backend = muster::backend_for(&spec.backend, home);
+    let backend = muster::backend_for_spec(&spec, home);
     let mut cluster =
         ManagedCluster::new(spec, backend, home.clone())?.with_timeout(args.timeout.duration());
     let bar = Bar::new(matches!(args.output, Output::Table | Output::Wide));
@@ -129,7 +129,7 @@ pub async fn down(home: &Home, args: DownArgs) -> Result<()> {
         home.list()?
             .into_iter()
             .map(|r| {
-                let b = muster::backend_for(&r.spec.backend, home);
+                let b = muster::backend_for_spec(&r.spec, home);
                 (r.name, b)
             })
             .collect()

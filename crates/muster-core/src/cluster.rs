@@ -346,6 +346,17 @@ impl ManagedCluster {
         let client = self.client()?;
         let mut last_status = Instant::now();
         let mut connected = 0;
+        // The job-state check runs alongside the scheduler polls: on remote
+        // backends one check can take longer than a worker takes to register.
+        let mut check: Option<
+            std::pin::Pin<
+                Box<
+                    dyn std::future::Future<Output = Result<BTreeMap<JobId, JobStatus>>>
+                        + Send
+                        + '_,
+                >,
+            >,
+        > = None;
         loop {
             match client.workers().await {
                 Ok(ws) => {
@@ -358,17 +369,8 @@ impl ManagedCluster {
                 Err(e) if e.is_transient() => tracing::debug!("scheduler not answering yet: {e}"),
                 Err(e) => return Err(e),
             }
-            if last_status.elapsed() >= STATUS_EVERY {
-                last_status = Instant::now();
-                let ids = &self.record.workers;
-                let st = self.backend.status(&self.record.name, ids).await?;
-                if let Some((id, s)) = st.iter().find(|(_, s)| !s.is_active()) {
-                    let reason = match s {
-                        JobStatus::Failed { reason } => reason.clone(),
-                        other => format!("it is {other}"),
-                    };
-                    return Err(self.failure(format!("worker job {id}"), id, reason).await);
-                }
+            if check.is_none() && last_status.elapsed() >= STATUS_EVERY {
+                check = Some(self.backend.status(&self.record.name, &self.record.workers));
             }
             if Instant::now() >= deadline {
                 return Err(Error::Timeout {
@@ -376,7 +378,24 @@ impl ManagedCluster {
                     after: self.timeout,
                 });
             }
-            tokio::time::sleep(POLL).await;
+            let Some(pending) = check.as_mut() else {
+                tokio::time::sleep(POLL).await;
+                continue;
+            };
+            tokio::select! {
+                st = pending => {
+                    check = None;
+                    last_status = Instant::now();
+                    if let Some((id, s)) = st?.iter().find(|(_, s)| !s.is_active()) {
+                        let reason = match s {
+                            JobStatus::Failed { reason } => reason.clone(),
+                            other => format!("it is {other}"),
+                        };
+                        return Err(self.failure(format!("worker job {id}"), id, reason).await);
+                    }
+                }
+                _ = tokio::time::sleep(POLL) => {}
+            }
         }
     }
 

@@ -55,6 +55,8 @@ pub struct SshBackend {
     down: Mutex<BTreeMap<String, String>>,
     /// Live jobs per host as last seen in this process.
     seen: Mutex<BTreeMap<String, BTreeSet<JobId>>>,
+    /// Hosts whose python was found able to run Dask in this process.
+    probed: Mutex<BTreeSet<String>>,
     endpoint: Mutex<Option<SchedulerEndpoint>>,
     notes: Mutex<Vec<String>>,
 }
@@ -97,9 +99,18 @@ impl SshBackend {
             python: Mutex::new(None),
             down: Mutex::default(),
             seen: Mutex::default(),
+            probed: Mutex::default(),
             endpoint: Mutex::new(None),
             notes: Mutex::default(),
         }
+    }
+
+    /// Tells the backend the cluster's `worker.python`, so that even calls
+    /// that get no spec (status, discover, down) run muster's helper with it
+    /// and can check Dask on the way.
+    pub fn with_python(self, python: impl Into<String>) -> Self {
+        *lock(&self.python) = Some(python.into());
+        self
     }
 
     /// The resolved hosts (hostfile and ssh config read once).
@@ -396,8 +407,23 @@ impl Backend for SshBackend {
 
     async fn preflight(&self, spec: &ClusterSpec) -> Result<()> {
         let layout = self.layout(Some(spec))?;
-        let hosts: Vec<&HostPlan> = layout.hosts.iter().collect();
         let sched_python = spec.scheduler.python.clone();
+        let hosts: Vec<&HostPlan> = {
+            let probed = lock(&self.probed);
+            let down = lock(&self.down);
+            layout
+                .hosts
+                .iter()
+                .enumerate()
+                .filter(|(i, h)| {
+                    // Checked moments ago by discover, or known to be down.
+                    let fresh = probed.contains(&h.label)
+                        && !(*i == layout.scheduler && sched_python.is_some());
+                    !fresh && !(down.contains_key(&h.label) && *i != layout.scheduler)
+                })
+                .map(|(_, h)| h)
+                .collect()
+        };
         let answers = self
             .call_many(
                 &hosts,
@@ -415,8 +441,8 @@ impl Backend for SshBackend {
             )
             .await;
         let mut failures = Vec::new();
-        for (i, (h, answer)) in hosts.iter().zip(answers).enumerate() {
-            let is_scheduler = i == layout.scheduler;
+        for (h, answer) in hosts.iter().zip(answers) {
+            let is_scheduler = h.label == layout.hosts[layout.scheduler].label;
             match answer {
                 Ok(v) => {
                     if let Some(err) = v["error"].as_str() {
@@ -445,6 +471,7 @@ impl Backend for SshBackend {
                         });
                     }
                     self.remember_seen(&h.label, &v["jobs"]);
+                    lock(&self.probed).insert(h.label.clone());
                 }
                 // A host that is not there: the cluster can go on without it,
                 // unless it was to run the scheduler.
@@ -461,6 +488,9 @@ impl Backend for SshBackend {
             }
         }
         if spec.workers > 0 && self.slots(layout).iter().all(|s| !s.reachable) {
+            failures.extend(lock(&self.down).iter().map(|(h, e)| format!("{h}: {e}")));
+            failures.sort();
+            failures.dedup();
             return Err(Error::Usage(format!(
                 "no worker host can be reached:\n  {}",
                 failures.join("\n  ")

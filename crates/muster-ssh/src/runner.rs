@@ -125,7 +125,7 @@ impl CommandRunner for SshRunner {
             })?;
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         // The remote shell reports a missing program as 127.
-        if out.code == 127 && stderr.contains("not found") {
+        if out.code == 127 && (stderr.contains("not found") || stderr.contains("No such file")) {
             return Err(Error::CommandNotFound {
                 program: format!("{} (on {})", cmd.program(), self.target.describe()),
             });

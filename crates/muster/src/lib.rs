@@ -37,12 +37,23 @@ pub fn backend_for(spec: &BackendSpec, home: &Home) -> Arc<dyn Backend> {
     }
 }
 
+/// The backend for a whole cluster spec: like [`backend_for`], and tells
+/// backends that run remote helpers which python the cluster uses.
+pub fn backend_for_spec(spec: &ClusterSpec, home: &Home) -> Arc<dyn Backend> {
+    match &spec.backend {
+        BackendSpec::Ssh(ssh) => {
+            Arc::new(SshBackend::new(ssh.clone()).with_python(spec.worker.python.clone()))
+        }
+        other => backend_for(other, home),
+    }
+}
+
 /// A handle for a new cluster from a spec, with state under the default home
 /// (`$MUSTER_HOME`, else `$XDG_STATE_HOME/muster`, else
 /// `~/.local/state/muster`). Nothing is launched until [`Cluster::up`].
 pub fn cluster(spec: ClusterSpec) -> Result<ManagedCluster> {
     let home = Home::from_env()?;
-    let backend = backend_for(&spec.backend, &home);
+    let backend = backend_for_spec(&spec, &home);
     ManagedCluster::new(spec, backend, home)
 }
 
@@ -52,6 +63,6 @@ pub fn open(name: &str) -> Result<ManagedCluster> {
     let record = home
         .load(name)?
         .ok_or_else(|| Error::NotFound(name.to_string()))?;
-    let backend = backend_for(&record.spec.backend, &home);
+    let backend = backend_for_spec(&record.spec, &home);
     ManagedCluster::open(name, backend, home)
 }
