@@ -113,6 +113,11 @@ pub struct DownReport {
     pub existed: bool,
 }
 
+/// A backend job-state query in flight.
+type StatusCheck<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<BTreeMap<JobId, JobStatus>>> + Send + 'a>,
+>;
+
 /// How long to wait between polls of the scheduler's worker list.
 const POLL: Duration = Duration::from_millis(50);
 /// How often to ask the backend for job states while waiting.
@@ -348,15 +353,7 @@ impl ManagedCluster {
         let mut connected = 0;
         // The job-state check runs alongside the scheduler polls: on remote
         // backends one check can take longer than a worker takes to register.
-        let mut check: Option<
-            std::pin::Pin<
-                Box<
-                    dyn std::future::Future<Output = Result<BTreeMap<JobId, JobStatus>>>
-                        + Send
-                        + '_,
-                >,
-            >,
-        > = None;
+        let mut check: Option<StatusCheck<'_>> = None;
         loop {
             match client.workers().await {
                 Ok(ws) => {
