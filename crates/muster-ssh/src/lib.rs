@@ -419,7 +419,8 @@ impl Backend for SshBackend {
                     // Checked moments ago by discover, or known to be down.
                     let fresh = probed.contains(&h.label)
                         && !(*i == layout.scheduler && sched_python.is_some());
-                    !fresh && !(down.contains_key(&h.label) && *i != layout.scheduler)
+                    let known_down = down.contains_key(&h.label) && *i != layout.scheduler;
+                    !(fresh || known_down)
                 })
                 .map(|(_, h)| h)
                 .collect()
