@@ -114,6 +114,14 @@ def op_launch():
             os.unlink(sched)
         except FileNotFoundError:
             pass
+    text = REQ.get("scheduler_file_text")
+    if text is not None:
+        write_scheduler_file(text)
+    elif REQ.get("remove_stale_scheduler_file"):
+        try:
+            os.unlink(sched)
+        except FileNotFoundError:
+            pass
     procs = {}
     for job in REQ["jobs"]:
         jid = job["id"]
@@ -164,6 +172,23 @@ def op_launch():
                 break
             time.sleep(0.02)
     return res
+
+
+def write_scheduler_file(text):
+    os.makedirs(DIR, exist_ok=True)
+    tmp = os.path.join(DIR, ".scheduler.json.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, os.path.join(DIR, "scheduler.json"))
+
+
+def op_put_scheduler():
+    write_scheduler_file(REQ["text"])
+    return {}
+
+
+def op_read_scheduler():
+    return {"text": read(os.path.join(DIR, "scheduler.json"))}
 
 
 def job_status(jid, live):
@@ -255,5 +280,6 @@ def op_forget():
 
 
 OPS = {"probe": op_probe, "launch": op_launch, "status": op_status, "cancel": op_cancel,
-       "logs": op_logs, "forget": op_forget, "scan": lambda: {"jobs": sorted(scan())}}
+       "logs": op_logs, "forget": op_forget, "put_scheduler": op_put_scheduler,
+       "read_scheduler": op_read_scheduler, "scan": lambda: {"jobs": sorted(scan())}}
 sys.stdout.write("MUSTER-HELPER " + json.dumps(OPS[REQ["op"]]()) + "\n")

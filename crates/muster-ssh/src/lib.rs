@@ -29,7 +29,7 @@ use futures_util::future::join_all;
 use muster_core::backend::{Backend, LaunchRequest, Rendered, RenderedItem, Role};
 use muster_core::dask::{self, ProcessCommand, SchedulerEndpoint};
 use muster_core::spec::SpecError;
-use muster_core::{ClusterSpec, Error, JobId, JobStatus, Result, SshSpec};
+use muster_core::{ClusterSpec, Error, JobId, JobStatus, Result, SchedulerContact, SshSpec};
 use serde_json::{Value, json};
 
 pub use config::{HostPlan, Layout, SshOptions};
@@ -43,6 +43,8 @@ const HELPER: &str = include_str!("helper.py");
 /// The marker the helper prints before its JSON answer, so shell noise from
 /// login scripts on stdout cannot confuse the parser.
 const ANSWER: &str = "MUSTER-HELPER ";
+/// The scheduler file, in each host's cluster directory.
+const SCHEDULER_FILE: &str = "scheduler.json";
 
 /// The SSH backend.
 pub struct SshBackend {
@@ -58,7 +60,19 @@ pub struct SshBackend {
     /// Hosts whose python was found able to run Dask in this process.
     probed: Mutex<BTreeSet<String>>,
     endpoint: Mutex<Option<SchedulerEndpoint>>,
+    /// The scheduler file's text, once read.
+    scheduler_text: Mutex<Option<String>>,
+    /// The scheduler's launch, still waiting on its host for the scheduler
+    /// file while the workers start.
+    pending: Mutex<Option<PendingScheduler>>,
     notes: Mutex<Vec<String>>,
+}
+
+/// A scheduler launch in flight.
+struct PendingScheduler {
+    id: JobId,
+    label: String,
+    handle: tokio::task::JoinHandle<HostAnswer>,
 }
 
 impl std::fmt::Debug for SshBackend {
@@ -101,6 +115,8 @@ impl SshBackend {
             seen: Mutex::default(),
             probed: Mutex::default(),
             endpoint: Mutex::new(None),
+            scheduler_text: Mutex::new(None),
+            pending: Mutex::new(None),
             notes: Mutex::default(),
         }
     }
@@ -140,80 +156,25 @@ impl SshBackend {
         self.ssh.command_timeout.duration()
     }
 
-    /// The state directory as the remote shell sees it after `cd` (home).
-    fn remote_state_dir(&self) -> String {
-        let d = self.ssh.state_dir.trim();
-        d.strip_prefix("~/").unwrap_or(d).to_string()
-    }
-
-    /// Runs the helper on a host. `python` is the interpreter to use; when
-    /// `None`, the one recorded at launch on that host is used, else
-    /// `python3`.
+    /// Runs the helper on a host (see [`call_helper`]).
     async fn call(
         &self,
         host: &HostPlan,
         python: Option<&str>,
         cluster: &str,
-        mut request: Value,
+        request: Value,
         timeout: Duration,
     ) -> HostAnswer {
-        request["state_dir"] = json!(self.ssh.state_dir);
-        request["cluster"] = json!(cluster);
-        request["host"] = json!(host.label);
-        let req = request.to_string();
-        let line = match python {
-            Some(py) => format!("exec {} - {}", runner::quote(py), runner::quote(&req)),
-            None => {
-                let file = format!(
-                    "{}/ssh/{cluster}/{}/python",
-                    self.remote_state_dir(),
-                    host.label
-                );
-                format!(
-                    "cd && P=$(cat {} 2>/dev/null); exec \"${{P:-python3}}\" - {}",
-                    runner::quote(&file),
-                    runner::quote(&req)
-                )
-            }
-        };
-        tracing::debug!(host = %host.target.describe(), python = ?python, request = %req, "ssh helper");
-        let out = self
-            .pool
-            .exec(
-                &host.target,
-                line,
-                Some(HELPER.as_bytes().to_vec()),
-                timeout,
-            )
-            .await
-            .map_err(|e| e.into_error(&host.target))?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        match stdout.lines().find_map(|l| l.strip_prefix(ANSWER)) {
-            Some(answer) => serde_json::from_str(answer).map_err(|e| Error::UnexpectedOutput {
-                program: format!("muster helper on {}", host.target.describe()),
-                output: format!("{e}: {answer}"),
-            }),
-            None => {
-                let stderr = String::from_utf8_lossy(&out.stderr);
-                let tail = muster_core::cluster::tail_lines(stderr.trim(), 5);
-                if out.code == 127 {
-                    Err(Error::MissingDask {
-                        python: format!(
-                            "{} on {}",
-                            python.unwrap_or("python3"),
-                            host.target.describe()
-                        ),
-                        detail: format!("no such program: {tail}"),
-                    })
-                } else {
-                    Err(Error::CommandFailed {
-                        program: format!("muster helper on {}", host.target.describe()),
-                        code: out.code,
-                        stderr: tail,
-                    })
-                }
-            }
-        }
+        call_helper(
+            self.pool.clone(),
+            host.clone(),
+            python.map(str::to_string),
+            self.ssh.state_dir.clone(),
+            cluster.to_string(),
+            request,
+            timeout,
+        )
+        .await
     }
 
     /// Calls the helper on several hosts at once (bounded by the pool).
@@ -285,7 +246,7 @@ impl SshBackend {
                     .host
                     .clone()
                     .unwrap_or_else(|| h.target.hostname.clone());
-                let mut cmd = dask::scheduler_command(spec, &listen, Path::new("scheduler.json"));
+                let mut cmd = dask::scheduler_command(spec, &listen, Path::new(SCHEDULER_FILE));
                 if spec.scheduler.python.is_none()
                     && let Some(py) = &h.explicit_python
                 {
@@ -376,6 +337,116 @@ impl SshBackend {
             }
         }
         Ok(())
+    }
+
+    /// Waits for the scheduler launch in flight and reads its answer: the
+    /// scheduler file's text, or why there is none.
+    async fn finish_scheduler(&self, spec: &ClusterSpec) -> Result<Option<SchedulerEndpoint>> {
+        let Some(p) = lock(&self.pending).take() else {
+            return Ok(lock(&self.endpoint).clone());
+        };
+        let layout = self.layout(Some(spec))?;
+        let host = layout
+            .by_label(&p.label)
+            .expect("the scheduler's host is in the layout");
+        let v = p.handle.await.map_err(|e| Error::UnexpectedOutput {
+            program: "muster-ssh".into(),
+            output: format!("the scheduler launch task failed: {e}"),
+        })??;
+        let started = v["started"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|s| s.as_str() == Some(p.id.as_str())));
+        let text = v["scheduler_file"].as_str().map(str::to_string);
+        if let (true, Some(text)) = (started, text)
+            && let Some(ep) = dask::parse_scheduler_file(&text)
+        {
+            *lock(&self.scheduler_text) = Some(text);
+            *lock(&self.endpoint) = Some(ep.clone());
+            return Ok(Some(ep));
+        }
+        let reason = if !started {
+            format!("it could not be started: {}", v["failed"])
+        } else {
+            match v["exited"].as_i64() {
+                Some(code) => format!("it exited with code {code} before publishing its address"),
+                None => format!(
+                    "it did not publish its address within {}s",
+                    self.timeout().as_secs()
+                ),
+            }
+        };
+        let log_tail = self
+            .logs(&spec.name, &p.id)
+            .await
+            .ok()
+            .map(|t| muster_core::cluster::tail_lines(&t, 15));
+        let _ = self.cancel(&spec.name, std::slice::from_ref(&p.id)).await;
+        Err(Error::JobFailed {
+            what: format!("scheduler job {} on {}", p.id, host.target.describe()),
+            reason,
+            log_tail,
+        })
+    }
+
+    /// Reads the scheduler file from the scheduler's host (a later command,
+    /// e.g. `scale`, that did not launch the scheduler itself).
+    async fn read_scheduler_file(&self, cluster: &str) -> Result<Option<String>> {
+        if let Some(t) = lock(&self.scheduler_text).clone() {
+            return Ok(Some(t));
+        }
+        let layout = self.layout(None)?;
+        let host = &layout.hosts[layout.scheduler];
+        let v = self
+            .call(
+                host,
+                self.worker_python(host).as_deref(),
+                cluster,
+                json!({"op": "read_scheduler"}),
+                self.timeout(),
+            )
+            .await?;
+        let text = v["text"].as_str().map(str::to_string);
+        if let Some(t) = &text
+            && let Some(ep) = dask::parse_scheduler_file(t)
+        {
+            *lock(&self.endpoint) = Some(ep);
+            *lock(&self.scheduler_text) = text.clone();
+        }
+        Ok(text)
+    }
+
+    /// Copies the scheduler file to every reachable worker host but the
+    /// scheduler's, where waiting workers pick it up.
+    async fn distribute(&self, spec: &ClusterSpec, text: &str) {
+        let Ok(layout) = self.layout(Some(spec)) else {
+            return;
+        };
+        let hosts: Vec<&HostPlan> = {
+            let down = lock(&self.down);
+            layout
+                .worker_hosts
+                .iter()
+                .filter(|&&i| i != layout.scheduler)
+                .map(|&i| &layout.hosts[i])
+                .filter(|h| !down.contains_key(&h.label))
+                .collect()
+        };
+        let answers = self
+            .call_many(
+                &hosts,
+                |h| self.worker_python(h),
+                &spec.name,
+                |_| json!({"op": "put_scheduler", "text": text}),
+            )
+            .await;
+        for (h, a) in hosts.iter().zip(answers) {
+            if let Err(e) = a {
+                self.note(format!(
+                    "could not give the scheduler's address to {}; its workers will not connect: {e}",
+                    h.label
+                ));
+            }
+        }
     }
 
     fn hosts_of<'l>(
@@ -562,25 +633,81 @@ impl Backend for SshBackend {
         for (hi, id, cmd) in jobs {
             by_host.entry(hi).or_default().push((id, cmd));
         }
-        let is_scheduler = matches!(req.role, Role::Scheduler);
-        let hosts: Vec<&HostPlan> = by_host.keys().map(|&i| &layout.hosts[i]).collect();
+        let job_list = |hi: usize| -> Vec<Value> {
+            by_host[&hi]
+                .iter()
+                .map(|(id, cmd)| json!({"id": id.0, "argv": cmd.argv, "env": cmd.env}))
+                .collect()
+        };
         let wait = self
             .timeout()
             .saturating_sub(Duration::from_secs(2))
             .max(Duration::from_secs(1));
+
+        let contact = match &req.role {
+            Role::Scheduler => {
+                // Started in the background: the helper waits on the host for
+                // the scheduler file while the workers are launched and import
+                // Dask; `scheduler_endpoint` collects it.
+                let h = &layout.hosts[layout.scheduler];
+                let (id, _) = &by_host[&layout.scheduler][0];
+                let python = spec
+                    .scheduler
+                    .python
+                    .clone()
+                    .or_else(|| self.worker_python(h));
+                let request = json!({
+                    "op": "launch",
+                    "jobs": job_list(layout.scheduler),
+                    "wait_scheduler_file": true,
+                    "wait_seconds": wait.as_secs_f64(),
+                    "record_python": true,
+                });
+                *lock(&self.endpoint) = None;
+                *lock(&self.scheduler_text) = None;
+                let handle = tokio::spawn(call_helper(
+                    self.pool.clone(),
+                    h.clone(),
+                    python,
+                    self.ssh.state_dir.clone(),
+                    spec.name.clone(),
+                    request,
+                    self.timeout(),
+                ));
+                *lock(&self.pending) = Some(PendingScheduler {
+                    id: id.clone(),
+                    label: h.label.clone(),
+                    handle,
+                });
+                lock(&self.seen)
+                    .entry(h.label.clone())
+                    .or_default()
+                    .insert(id.clone());
+                return Ok(vec![id.clone()]);
+            }
+            Role::Workers { contact, .. } => contact.clone(),
+        };
+
+        // Workers. With the scheduler file as contact they need its text on
+        // their host: known already, fetched from the scheduler's host (a
+        // later `scale`), or copied there once the scheduler is up (`up`).
+        let by_file = matches!(contact, SchedulerContact::File(_));
+        let in_flight = lock(&self.pending).is_some();
+        if by_file && in_flight && by_host.contains_key(&layout.scheduler) {
+            // Workers beside the scheduler read its file directly; wait for
+            // it so they never see a stale one.
+            self.finish_scheduler(spec).await?;
+        }
+        let still_pending = lock(&self.pending).is_some();
+        let text = match (by_file, still_pending) {
+            (false, _) | (true, true) => None,
+            (true, false) => self.read_scheduler_file(&spec.name).await?,
+        };
+        let hosts: Vec<&HostPlan> = by_host.keys().map(|&i| &layout.hosts[i]).collect();
         let answers = self
             .call_many(
                 &hosts,
-                |h| {
-                    if is_scheduler {
-                        spec.scheduler
-                            .python
-                            .clone()
-                            .or_else(|| self.worker_python(h))
-                    } else {
-                        self.worker_python(h)
-                    }
-                },
+                |h| self.worker_python(h),
                 &spec.name,
                 |h| {
                     let hi = layout
@@ -588,16 +715,12 @@ impl Backend for SshBackend {
                         .iter()
                         .position(|x| x.label == h.label)
                         .unwrap_or(0);
-                    let jobs: Vec<Value> = by_host[&hi]
-                        .iter()
-                        .map(|(id, cmd)| json!({"id": id.0, "argv": cmd.argv, "env": cmd.env}))
-                        .collect();
                     json!({
                         "op": "launch",
-                        "jobs": jobs,
-                        "wait_scheduler_file": is_scheduler,
-                        "wait_seconds": wait.as_secs_f64(),
+                        "jobs": job_list(hi),
                         "record_python": true,
+                        "scheduler_file_text": text,
+                        "remove_stale_scheduler_file": by_file && hi != layout.scheduler,
                     })
                 },
             )
@@ -606,7 +729,6 @@ impl Backend for SshBackend {
         for (h, answer) in hosts.iter().zip(answers) {
             let v = match answer {
                 Ok(v) => v,
-                Err(e) if is_scheduler => return Err(e),
                 Err(e) => {
                     self.note(format!("could not start workers on {}: {e}", h.label));
                     if is_unreachable(&e) {
@@ -628,45 +750,9 @@ impl Backend for SshBackend {
                 .entry(h.label.clone())
                 .or_default()
                 .extend(ids.iter().cloned());
-            if is_scheduler {
-                let id = ids
-                    .first()
-                    .cloned()
-                    .ok_or_else(|| Error::UnexpectedOutput {
-                        program: format!("muster helper on {}", h.target.describe()),
-                        output: v.to_string(),
-                    })?;
-                match v["scheduler_file"]
-                    .as_str()
-                    .and_then(dask::parse_scheduler_file)
-                {
-                    Some(ep) => *lock(&self.endpoint) = Some(ep),
-                    None => {
-                        let reason = match v["exited"].as_i64() {
-                            Some(code) => {
-                                format!("it exited with code {code} before publishing its address")
-                            }
-                            None => {
-                                format!("it did not publish its address within {}s", wait.as_secs())
-                            }
-                        };
-                        let log_tail = self
-                            .logs(&spec.name, &id)
-                            .await
-                            .ok()
-                            .map(|t| muster_core::cluster::tail_lines(&t, 15));
-                        let _ = self.cancel(&spec.name, std::slice::from_ref(&id)).await;
-                        return Err(Error::JobFailed {
-                            what: format!("scheduler job {id} on {}", h.target.describe()),
-                            reason,
-                            log_tail,
-                        });
-                    }
-                }
-            }
             started.extend(ids);
         }
-        if !is_scheduler && started.is_empty() && !by_host.is_empty() {
+        if started.is_empty() && !by_host.is_empty() {
             return Err(Error::Usage(
                 "no worker could be started on any host (see the notes above)".into(),
             ));
@@ -788,12 +874,17 @@ impl Backend for SshBackend {
     async fn discover(&self, cluster: &str) -> Result<Vec<(JobId, JobStatus)>> {
         let layout = self.layout(None)?;
         let hosts: Vec<&HostPlan> = layout.hosts.iter().collect();
+        // With a known python, the same round trip also checks Dask there,
+        // which spares `up` a second one in preflight.
         let answers = self
             .call_many(
                 &hosts,
                 |h| self.worker_python(h),
                 cluster,
-                |_| json!({"op": "scan"}),
+                |h| match self.worker_python(h) {
+                    Some(_) => json!({"op": "probe"}),
+                    None => json!({"op": "scan"}),
+                },
             )
             .await;
         let mut out = Vec::new();
@@ -801,6 +892,9 @@ impl Backend for SshBackend {
             match answer {
                 Ok(v) => {
                     self.remember_seen(&h.label, &v["jobs"]);
+                    if v["distributed"].is_string() && v["error"].is_null() {
+                        lock(&self.probed).insert(h.label.clone());
+                    }
                     out.extend(
                         v["jobs"]
                             .as_array()
@@ -852,17 +946,40 @@ impl Backend for SshBackend {
     }
 
     fn scheduler_file(&self, _spec: &ClusterSpec) -> Option<std::path::PathBuf> {
-        // Hosts need not share a filesystem: workers get the address.
-        None
+        // Relative to each job's directory on its own host. Workers start
+        // with the scheduler and wait for this file; muster copies it from
+        // the scheduler's host to the others once it exists (hosts need not
+        // share a filesystem).
+        Some(SCHEDULER_FILE.into())
     }
 
     async fn scheduler_endpoint(
         &self,
-        _spec: &ClusterSpec,
+        spec: &ClusterSpec,
         _scheduler: &JobId,
     ) -> Result<Option<SchedulerEndpoint>> {
-        // `launch` waits for the scheduler file on its host and keeps it.
-        Ok(lock(&self.endpoint).clone())
+        if let Some(ep) = lock(&self.endpoint).clone() {
+            return Ok(Some(ep));
+        }
+        let pending = {
+            let p = lock(&self.pending);
+            p.as_ref().map(|p| p.handle.is_finished())
+        };
+        match pending {
+            Some(false) => Ok(None),
+            Some(true) => {
+                let ep = self.finish_scheduler(spec).await?;
+                let text = lock(&self.scheduler_text).clone();
+                if let Some(text) = text {
+                    self.distribute(spec, &text).await;
+                }
+                Ok(ep)
+            }
+            None => {
+                self.read_scheduler_file(&spec.name).await?;
+                Ok(lock(&self.endpoint).clone())
+            }
+        }
     }
 
     async fn forget(&self, cluster: &str) -> Result<()> {
@@ -893,5 +1010,78 @@ impl Backend for SshBackend {
 
     fn take_notes(&self) -> Vec<String> {
         std::mem::take(&mut *lock(&self.notes))
+    }
+}
+
+/// Runs muster's helper on a host. `python` is the interpreter to use; when
+/// `None`, the one recorded at launch on that host is used, else
+/// `python3`.
+pub async fn call_helper(
+    pool: SshPool,
+    host: HostPlan,
+    python: Option<String>,
+    state_dir: String,
+    cluster: String,
+    mut request: Value,
+    timeout: Duration,
+) -> HostAnswer {
+    let host = &host;
+    let python = python.as_deref();
+    let remote_dir = state_dir.trim();
+    let remote_dir = remote_dir
+        .strip_prefix("~/")
+        .unwrap_or(remote_dir)
+        .to_string();
+    request["state_dir"] = json!(state_dir);
+    request["cluster"] = json!(cluster);
+    request["host"] = json!(host.label);
+    let req = request.to_string();
+    let line = match python {
+        Some(py) => format!("exec {} - {}", runner::quote(py), runner::quote(&req)),
+        None => {
+            let file = format!("{}/ssh/{cluster}/{}/python", remote_dir, host.label);
+            format!(
+                "cd && P=$(cat {} 2>/dev/null); exec \"${{P:-python3}}\" - {}",
+                runner::quote(&file),
+                runner::quote(&req)
+            )
+        }
+    };
+    tracing::debug!(host = %host.target.describe(), python = ?python, request = %req, "ssh helper");
+    let out = pool
+        .exec(
+            &host.target,
+            line,
+            Some(HELPER.as_bytes().to_vec()),
+            timeout,
+        )
+        .await
+        .map_err(|e| e.into_error(&host.target))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    match stdout.lines().find_map(|l| l.strip_prefix(ANSWER)) {
+        Some(answer) => serde_json::from_str(answer).map_err(|e| Error::UnexpectedOutput {
+            program: format!("muster helper on {}", host.target.describe()),
+            output: format!("{e}: {answer}"),
+        }),
+        None => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let tail = muster_core::cluster::tail_lines(stderr.trim(), 5);
+            if out.code == 127 {
+                Err(Error::MissingDask {
+                    python: format!(
+                        "{} on {}",
+                        python.unwrap_or("python3"),
+                        host.target.describe()
+                    ),
+                    detail: format!("no such program: {tail}"),
+                })
+            } else {
+                Err(Error::CommandFailed {
+                    program: format!("muster helper on {}", host.target.describe()),
+                    code: out.code,
+                    stderr: tail,
+                })
+            }
+        }
     }
 }
