@@ -4,7 +4,11 @@ h2 and h3 three workers each), two ways, in one run:
 
   muster       `muster up -f spec.yaml` with backend ssh (wall time of the
                command, which returns once the scheduler reports 6 workers),
-               then `muster down`;
+               then `muster down`: 6 worker jobs (each its own nanny process,
+               so each can be scaled away alone);
+  muster x3    the same with 2 jobs of 3 Dask worker processes each
+               (`worker.processes: 3`): the very process layout SSHCluster
+               uses (one process per host running 3 nannies);
   SSHCluster   distributed's SSHCluster(hosts=[h1, h2, h3],
                worker_options={"n_workers": 3}) in a fresh interpreter until
                Client.wait_for_workers(6) returns; timed from after the
@@ -80,7 +84,7 @@ def netns_dask_pids():
 
 def time_muster(home, spec, i):
     env = {**os.environ, "MUSTER_HOME": home}
-    name = f"bench-ssh-{i}"
+    name = f"bench-ssh-{i}-{Path(spec).stem}"
     t0 = time.perf_counter()
     out = subprocess.run(
         [MUSTER, "up", name, "-f", spec, "-o", "json"], env=env, capture_output=True, text=True
@@ -88,7 +92,7 @@ def time_muster(home, spec, i):
     elapsed = time.perf_counter() - t0
     if out.returncode != 0:
         raise SystemExit(f"muster up failed:\n{out.stderr}")
-    assert json.loads(out.stdout)["connected_workers"] == N
+    assert json.loads(out.stdout)["connected_workers"] == N, out.stdout
     subprocess.run([MUSTER, "down", name], env=env, check=True, capture_output=True)
     return elapsed
 
@@ -130,7 +134,8 @@ def main():
     subprocess.run([str(REPO / "tests/services/sshhosts/start.sh"), str(len(HOSTS))],
                    check=True, capture_output=True)
     with tempfile.TemporaryDirectory() as tmp:
-        spec = Path(tmp) / "spec.yaml"
+        spec = Path(tmp) / "jobs6.yaml"
+        spec3 = Path(tmp) / "jobs2x3.yaml"
         spec.write_text(f"""
 backend:
   kind: ssh
@@ -141,21 +146,28 @@ backend:
 worker: {{python: {PYTHON}, cores: 1, death_timeout: 20s}}
 workers: {N}
 """)
+        spec3.write_text(spec.read_text()
+                         .replace("cores: 1,", f"cores: {PER_HOST}, processes: {PER_HOST},")
+                         .replace(f"workers: {N}", f"workers: {N // PER_HOST}")
+                         .replace(f"workers_per_host: {PER_HOST}", "workers_per_host: 1"))
         home = str(Path(tmp) / "home")
-        muster, ssh_inner, ssh_wall, left = [], [], [], []
+        muster, muster3, ssh_inner, ssh_wall, left = [], [], [], [], []
         for i in range(args.rounds):
             muster.append(time_muster(home, str(spec), i))
+            muster3.append(time_muster(home, str(spec3), i))
             inner, wall, n_left = time_sshcluster()
             ssh_inner.append(inner)
             ssh_wall.append(wall)
             left.append(n_left)
-            print(f"round {i + 1}: muster {muster[-1]:.2f}s  SSHCluster {inner:.2f}s "
+            print(f"round {i + 1}: muster {muster[-1]:.2f}s  muster x3 {muster3[-1]:.2f}s  "
+                  f"SSHCluster {inner:.2f}s "
                   f"(wall {wall:.2f}s, left behind {n_left})", flush=True)
-    m, si, sw = (statistics.median(x) for x in (muster, ssh_inner, ssh_wall))
+    m, m3, si, sw = (statistics.median(x) for x in (muster, muster3, ssh_inner, ssh_wall))
     print(f"\nscheduler + {N} workers on {len(HOSTS)} SSH hosts, median of {args.rounds} rounds:")
     print(f"  muster up (CLI wall time)            {m:6.2f} s")
     print(f"  SSHCluster, after imports            {si:6.2f} s   muster/SSHCluster = {m / si:.2f}")
     print(f"  SSHCluster, from interpreter start   {sw:6.2f} s   muster/SSHCluster = {m / sw:.2f}")
+    print(f"  muster x3 (2 jobs x 3 processes)     {m3:6.2f} s   vs SSHCluster after imports = {m3 / si:.2f}")
     print(f"  processes SSHCluster.close() left on the hosts: {left}")
     print("goal (issue 4): muster at most half of SSHCluster's time (ratio <= 0.50)")
 

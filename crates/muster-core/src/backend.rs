@@ -123,4 +123,11 @@ pub trait Backend: Send + Sync {
     fn take_notes(&self) -> Vec<String> {
         Vec::new()
     }
+
+    /// How often waits check job states (`status`) besides polling the
+    /// scheduler. Backends whose status query is costly (a remote round trip
+    /// that competes with the starting workers) may ask for less.
+    fn status_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(1)
+    }
 }

@@ -366,7 +366,7 @@ impl ManagedCluster {
                 Err(e) if e.is_transient() => tracing::debug!("scheduler not answering yet: {e}"),
                 Err(e) => return Err(e),
             }
-            if check.is_none() && last_status.elapsed() >= STATUS_EVERY {
+            if check.is_none() && last_status.elapsed() >= self.backend.status_interval() {
                 check = Some(self.backend.status(&self.record.name, &self.record.workers));
             }
             if Instant::now() >= deadline {

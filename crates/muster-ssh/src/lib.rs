@@ -762,10 +762,22 @@ impl Backend for SshBackend {
 
     async fn status(&self, cluster: &str, ids: &[JobId]) -> Result<BTreeMap<JobId, JobStatus>> {
         let layout = self.layout(None)?;
-        let (by_host, unknown) = self.hosts_of(layout, cluster, ids);
+        // A scheduler whose launch is still waiting on its host runs (the
+        // launch reports it if it stops); no need to ask over another
+        // connection while it starts.
+        let starting = lock(&self.pending)
+            .as_ref()
+            .filter(|p| !p.handle.is_finished())
+            .map(|p| p.id.clone());
+        let (asked, known): (Vec<JobId>, Vec<JobId>) = ids
+            .iter()
+            .cloned()
+            .partition(|id| Some(id) != starting.as_ref());
+        let (by_host, unknown) = self.hosts_of(layout, cluster, &asked);
         let mut out: BTreeMap<JobId, JobStatus> = unknown
             .into_iter()
             .map(|id| (id, JobStatus::Unknown))
+            .chain(known.into_iter().map(|id| (id, JobStatus::Running)))
             .collect();
         let hosts: Vec<&HostPlan> = by_host.keys().filter_map(|l| layout.by_label(l)).collect();
         let answers = self
@@ -1010,6 +1022,12 @@ impl Backend for SshBackend {
 
     fn take_notes(&self) -> Vec<String> {
         std::mem::take(&mut *lock(&self.notes))
+    }
+
+    fn status_interval(&self) -> Duration {
+        // Each check is an SSH round trip per host, a login shell and a
+        // Python on each: while workers start, that CPU is theirs.
+        Duration::from_secs(3)
     }
 }
 
