@@ -481,3 +481,68 @@ mod tests {
         assert_eq!(host_label("node_7"), "node-7");
     }
 }
+
+#[cfg(test)]
+mod spec_tests {
+    use crate::spec::{ClusterSpec, SpecError};
+
+    fn fields(yaml: &str) -> Vec<String> {
+        match ClusterSpec::from_yaml(yaml, None).and_then(|s| s.validate()) {
+            Ok(()) => vec![],
+            Err(SpecError::Invalid(errs)) => errs.into_iter().map(|e| e.field).collect(),
+            Err(e) => vec![e.to_string()],
+        }
+    }
+
+    #[test]
+    fn a_full_ssh_section_is_valid_and_round_trips() {
+        let yaml = r#"
+name: lab
+backend:
+  kind: ssh
+  hosts: [head, "alice@node1:2222", {host: node2, python: /py, identity: ~/.ssh/k, name: n2}]
+  workers_per_host: 4
+  accept_new_host_keys: true
+  connect_timeout: 5s
+"#;
+        assert_eq!(fields(yaml), Vec::<String>::new());
+        let spec = ClusterSpec::from_yaml(yaml, None).unwrap();
+        assert_eq!(ClusterSpec::from_yaml(&spec.to_yaml(), None).unwrap(), spec);
+    }
+
+    #[test]
+    fn every_ssh_problem_is_named() {
+        let yaml = r#"
+name: lab
+backend:
+  kind: ssh
+  hosts: ["root@h1:0", {host: "h2; reboot"}, {host: "u@h3", user: v}, h4, {host: H4}, "-oProxyCommand=x"]
+  user: "bad user"
+  workers_per_host: 0
+  scheduler_host: nowhere
+  parallelism: 0
+  state_dir: ""
+"#;
+        assert_eq!(
+            fields(yaml),
+            vec![
+                "backend.hosts[0].host",
+                "backend.hosts[1].host",
+                "backend.hosts[2].user",
+                "backend.hosts[4].name",
+                "backend.hosts[5].host",
+                "backend.user",
+                "backend.scheduler_host",
+                "backend.workers_per_host",
+                "backend.parallelism",
+                "backend.state_dir",
+            ]
+        );
+        assert_eq!(
+            fields("name: x\nbackend: {kind: ssh}"),
+            vec!["backend.hosts"]
+        );
+        let unknown = fields("name: x\nbackend: {kind: ssh, hosts: [{host: a, prot: 2}]}");
+        assert!(unknown[0].contains("prot"), "{unknown:?}");
+    }
+}

@@ -589,8 +589,10 @@ impl Backend for SshBackend {
             items.push(RenderedItem {
                 title: "not placed".into(),
                 text: format!(
-                    "{unplaced} workers: no host with room (workers_per_host {:?})",
-                    self.ssh.workers_per_host
+                    "{unplaced} workers: no host with room (workers_per_host: {})",
+                    self.ssh
+                        .workers_per_host
+                        .map_or("no limit".to_string(), |n| n.to_string())
                 ),
             });
         }
@@ -1101,5 +1103,59 @@ pub async fn call_helper(
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml: &str) -> ClusterSpec {
+        let s = ClusterSpec::from_yaml(yaml, None).unwrap();
+        s.validate().unwrap();
+        s
+    }
+
+    fn render(spec: &ClusterSpec, role: Role) -> String {
+        let muster_core::BackendSpec::Ssh(ssh) = &spec.backend else {
+            panic!("not ssh")
+        };
+        let backend = SshBackend::new(ssh.clone());
+        let r = backend.render(&LaunchRequest { spec, role }).unwrap();
+        r.items
+            .iter()
+            .map(|i| format!("# {}\n{}\n", i.title, i.text))
+            .collect()
+    }
+
+    const HOSTILE: &str = r#"
+name: demo
+backend:
+  kind: ssh
+  hosts: ["root@h1:2222", {host: h2, python: "/opt/my env/bin/python"}, {host: 10.0.0.3, user: bob, name: third}]
+  ssh_config: /dev/null
+  known_hosts: /dev/null
+  user: deploy
+  workers_per_host: 1
+  state_dir: "/srv/muster state/$(id)"
+worker:
+  cores: 2
+  python: /venv/bin/python
+  env: {EVIL: "$(touch /tmp/pwned); `id` 'x' \"y\""}
+  extra_args: ["--resources", "GPU=1;reboot"]
+scheduler: {env: {NOTE: "it's"}}
+"#;
+
+    #[test]
+    fn renders_scheduler_and_workers_with_hostile_values_quoted() {
+        let s = spec(HOSTILE);
+        insta::assert_snapshot!(render(&s, Role::Scheduler));
+        let workers = Role::Workers {
+            first_index: 7,
+            count: 3,
+            contact: SchedulerContact::File(SCHEDULER_FILE.into()),
+        };
+        // Two hosts take workers, one each: the third is not placed.
+        insta::assert_snapshot!(render(&s, workers));
     }
 }
