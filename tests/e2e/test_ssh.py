@@ -266,3 +266,23 @@ workers: 1
     for field in ("backend.hosts[0].host", "backend.hosts[1].host", "backend.hosts[2].host",
                   "backend.workers_per_host", "backend.scheduler_host", "backend.parallelism"):
         assert field in proc.stderr, (field, proc.stderr)
+
+
+def test_down_with_a_host_gone_names_it_and_finishes_when_it_is_back(muster, healthy_hosts, tmp_path):
+    spec = write_spec(tmp_path / "c.yaml", "sshgone", workers=2, per_host=1)
+    muster.json("up", "-f", spec)
+    assert all(everywhere("sshgone").values())
+    script("stop-host.sh", 3)  # sshd only: its worker keeps running, unreachable
+    try:
+        t0 = time.monotonic()
+        proc = muster.run("down", "sshgone", check=False)
+        assert time.monotonic() - t0 < 60, "down must not hang on a dead host"
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert "h3" in proc.stderr and "run the command again" in proc.stderr, proc.stderr
+        assert cluster_pids(2, "sshgone") == []  # what could be stopped was
+        assert cluster_pids(3, "sshgone"), "h3's worker cannot have been stopped"
+    finally:
+        script("start-host.sh", 3)
+    muster.run("down", "sshgone")
+    assert everywhere("sshgone") == {1: [], 2: [], 3: []}
+    assert muster.json("get", "clusters") == []
