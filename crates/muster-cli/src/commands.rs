@@ -140,19 +140,23 @@ pub async fn down(home: &Home, args: DownArgs) -> Result<()> {
             .expect("clap requires a name without --all");
         muster::spec::check_name(&name)
             .map_err(|r| Error::Usage(format!("cluster name {name:?}: {r}")))?;
-        let kind = match (home.load(&name)?, &args.file) {
-            (Some(r), _) => r.spec.backend,
+        // The registry's spec, else the one given with -f, else just a kind.
+        let backend = match (home.load(&name)?, &args.file) {
+            (Some(r), _) => muster::backend_for_spec(&r.spec, home),
             (None, Some(file)) => {
-                build_spec(&SpecArgs {
+                let spec = build_spec(&SpecArgs {
                     file: Some(file.clone()),
                     name: Some(name.clone()),
                     ..Default::default()
-                })?
-                .backend
+                })?;
+                muster::backend_for_spec(&spec, home)
             }
-            (None, None) => BackendSpec::from_kind(&args.backend).expect("clap checked the kind"),
+            (None, None) => muster::backend_for(
+                &BackendSpec::from_kind(&args.backend).expect("clap checked the kind"),
+                home,
+            ),
         };
-        vec![(name, muster::backend_for(&kind, home))]
+        vec![(name, backend)]
     };
     let mut reports = Vec::new();
     let mut failures = Vec::new();
