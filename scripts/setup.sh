@@ -50,6 +50,9 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "error: cargo not found; install Rust (https://rustup.rs) and re-run" >&2
     exit 1
 fi
+# The SSH backend links libssh2 against the system OpenSSL (see muster-ssh's
+# Cargo.toml): the build needs its headers and pkg-config to find them.
+need_apt libssl-dev pkg-config
 say "building muster (release)"
 (cd "$repo" && cargo build --release --quiet --bins --examples)
 export MUSTER_BIN="$repo/target/release/muster"

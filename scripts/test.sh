@@ -10,6 +10,9 @@ say "cargo fmt --check"
 cargo fmt --all --check
 say "cargo clippy -D warnings"
 cargo clippy --quiet --all-targets -- -D warnings
+say "starting the SSH test hosts (network namespaces with sshd)"
+tests/services/sshhosts/start.sh 3
+export MUSTER_REQUIRE_SSH_HOSTS=1
 say "cargo test"
 cargo test --quiet --workspace
 say "starting the real SLURM (+ Torque-compatible PBS commands) for the batch backends"

@@ -224,6 +224,15 @@ pub struct DownArgs {
     /// Backend to search when the cluster is not in the registry
     #[arg(long, value_name = "KIND", default_value = "local", value_parser = clap::builder::PossibleValuesParser::new(muster::BackendSpec::KINDS))]
     pub backend: String,
+    /// Spec file whose backend section says where to search when the cluster
+    /// is not in the registry (e.g. the SSH hosts)
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        conflicts_with = "all"
+    )]
+    pub file: Option<PathBuf>,
     /// Output format
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,

@@ -81,7 +81,7 @@ fn open_quietly(home: &Home, name: &str) -> Result<ManagedCluster, Error> {
     let record = home
         .load(name)?
         .ok_or_else(|| Error::NotFound(name.to_string()))?;
-    let backend = muster::backend_for(&record.spec.backend, home);
+    let backend = muster::backend_for_spec(&record.spec, home);
     ManagedCluster::open(name, backend, home.clone())
 }
 
@@ -186,8 +186,7 @@ pub async fn up(home: &Home, args: UpArgs) -> Result<()> {
             .unwrap_or(a.minimum)
             .clamp(a.minimum, a.maximum);
     }
-    let backend = muster::backend_for(&spec.backend, home);
-    let wanted = spec.workers as usize * spec.worker.processes as usize;
+    let backend = muster::backend_for_spec(&spec, home);
     let mut cluster =
         ManagedCluster::new(spec, backend, home.clone())?.with_timeout(args.timeout.duration());
     let bar = Bar::new(matches!(args.output, Output::Table | Output::Wide));
@@ -206,7 +205,11 @@ pub async fn up(home: &Home, args: UpArgs) -> Result<()> {
         );
     }
     ensure_agent(home, &cluster);
-    print_summary(&cluster, wanted, "up", args.output);
+    // `up` returns once every launched worker is registered (a backend may
+    // launch fewer than asked when hosts are unreachable, and says so).
+    let connected =
+        cluster.record().workers.len() * cluster.record().spec.worker.processes as usize;
+    print_summary(&cluster, connected, "up", args.output);
     Ok(())
 }
 
@@ -216,7 +219,8 @@ pub async fn scale(home: &Home, args: ScaleArgs) -> Result<()> {
     let result = cluster.scale(args.workers, &bar).await;
     bar.finish();
     result.with_context(|| format!("scaling cluster {:?} to {}", args.name, args.workers))?;
-    let connected = args.workers as usize * cluster.record().spec.worker.processes as usize;
+    let connected =
+        cluster.record().workers.len() * cluster.record().spec.worker.processes as usize;
     print_summary(&cluster, connected, "scaled", args.output);
     Ok(())
 }
@@ -226,7 +230,7 @@ pub async fn down(home: &Home, args: DownArgs) -> Result<()> {
         home.list()?
             .into_iter()
             .map(|r| {
-                let b = muster::backend_for(&r.spec.backend, home);
+                let b = muster::backend_for_spec(&r.spec, home);
                 (r.name, b)
             })
             .collect()
@@ -237,11 +241,23 @@ pub async fn down(home: &Home, args: DownArgs) -> Result<()> {
             .expect("clap requires a name without --all");
         muster::spec::check_name(&name)
             .map_err(|r| Error::Usage(format!("cluster name {name:?}: {r}")))?;
-        let kind = match home.load(&name)? {
-            Some(r) => r.spec.backend,
-            None => BackendSpec::from_kind(&args.backend).expect("clap checked the kind"),
+        // The registry's spec, else the one given with -f, else just a kind.
+        let backend = match (home.load(&name)?, &args.file) {
+            (Some(r), _) => muster::backend_for_spec(&r.spec, home),
+            (None, Some(file)) => {
+                let spec = build_spec(&SpecArgs {
+                    file: Some(file.clone()),
+                    name: Some(name.clone()),
+                    ..Default::default()
+                })?;
+                muster::backend_for_spec(&spec, home)
+            }
+            (None, None) => muster::backend_for(
+                &BackendSpec::from_kind(&args.backend).expect("clap checked the kind"),
+                home,
+            ),
         };
-        vec![(name, muster::backend_for(&kind, home))]
+        vec![(name, backend)]
     };
     let mut reports = Vec::new();
     let mut failures = Vec::new();
@@ -251,12 +267,15 @@ pub async fn down(home: &Home, args: DownArgs) -> Result<()> {
         // once `down` has marked the cluster Stopping or removed it.
         let stopped_agent = adaptive_agent::stop(home, &name);
         let result = match stopped_agent {
-            Ok(_) => ManagedCluster::down_by_name(&name, backend, home.clone()).await,
+            Ok(_) => ManagedCluster::down_by_name(&name, backend.clone(), home.clone()).await,
             Err(e) => Err(e),
         };
         // An agent restarted by a concurrent command meanwhile finds the
         // record gone and exits; stop it now rather than a round later.
         let result = result.and_then(|r| adaptive_agent::stop(home, &name).map(|_| r));
+        for note in backend.take_notes() {
+            eprintln!("warning: {note}");
+        }
         match result {
             Ok(r) => reports.push(r),
             Err(e) => failures
@@ -363,7 +382,7 @@ pub async fn agent(home: &Home, args: AgentArgs) -> Result<()> {
     let record = home
         .load(&args.name)?
         .ok_or_else(|| Error::NotFound(args.name.clone()))?;
-    let backend = muster::backend_for(&record.spec.backend, home);
+    let backend = muster::backend_for_spec(&record.spec, home);
     adaptive_agent::run(home.clone(), &args.name, backend)
         .await
         .with_context(|| format!("agent of cluster {:?}", args.name))
@@ -381,6 +400,17 @@ pub fn resolve_worker(cluster: &str, known: &[JobId], typed: &str) -> JobId {
         .iter()
         .find(|c| known.iter().any(|k| k.as_str() == c.as_str()))
         .map(|c| JobId(c.clone()))
+        // Ids that name a host after a dot (`demo-w3.h2`) resolve from `w3`.
+        .or_else(|| {
+            candidates.iter().find_map(|c| {
+                let prefix = format!("{c}.");
+                let mut hits = known.iter().filter(|k| k.as_str().starts_with(&prefix));
+                match (hits.next(), hits.next()) {
+                    (Some(k), None) => Some(k.clone()),
+                    _ => None,
+                }
+            })
+        })
         .unwrap_or_else(|| JobId(typed.to_string()))
 }
 
@@ -400,7 +430,7 @@ pub async fn logs(home: &Home, args: LogsArgs) -> Result<()> {
 
 pub async fn render(home: &Home, args: RenderArgs) -> Result<()> {
     let spec = build_spec(&args.spec)?;
-    let backend = muster::backend_for(&spec.backend, home);
+    let backend = muster::backend_for_spec(&spec, home);
     let contact = backend
         .scheduler_file(&spec)
         .map(SchedulerContact::File)
@@ -490,5 +520,8 @@ mod tests {
             resolve_worker("demo", &known, "demo-w99").as_str(),
             "demo-w99"
         );
+        let ssh = vec![JobId::from("demo-w3.h2"), JobId::from("demo-w13.h3")];
+        assert_eq!(resolve_worker("demo", &ssh, "w3").as_str(), "demo-w3.h2");
+        assert_eq!(resolve_worker("demo", &ssh, "13").as_str(), "demo-w13.h3");
     }
 }

@@ -43,6 +43,13 @@ impl Progress for Bar {
         }
     }
 
+    fn warn(&self, message: &str) {
+        match &self.bar {
+            Some(b) => b.suspend(|| eprintln!("warning: {message}")),
+            None => eprintln!("warning: {message}"),
+        }
+    }
+
     fn workers(&self, connected: usize, wanted: usize) {
         if let Some(b) = &self.bar {
             b.set_length(wanted as u64);

@@ -116,4 +116,18 @@ pub trait Backend: Send + Sync {
     /// Removes whatever the backend keeps for a cluster that is gone (files,
     /// directories). Called by `down` after every job has stopped.
     async fn forget(&self, cluster: &str) -> Result<()>;
+
+    /// Problems the backend worked around since the last call (e.g. a host
+    /// that could not be reached, so fewer workers were placed), one line
+    /// each, for the user to see. Most backends have none.
+    fn take_notes(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// How often waits check job states (`status`) besides polling the
+    /// scheduler. Backends whose status query is costly (a remote round trip
+    /// that competes with the starting workers) may ask for less.
+    fn status_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(1)
+    }
 }

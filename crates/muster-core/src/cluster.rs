@@ -23,6 +23,9 @@ pub trait Progress: Send + Sync {
     fn stage(&self, _message: &str) {}
     /// `connected` of `wanted` Dask workers are registered.
     fn workers(&self, _connected: usize, _wanted: usize) {}
+    /// Something went wrong but the operation went on (e.g. a host was
+    /// unreachable and the cluster is smaller than asked for).
+    fn warn(&self, _message: &str) {}
 }
 
 /// Progress that goes nowhere.
@@ -119,6 +122,11 @@ pub enum Removal {
     /// running a long-running task (what the adaptive agent does).
     SchedulerChooses,
 }
+
+/// A backend job-state query in flight.
+type StatusCheck<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<BTreeMap<JobId, JobStatus>>> + Send + 'a>,
+>;
 
 /// How long to wait between polls of the scheduler's worker list.
 const POLL: Duration = Duration::from_millis(50);
@@ -521,6 +529,9 @@ impl ManagedCluster {
         let client = self.client()?;
         let mut last_status = Instant::now();
         let mut connected = 0;
+        // The job-state check runs alongside the scheduler polls: on remote
+        // backends one check can take longer than a worker takes to register.
+        let mut check: Option<StatusCheck<'_>> = None;
         loop {
             match client.workers().await {
                 Ok(ws) => {
@@ -533,17 +544,8 @@ impl ManagedCluster {
                 Err(e) if e.is_transient() => tracing::debug!("scheduler not answering yet: {e}"),
                 Err(e) => return Err(e),
             }
-            if last_status.elapsed() >= STATUS_EVERY {
-                last_status = Instant::now();
-                let ids = &self.record.workers;
-                let st = self.backend.status(&self.record.name, ids).await?;
-                if let Some((id, s)) = st.iter().find(|(_, s)| !s.is_active()) {
-                    let reason = match s {
-                        JobStatus::Failed { reason } => reason.clone(),
-                        other => format!("it is {other}"),
-                    };
-                    return Err(self.failure(format!("worker job {id}"), id, reason).await);
-                }
+            if check.is_none() && last_status.elapsed() >= self.backend.status_interval() {
+                check = Some(self.backend.status(&self.record.name, &self.record.workers));
             }
             if Instant::now() >= deadline {
                 return Err(Error::Timeout {
@@ -551,7 +553,24 @@ impl ManagedCluster {
                     after: self.timeout,
                 });
             }
-            tokio::time::sleep(POLL).await;
+            let Some(pending) = check.as_mut() else {
+                tokio::time::sleep(POLL).await;
+                continue;
+            };
+            tokio::select! {
+                st = pending => {
+                    check = None;
+                    last_status = Instant::now();
+                    if let Some((id, s)) = st?.iter().find(|(_, s)| !s.is_active()) {
+                        let reason = match s {
+                            JobStatus::Failed { reason } => reason.clone(),
+                            other => format!("it is {other}"),
+                        };
+                        return Err(self.failure(format!("worker job {id}"), id, reason).await);
+                    }
+                }
+                _ = tokio::time::sleep(POLL) => {}
+            }
         }
     }
 
@@ -595,9 +614,19 @@ impl ManagedCluster {
             self.launch_workers(wanted, SchedulerContact::Address(ep.address))
                 .await?;
         }
+        self.pass_notes(progress);
         progress.stage("waiting for workers");
-        self.wait_for_workers(wanted as usize * per_job, deadline, progress)
+        // A backend may launch fewer workers than asked (hosts unreachable);
+        // it says so in its notes, and we wait for those it did launch.
+        self.wait_for_workers(self.record.workers.len() * per_job, deadline, progress)
             .await
+    }
+
+    fn pass_notes(&self, progress: &dyn Progress) {
+        for note in self.backend.take_notes() {
+            tracing::info!("note from the backend: {note}");
+            progress.warn(&note);
+        }
     }
 
     async fn rollback(&mut self) {
@@ -688,9 +717,10 @@ impl Cluster for ManagedCluster {
                 .await?;
         }
         self.home.save(&self.record)?;
+        self.pass_notes(progress);
         progress.stage("waiting for workers");
         let per_job = self.spec().worker.processes as usize;
-        self.wait_for_workers(workers as usize * per_job, deadline, progress)
+        self.wait_for_workers(self.record.workers.len() * per_job, deadline, progress)
             .await
     }
 

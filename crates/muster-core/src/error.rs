@@ -94,6 +94,18 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A remote host could not be reached, refused us, or failed a command
+    /// transport (not the command itself): connection refused or timed out,
+    /// host key unknown or changed, authentication failed.
+    #[error("host {host}: {message}")]
+    Host {
+        /// The host as the spec names it, with its address.
+        host: String,
+        /// What went wrong and, where it helps, what to do.
+        message: String,
+        /// Whether retrying may help (timeouts, refused connections).
+        transient: bool,
+    },
     /// Jobs of the cluster are still running after `down`.
     #[error("cluster {cluster:?} still has running jobs after down: {}", jobs.join(", "))]
     LeftBehind {
@@ -116,7 +128,7 @@ impl Error {
     /// True when retrying the same operation later may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Scheduler { transient, .. } => *transient,
+            Error::Scheduler { transient, .. } | Error::Host { transient, .. } => *transient,
             Error::Timeout { .. } => true,
             Error::Io { source, .. } => matches!(
                 source.kind(),

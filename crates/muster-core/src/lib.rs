@@ -15,6 +15,7 @@ pub mod job;
 pub mod registry;
 pub mod runner;
 pub mod spec;
+pub mod ssh_spec;
 pub mod units;
 
 pub use backend::{Backend, LaunchRequest, Rendered, RenderedItem, Role, SchedulerContact};
@@ -27,4 +28,5 @@ pub use runner::{CommandOutput, CommandRunner, CommandSpec, LocalRunner};
 pub use spec::{
     AdaptSpec, BackendSpec, ClusterSpec, Placement, SchedulerSpec, SpecError, WorkerSpec,
 };
+pub use ssh_spec::{SshHost, SshHostMap, SshSpec};
 pub use units::{Memory, Seconds};

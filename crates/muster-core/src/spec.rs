@@ -42,6 +42,9 @@ fn default_workers() -> u32 {
 /// The cluster manager section of a spec, tagged by `kind`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+// A spec exists once per command: boxing variants would only make them
+// clumsier to build and match.
+#[allow(clippy::large_enum_variant)]
 pub enum BackendSpec {
     /// Processes on this machine.
     Local(LocalSpec),
@@ -49,6 +52,8 @@ pub enum BackendSpec {
     Slurm(HpcSpec),
     /// Batch jobs on a PBS or TORQUE cluster (`qsub`/`qstat`/`qdel`).
     Pbs(HpcSpec),
+    /// Processes on SSH hosts.
+    Ssh(crate::ssh_spec::SshSpec),
 }
 
 impl Default for BackendSpec {
@@ -64,6 +69,7 @@ impl BackendSpec {
             BackendSpec::Local(_) => "local",
             BackendSpec::Slurm(_) => "slurm",
             BackendSpec::Pbs(_) => "pbs",
+            BackendSpec::Ssh(_) => "ssh",
         }
     }
 
@@ -73,12 +79,13 @@ impl BackendSpec {
             "local" => Some(BackendSpec::Local(LocalSpec::default())),
             "slurm" => Some(BackendSpec::Slurm(HpcSpec::default())),
             "pbs" => Some(BackendSpec::Pbs(HpcSpec::default())),
+            "ssh" => Some(BackendSpec::Ssh(Default::default())),
             _ => None,
         }
     }
 
     /// The names accepted by [`BackendSpec::from_kind`].
-    pub const KINDS: &'static [&'static str] = &["local", "slurm", "pbs"];
+    pub const KINDS: &'static [&'static str] = &["local", "ssh", "slurm", "pbs"];
 
     /// True for batch schedulers, which can run the Dask scheduler as a job.
     pub fn is_batch(&self) -> bool {
@@ -521,6 +528,7 @@ impl ClusterSpec {
             BackendSpec::Local(_) => {}
             BackendSpec::Slurm(h) => h.validate(HpcKind::Slurm, &mut errs),
             BackendSpec::Pbs(h) => h.validate(HpcKind::Pbs, &mut errs),
+            BackendSpec::Ssh(ssh) => ssh.validate(&mut errs),
         }
 
         if errs.is_empty() {

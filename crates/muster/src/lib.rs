@@ -24,11 +24,12 @@ pub use muster_core::{
     AdaptSpec, Backend, BackendSpec, Cluster, ClusterRecord, ClusterSpec, ClusterStatus,
     DownReport, Error, Home, JobId, JobStatus, LaunchRequest, ManagedCluster, Memory, Phase,
     Progress, Quiet, Rendered, RenderedItem, Result, Role, SchedulerContact, SchedulerSpec,
-    Seconds, SpecError, WorkerRow, WorkerSpec,
+    Seconds, SpecError, SshSpec, WorkerRow, WorkerSpec,
 };
 pub use muster_core::{backend, cluster as cluster_api, dask, registry, runner, spec, units};
 pub use muster_hpc::HpcBackend;
 pub use muster_local::LocalBackend;
+pub use muster_ssh::{SshBackend, SshOptions, SshRunner};
 
 /// The backend that runs clusters of this kind, keeping its state under `home`.
 pub fn backend_for(spec: &BackendSpec, home: &Home) -> Arc<dyn Backend> {
@@ -37,6 +38,18 @@ pub fn backend_for(spec: &BackendSpec, home: &Home) -> Arc<dyn Backend> {
         BackendSpec::Slurm(_) | BackendSpec::Pbs(_) => {
             Arc::new(HpcBackend::for_spec(spec, home.clone()).expect("a batch backend section"))
         }
+        BackendSpec::Ssh(ssh) => Arc::new(SshBackend::new(ssh.clone())),
+    }
+}
+
+/// The backend for a whole cluster spec: like [`backend_for`], and tells
+/// backends that run remote helpers which python the cluster uses.
+pub fn backend_for_spec(spec: &ClusterSpec, home: &Home) -> Arc<dyn Backend> {
+    match &spec.backend {
+        BackendSpec::Ssh(ssh) => {
+            Arc::new(SshBackend::new(ssh.clone()).with_python(spec.worker.python.clone()))
+        }
+        other => backend_for(other, home),
     }
 }
 
@@ -55,7 +68,7 @@ pub fn cluster(spec: ClusterSpec) -> Result<ManagedCluster> {
     let home = Home::from_env()?;
     let mut spec = spec;
     apply_site_defaults(&mut spec);
-    let backend = backend_for(&spec.backend, &home);
+    let backend = backend_for_spec(&spec, &home);
     ManagedCluster::new(spec, backend, home)
 }
 
@@ -65,6 +78,6 @@ pub fn open(name: &str) -> Result<ManagedCluster> {
     let record = home
         .load(name)?
         .ok_or_else(|| Error::NotFound(name.to_string()))?;
-    let backend = backend_for(&record.spec.backend, &home);
+    let backend = backend_for_spec(&record.spec, &home);
     ManagedCluster::open(name, backend, home)
 }

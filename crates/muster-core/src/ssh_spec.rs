@@ -1,0 +1,548 @@
+//! The `ssh` backend's section of a cluster spec (`backend: {kind: ssh, ...}`)
+//! and its validation. Only data and pure checks live here; connecting,
+//! reading `~/.ssh/config` and hostfiles is muster-ssh's business.
+
+use std::fmt;
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::spec::FieldError;
+use crate::units::Seconds;
+
+/// Options of the SSH backend: which hosts, how to reach them, where to put
+/// the scheduler and how many workers each host takes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshSpec {
+    /// The hosts, each `user@host:port` (user and port optional; `host` may be
+    /// an alias from the ssh config) or a map with `host`, `user`, `port`,
+    /// `identity`, `python`, `name`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<SshHost>,
+    /// A file with more hosts, one `user@host:port` per line (`#` comments).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostfile: Option<String>,
+    /// The host that runs the scheduler (its `name`, or its host as written);
+    /// the first host when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler_host: Option<String>,
+    /// Most worker jobs per host; no limit when absent (workers are spread
+    /// evenly either way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers_per_host: Option<u32>,
+    /// Also place workers on the scheduler's host. With one host this is
+    /// always the case.
+    #[serde(default)]
+    pub workers_on_scheduler_host: bool,
+    /// Login name for hosts that name none (else the ssh config's, else the
+    /// local user's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Port for hosts that name none (else the ssh config's, else 22).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Private key file for hosts that name none (else the ssh config's
+    /// `IdentityFile`, else `~/.ssh/id_*`). The ssh agent is tried first
+    /// unless the ssh config says `IdentitiesOnly yes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// The ssh client config to honour; `~/.ssh/config` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_config: Option<String>,
+    /// The known_hosts file host keys are checked against; else the ssh
+    /// config's `UserKnownHostsFile`, else `~/.ssh/known_hosts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_hosts: Option<String>,
+    /// Trust and record the key of a host that is not in known_hosts yet
+    /// (a *changed* key is always refused).
+    #[serde(default)]
+    pub accept_new_host_keys: bool,
+    /// Give up connecting to a host after this long.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Seconds,
+    /// Give up on any one remote command after this long.
+    #[serde(default = "default_command_timeout")]
+    pub command_timeout: Seconds,
+    /// Most SSH connections open at the same time.
+    #[serde(default = "default_parallelism")]
+    pub parallelism: u32,
+    /// Directory on each host for muster's logs, pid files and scheduler
+    /// file (relative paths are under the remote home).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: String,
+}
+
+fn default_connect_timeout() -> Seconds {
+    Seconds::from_secs(10)
+}
+fn default_command_timeout() -> Seconds {
+    Seconds::from_secs(60)
+}
+fn default_parallelism() -> u32 {
+    32
+}
+fn default_state_dir() -> String {
+    ".local/state/muster".into()
+}
+
+impl Default for SshSpec {
+    fn default() -> Self {
+        SshSpec {
+            hosts: Vec::new(),
+            hostfile: None,
+            scheduler_host: None,
+            workers_per_host: None,
+            workers_on_scheduler_host: false,
+            user: None,
+            port: None,
+            identity: None,
+            ssh_config: None,
+            known_hosts: None,
+            accept_new_host_keys: false,
+            connect_timeout: default_connect_timeout(),
+            command_timeout: default_command_timeout(),
+            parallelism: default_parallelism(),
+            state_dir: default_state_dir(),
+        }
+    }
+}
+
+/// One host of an SSH cluster. Written either as a string
+/// (`user@host:port`) or as a map.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshHostMap {
+    /// `host`, `user@host`, `host:port` or `user@host:port`; `host` is a name,
+    /// an address or an ssh config alias.
+    pub host: String,
+    /// Login name (overrides one written in `host`'s absence).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// SSH port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Private key file for this host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// Python with `distributed` on this host (else `worker.python`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python: Option<String>,
+    /// The host's short name in job ids and markers (else derived from `host`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// One host entry: the map form, also produced from the string form.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct SshHost(pub SshHostMap);
+
+impl<'de> Deserialize<'de> for SshHost {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = SshHost;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a host as \"user@host:port\" or a map with host, user, port, identity, python, name")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<SshHost, E> {
+                Ok(SshHost(SshHostMap {
+                    host: s.to_string(),
+                    ..Default::default()
+                }))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<SshHost, A::Error> {
+                SshHostMap::deserialize(de::value::MapAccessDeserializer::new(map)).map(SshHost)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl From<&str> for SshHost {
+    fn from(s: &str) -> Self {
+        SshHost(SshHostMap {
+            host: s.to_string(),
+            ..Default::default()
+        })
+    }
+}
+
+/// A destination split into its parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    /// Login name, if written.
+    pub user: Option<String>,
+    /// Host name, address or alias (IPv6 without brackets).
+    pub host: String,
+    /// Port, if written.
+    pub port: Option<u16>,
+}
+
+/// Parses `[user@]host[:port]` (IPv6 as `[addr]:port` or a bare address).
+pub fn parse_destination(text: &str) -> Result<Destination, String> {
+    let (user, rest) = match text.rsplit_once('@') {
+        Some((u, r)) => (Some(u.to_string()), r),
+        None => (None, text),
+    };
+    if let Some(u) = &user
+        && let Err(reason) = check_user(u)
+    {
+        return Err(reason);
+    }
+    let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
+        let (addr, after) = inner
+            .split_once(']')
+            .ok_or_else(|| "an IPv6 address in brackets needs a closing ']'".to_string())?;
+        let port = match after {
+            "" => None,
+            p => Some(parse_port(
+                p.strip_prefix(':')
+                    .ok_or_else(|| format!("unexpected {p:?} after ']'"))?,
+            )?),
+        };
+        (addr.to_string(), port)
+    } else if rest.matches(':').count() > 1 {
+        (rest.to_string(), None) // a bare IPv6 address
+    } else if let Some((h, p)) = rest.split_once(':') {
+        (h.to_string(), Some(parse_port(p)?))
+    } else {
+        (rest.to_string(), None)
+    };
+    check_host(&host)?;
+    Ok(Destination { user, host, port })
+}
+
+fn parse_port(p: &str) -> Result<u16, String> {
+    match p.parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!("port {p:?} must be a number from 1 to 65535")),
+        Ok(n) => Ok(n),
+    }
+}
+
+/// A login name: letters, digits, `.`, `_`, `-`, not starting with `-`.
+pub fn check_user(user: &str) -> Result<(), String> {
+    if user.is_empty()
+        || user.len() > 64
+        || user.starts_with('-')
+        || !user
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        Err(format!(
+            "user {user:?} must be letters, digits, '.', '_' or '-' (not starting with '-')"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// A host: a name, an ssh config alias or an address; no spaces, shell or
+/// option characters.
+pub fn check_host(host: &str) -> Result<(), String> {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    if host.is_empty()
+        || host.len() > 253
+        || host.starts_with(['-', '.'])
+        || !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        return Err(format!(
+            "host {host:?} must be a host name, an ssh config alias or an IP address"
+        ));
+    }
+    Ok(())
+}
+
+/// The short name of a host in job ids, markers and remote paths: lower-case
+/// letters, digits, `.` and `-` only.
+pub fn host_label(host: &str) -> String {
+    let label: String = host
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | '0'..='9' | '.' | '-' => c,
+            'A'..='Z' => c.to_ascii_lowercase(),
+            _ => '-',
+        })
+        .collect();
+    label.trim_matches(['-', '.']).to_string()
+}
+
+fn check_text(field: &str, value: &str, errs: &mut Vec<FieldError>) {
+    let reason = if value.trim().is_empty() {
+        "must not be empty"
+    } else if value.chars().any(char::is_control) {
+        "must not contain control characters"
+    } else {
+        return;
+    };
+    errs.push(FieldError {
+        field: field.into(),
+        value: value.into(),
+        reason: reason.into(),
+    });
+}
+
+impl SshSpec {
+    /// Checks the section; `errs` collects problems with `backend.`-prefixed
+    /// field names.
+    pub fn validate(&self, errs: &mut Vec<FieldError>) {
+        let mut bad = |field: String, value: &dyn fmt::Display, reason: String| {
+            errs.push(FieldError {
+                field,
+                value: value.to_string(),
+                reason,
+            })
+        };
+        if self.hosts.is_empty() && self.hostfile.is_none() {
+            bad(
+                "backend.hosts".into(),
+                &"[]",
+                "list at least one host (or set backend.hostfile)".into(),
+            );
+        }
+        let mut labels = std::collections::BTreeMap::new();
+        for (i, SshHost(h)) in self.hosts.iter().enumerate() {
+            let field = format!("backend.hosts[{i}]");
+            match parse_destination(&h.host) {
+                Err(reason) => bad(format!("{field}.host"), &h.host, reason),
+                Ok(d) => {
+                    if d.user.is_some() && h.user.is_some() {
+                        bad(
+                            format!("{field}.user"),
+                            &h.host,
+                            "the user is given twice (in host and in user)".into(),
+                        );
+                    }
+                    if d.port.is_some() && h.port.is_some() {
+                        bad(
+                            format!("{field}.port"),
+                            &h.host,
+                            "the port is given twice (in host and in port)".into(),
+                        );
+                    }
+                    let label = host_label(h.name.as_deref().unwrap_or(&d.host));
+                    if label.is_empty() {
+                        bad(
+                            format!("{field}.name"),
+                            &h.name.clone().unwrap_or_default(),
+                            "needs at least one letter or digit".into(),
+                        );
+                    } else if let Some(j) = labels.insert(label.clone(), i) {
+                        bad(
+                            format!("{field}.name"),
+                            &label,
+                            format!(
+                                "hosts[{j}] has the same name: give one of them a distinct `name`"
+                            ),
+                        );
+                    }
+                }
+            }
+            if let Some(u) = &h.user
+                && let Err(reason) = check_user(u)
+            {
+                bad(format!("{field}.user"), u, reason);
+            }
+            if h.port == Some(0) {
+                bad(
+                    format!("{field}.port"),
+                    &0,
+                    "must be from 1 to 65535".into(),
+                );
+            }
+            if let Some(name) = &h.name
+                && (name.len() > 63 || host_label(name) != *name)
+            {
+                bad(
+                    format!("{field}.name"),
+                    name,
+                    "must be lower-case letters, digits, '.' and '-' (at most 63)".into(),
+                );
+            }
+        }
+        if let Some(user) = &self.user
+            && let Err(reason) = check_user(user)
+        {
+            bad("backend.user".into(), user, reason);
+        }
+        if self.port == Some(0) {
+            bad("backend.port".into(), &0, "must be from 1 to 65535".into());
+        }
+        if let Some(s) = &self.scheduler_host
+            && self.hostfile.is_none()
+            && !self.hosts.iter().any(|SshHost(h)| {
+                h.name.as_deref() == Some(s.as_str())
+                    || h.host == *s
+                    || parse_destination(&h.host).is_ok_and(|d| d.host == *s)
+            })
+        {
+            bad(
+                "backend.scheduler_host".into(),
+                s,
+                "is none of backend.hosts".into(),
+            );
+        }
+        if self.workers_per_host == Some(0) {
+            bad(
+                "backend.workers_per_host".into(),
+                &0,
+                "must be at least 1 (leave it out for no limit)".into(),
+            );
+        }
+        if self.parallelism == 0 || self.parallelism > 1024 {
+            bad(
+                "backend.parallelism".into(),
+                &self.parallelism,
+                "must be between 1 and 1024".into(),
+            );
+        }
+        if self.connect_timeout.duration().is_zero() {
+            bad(
+                "backend.connect_timeout".into(),
+                &self.connect_timeout,
+                "must be at least 1s".into(),
+            );
+        }
+        if self.command_timeout.duration().is_zero() {
+            bad(
+                "backend.command_timeout".into(),
+                &self.command_timeout,
+                "must be at least 1s".into(),
+            );
+        }
+        for (i, SshHost(h)) in self.hosts.iter().enumerate() {
+            if let Some(p) = &h.identity {
+                check_text(&format!("backend.hosts[{i}].identity"), p, errs);
+            }
+            if let Some(p) = &h.python {
+                check_text(&format!("backend.hosts[{i}].python"), p, errs);
+            }
+        }
+        for (field, value) in [
+            ("backend.hostfile", &self.hostfile),
+            ("backend.identity", &self.identity),
+            ("backend.ssh_config", &self.ssh_config),
+            ("backend.known_hosts", &self.known_hosts),
+        ] {
+            if let Some(v) = value {
+                check_text(field, v, errs);
+            }
+        }
+        check_text("backend.state_dir", &self.state_dir, errs);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_parse() {
+        let d = |s| parse_destination(s).unwrap();
+        assert_eq!(
+            d("root@h1:2222"),
+            Destination {
+                user: Some("root".into()),
+                host: "h1".into(),
+                port: Some(2222)
+            }
+        );
+        assert_eq!(d("10.0.0.1").host, "10.0.0.1");
+        assert_eq!(d("[::1]:22").host, "::1");
+        assert_eq!(d("[::1]:22").port, Some(22));
+        assert_eq!(d("fe80::1").port, None);
+        for bad in [
+            "",
+            "h1:0",
+            "h1:99999",
+            "h1:x",
+            "-oProxyCommand=x",
+            "a b",
+            "h;id",
+            "$(id)@h",
+            "u@",
+            "[::1",
+            "h1\n",
+        ] {
+            assert!(parse_destination(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn labels_are_dns_and_shell_safe() {
+        assert_eq!(host_label("H1"), "h1");
+        assert_eq!(host_label("10.200.0.12"), "10.200.0.12");
+        assert_eq!(host_label("::1"), "1");
+        assert_eq!(host_label("node_7"), "node-7");
+    }
+}
+
+#[cfg(test)]
+mod spec_tests {
+    use crate::spec::{ClusterSpec, SpecError};
+
+    fn fields(yaml: &str) -> Vec<String> {
+        match ClusterSpec::from_yaml(yaml, None).and_then(|s| s.validate()) {
+            Ok(()) => vec![],
+            Err(SpecError::Invalid(errs)) => errs.into_iter().map(|e| e.field).collect(),
+            Err(e) => vec![e.to_string()],
+        }
+    }
+
+    #[test]
+    fn a_full_ssh_section_is_valid_and_round_trips() {
+        let yaml = r#"
+name: lab
+backend:
+  kind: ssh
+  hosts: [head, "alice@node1:2222", {host: node2, python: /py, identity: ~/.ssh/k, name: n2}]
+  workers_per_host: 4
+  accept_new_host_keys: true
+  connect_timeout: 5s
+"#;
+        assert_eq!(fields(yaml), Vec::<String>::new());
+        let spec = ClusterSpec::from_yaml(yaml, None).unwrap();
+        assert_eq!(ClusterSpec::from_yaml(&spec.to_yaml(), None).unwrap(), spec);
+    }
+
+    #[test]
+    fn every_ssh_problem_is_named() {
+        let yaml = r#"
+name: lab
+backend:
+  kind: ssh
+  hosts: ["root@h1:0", {host: "h2; reboot"}, {host: "u@h3", user: v}, h4, {host: H4}, "-oProxyCommand=x"]
+  user: "bad user"
+  workers_per_host: 0
+  scheduler_host: nowhere
+  parallelism: 0
+  state_dir: ""
+"#;
+        assert_eq!(
+            fields(yaml),
+            vec![
+                "backend.hosts[0].host",
+                "backend.hosts[1].host",
+                "backend.hosts[2].user",
+                "backend.hosts[4].name",
+                "backend.hosts[5].host",
+                "backend.user",
+                "backend.scheduler_host",
+                "backend.workers_per_host",
+                "backend.parallelism",
+                "backend.state_dir",
+            ]
+        );
+        assert_eq!(
+            fields("name: x\nbackend: {kind: ssh}"),
+            vec!["backend.hosts"]
+        );
+        let unknown = fields("name: x\nbackend: {kind: ssh, hosts: [{host: a, prot: 2}]}");
+        assert!(unknown[0].contains("prot"), "{unknown:?}");
+    }
+}

@@ -1,0 +1,484 @@
+//! SSH connections: where to connect ([`SshTarget`]), the blocking connect
+//! with host-key checking and key/agent authentication, running one command
+//! on a session, and a bounded pool that keeps sessions for reuse. Blocking
+//! ssh2 calls run on tokio's blocking threads; every wait has a limit.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ssh2::{CheckResult, KnownHostFileKind, Session};
+use tokio::sync::Semaphore;
+
+/// Everything needed to open an SSH connection to one host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshTarget {
+    /// The host as the user named it (an alias, name or address); used in
+    /// messages.
+    pub alias: String,
+    /// The name or address to connect to (the ssh config's `HostName`).
+    pub hostname: String,
+    /// The port.
+    pub port: u16,
+    /// The login name.
+    pub user: String,
+    /// Private key files to try, in order (missing ones are skipped).
+    pub identities: Vec<PathBuf>,
+    /// Try the ssh agent first (`IdentitiesOnly no`).
+    pub use_agent: bool,
+    /// known_hosts files to check the host key against; the first is the one
+    /// new keys are added to (with `accept_new_host_keys`).
+    pub known_hosts: Vec<PathBuf>,
+    /// Record the key of a host that is not known yet instead of refusing it.
+    pub accept_new_host_keys: bool,
+    /// Limit for the TCP connect, the handshake and authentication.
+    pub connect_timeout: Duration,
+}
+
+impl SshTarget {
+    /// `alias (hostname:port)`, for messages.
+    pub fn describe(&self) -> String {
+        if self.alias == self.hostname && self.port == 22 {
+            self.alias.clone()
+        } else {
+            format!("{} ({}:{})", self.alias, self.hostname, self.port)
+        }
+    }
+
+    /// The key identifying this target's sessions in a pool.
+    fn pool_key(&self) -> String {
+        format!("{}@{}:{}", self.user, self.hostname, self.port)
+    }
+}
+
+/// Why an SSH operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SshError {
+    /// No TCP connection (refused, unreachable, timed out, name unknown).
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    /// The host's key is not in known_hosts.
+    #[error(
+        "host key not known ({key_type} {fingerprint}); nothing was run there. Check the key and add it to {known_hosts}, or set backend.accept_new_host_keys: true to trust new hosts on first use"
+    )]
+    UnknownHostKey {
+        /// The key's algorithm.
+        key_type: String,
+        /// Its SHA-256 fingerprint.
+        fingerprint: String,
+        /// Where it would be recorded.
+        known_hosts: String,
+    },
+    /// The host's key differs from the recorded one.
+    #[error(
+        "HOST KEY HAS CHANGED ({key_type} {fingerprint} does not match {known_hosts}); someone may be intercepting the connection, or the host was reinstalled. Nothing was run there. If the change is expected, remove the old key (ssh-keygen -R) and connect again"
+    )]
+    ChangedHostKey {
+        /// The key's algorithm.
+        key_type: String,
+        /// Its SHA-256 fingerprint.
+        fingerprint: String,
+        /// The file holding the old key.
+        known_hosts: String,
+    },
+    /// Authentication was refused.
+    #[error("authentication as {user} failed (tried: {tried})")]
+    Auth {
+        /// The login name.
+        user: String,
+        /// The methods tried.
+        tried: String,
+    },
+    /// The SSH protocol failed after connecting (handshake, channel, I/O).
+    #[error("{0}")]
+    Protocol(String),
+    /// Something took longer than allowed.
+    #[error("timed out after {0:?} {1}")]
+    Timeout(Duration, String),
+}
+
+impl SshError {
+    /// True when trying again later may help.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            SshError::Connect(_) | SshError::Timeout(..) | SshError::Protocol(_)
+        )
+    }
+
+    /// True for host-key problems, which must stop an operation everywhere.
+    pub fn is_security(&self) -> bool {
+        matches!(
+            self,
+            SshError::UnknownHostKey { .. } | SshError::ChangedHostKey { .. }
+        )
+    }
+
+    /// As muster's error, naming the host.
+    pub fn into_error(self, target: &SshTarget) -> muster_core::Error {
+        muster_core::Error::Host {
+            host: target.describe(),
+            transient: self.is_transient(),
+            message: self.to_string(),
+        }
+    }
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+fn fingerprint(session: &Session) -> String {
+    session
+        .host_key_hash(ssh2::HashType::Sha256)
+        .map(|h| format!("SHA256:{}", base64(h)))
+        .unwrap_or_else(|| "(no fingerprint)".into())
+}
+
+fn key_type_name(t: ssh2::HostKeyType) -> &'static str {
+    use ssh2::HostKeyType::*;
+    match t {
+        Rsa => "ssh-rsa",
+        Dss => "ssh-dss",
+        Ecdsa256 => "ecdsa-sha2-nistp256",
+        Ecdsa384 => "ecdsa-sha2-nistp384",
+        Ecdsa521 => "ecdsa-sha2-nistp521",
+        Ed25519 => "ssh-ed25519",
+        Unknown => "unknown",
+    }
+}
+
+/// Checks the session's host key against the target's known_hosts files.
+fn check_host_key(session: &Session, t: &SshTarget) -> Result<(), SshError> {
+    let (key, key_type) = session
+        .host_key()
+        .ok_or_else(|| SshError::Protocol("the server sent no host key".into()))?;
+    let mut known = session
+        .known_hosts()
+        .map_err(|e| SshError::Protocol(e.to_string()))?;
+    let mut read_any = Vec::new();
+    for file in &t.known_hosts {
+        if file.exists() {
+            known
+                .read_file(file, KnownHostFileKind::OpenSSH)
+                .map_err(|e| {
+                    SshError::Protocol(format!("cannot read known_hosts {}: {e}", file.display()))
+                })?;
+            read_any.push(file.display().to_string());
+        }
+    }
+    let files = if t.known_hosts.is_empty() {
+        "~/.ssh/known_hosts".to_string()
+    } else {
+        t.known_hosts
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match known.check_port(&t.hostname, t.port, key) {
+        CheckResult::Match => Ok(()),
+        CheckResult::Mismatch => Err(SshError::ChangedHostKey {
+            key_type: key_type_name(key_type).into(),
+            fingerprint: fingerprint(session),
+            known_hosts: files,
+        }),
+        CheckResult::NotFound | CheckResult::Failure if t.accept_new_host_keys => {
+            let file = t.known_hosts.first().ok_or_else(|| {
+                SshError::Protocol("no known_hosts file to record the new key in".into())
+            })?;
+            let name = if t.port == 22 {
+                t.hostname.clone()
+            } else {
+                format!("[{}]:{}", t.hostname, t.port)
+            };
+            let fmt = ssh2::KnownHostKeyFormat::from(key_type);
+            known
+                .add(&name, key, &t.alias, fmt)
+                .map_err(|e| SshError::Protocol(e.to_string()))?;
+            let line = known
+                .hosts()
+                .ok()
+                .and_then(|hosts| {
+                    hosts
+                        .iter()
+                        .rev()
+                        .find(|h| h.name() == Some(name.as_str()))
+                        .and_then(|h| known.write_string(h, KnownHostFileKind::OpenSSH).ok())
+                })
+                .ok_or_else(|| SshError::Protocol("cannot format the new host key".into()))?;
+            append_line(file, &line).map_err(|e| {
+                SshError::Protocol(format!(
+                    "cannot record the host key in {}: {e}",
+                    file.display()
+                ))
+            })?;
+            tracing::warn!(
+                host = %t.describe(),
+                fingerprint = %fingerprint(session),
+                file = %file.display(),
+                "new host key accepted and recorded (accept_new_host_keys)"
+            );
+            Ok(())
+        }
+        CheckResult::NotFound | CheckResult::Failure => Err(SshError::UnknownHostKey {
+            key_type: key_type_name(key_type).into(),
+            fingerprint: fingerprint(session),
+            known_hosts: files,
+        }),
+    }
+}
+
+fn append_line(file: &Path, line: &str) -> std::io::Result<()> {
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)?;
+    let line = if line.ends_with('\n') {
+        line.to_string()
+    } else {
+        format!("{line}\n")
+    };
+    f.write_all(line.as_bytes())
+}
+
+fn authenticate(session: &Session, t: &SshTarget) -> Result<(), SshError> {
+    let mut tried = Vec::new();
+    if t.use_agent && std::env::var_os("SSH_AUTH_SOCK").is_some() {
+        tried.push("agent".to_string());
+        match session.userauth_agent(&t.user) {
+            Ok(()) if session.authenticated() => return Ok(()),
+            Ok(()) => {}
+            Err(e) => tracing::debug!(host = %t.describe(), "agent authentication failed: {e}"),
+        }
+    }
+    for key in &t.identities {
+        if !key.exists() {
+            continue;
+        }
+        tried.push(key.display().to_string());
+        let public = key.with_extension(match key.extension() {
+            Some(ext) => format!("{}.pub", ext.to_string_lossy()),
+            None => "pub".into(),
+        });
+        let public = public.exists().then_some(public);
+        match session.userauth_pubkey_file(&t.user, public.as_deref(), key, None) {
+            Ok(()) if session.authenticated() => return Ok(()),
+            Ok(()) => {}
+            Err(e) => {
+                tracing::debug!(host = %t.describe(), key = %key.display(), "key refused: {e}")
+            }
+        }
+    }
+    Err(SshError::Auth {
+        user: t.user.clone(),
+        tried: if tried.is_empty() {
+            "no agent and no key file found".into()
+        } else {
+            tried.join(", ")
+        },
+    })
+}
+
+/// Opens an authenticated session (blocking): TCP connect, handshake, host
+/// key check, authentication, each bounded by the connect timeout.
+pub fn connect(t: &SshTarget) -> Result<Session, SshError> {
+    tracing::debug!(host = %t.describe(), user = %t.user, "ssh connect");
+    let addrs: Vec<_> = (t.hostname.as_str(), t.port)
+        .to_socket_addrs()
+        .map_err(|e| SshError::Connect(format!("cannot resolve {}: {e}", t.hostname)))?
+        .collect();
+    let mut last = None;
+    let mut tcp = None;
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, t.connect_timeout) {
+            Ok(s) => {
+                tcp = Some(s);
+                break;
+            }
+            Err(e) => last = Some(format!("{addr}: {e}")),
+        }
+    }
+    let tcp = tcp.ok_or_else(|| {
+        SshError::Connect(last.unwrap_or_else(|| format!("no address for {}", t.hostname)))
+    })?;
+    let _ = tcp.set_nodelay(true);
+    let mut session = Session::new().map_err(|e| SshError::Protocol(e.to_string()))?;
+    session.set_tcp_stream(tcp);
+    session.set_timeout(t.connect_timeout.as_millis().min(u128::from(u32::MAX)) as u32);
+    session.handshake().map_err(|e| match e.code() {
+        ssh2::ErrorCode::Session(-9) => {
+            SshError::Timeout(t.connect_timeout, "waiting for the SSH handshake".into())
+        }
+        _ => SshError::Protocol(format!("SSH handshake failed: {e}")),
+    })?;
+    check_host_key(&session, t)?;
+    authenticate(&session, t)?;
+    Ok(session)
+}
+
+/// What a remote command returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exec {
+    /// Exit status (-1 when it ended by a signal or sent none).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: Vec<u8>,
+    /// Standard error.
+    pub stderr: Vec<u8>,
+}
+
+/// Runs one command line on a session (blocking), feeding `stdin`.
+pub fn exec(
+    session: &Session,
+    command: &str,
+    stdin: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<Exec, SshError> {
+    session.set_timeout(timeout.as_millis().min(u128::from(u32::MAX)) as u32);
+    let io = |what: &str, e: &dyn std::fmt::Display| {
+        let text = e.to_string();
+        if text.contains("Timed out") || text.contains("timed out") {
+            SshError::Timeout(timeout, format!("for the remote command ({what})"))
+        } else {
+            SshError::Protocol(format!("{what}: {text}"))
+        }
+    };
+    let mut channel = session
+        .channel_session()
+        .map_err(|e| io("opening a channel", &e))?;
+    channel.exec(command).map_err(|e| io("exec", &e))?;
+    if let Some(input) = stdin {
+        channel
+            .write_all(input)
+            .map_err(|e| io("writing stdin", &e))?;
+    }
+    channel.send_eof().map_err(|e| io("closing stdin", &e))?;
+    let mut stdout = Vec::new();
+    channel
+        .read_to_end(&mut stdout)
+        .map_err(|e| io("reading stdout", &e))?;
+    let mut stderr = Vec::new();
+    channel
+        .stderr()
+        .read_to_end(&mut stderr)
+        .map_err(|e| io("reading stderr", &e))?;
+    channel.wait_close().map_err(|e| io("closing", &e))?;
+    let code = match channel.exit_signal() {
+        Ok(sig) if sig.exit_signal.is_some() => -1,
+        _ => channel.exit_status().unwrap_or(-1),
+    };
+    Ok(Exec {
+        code,
+        stdout,
+        stderr,
+    })
+}
+
+/// Sessions kept open for reuse, with a bound on how many connections run at
+/// once (over all hosts). Cheap to clone; share one per process.
+#[derive(Clone)]
+pub struct SshPool {
+    limit: Arc<Semaphore>,
+    idle: Arc<Mutex<HashMap<String, Vec<Session>>>>,
+}
+
+impl std::fmt::Debug for SshPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshPool")
+            .field("available", &self.limit.available_permits())
+            .finish()
+    }
+}
+
+impl SshPool {
+    /// A pool letting at most `parallelism` connections work at once.
+    pub fn new(parallelism: usize) -> Self {
+        SshPool {
+            limit: Arc::new(Semaphore::new(parallelism.max(1))),
+            idle: Arc::default(),
+        }
+    }
+
+    /// Runs a command line on the target: on an idle session if there is one
+    /// (reconnecting once if it turns out dead), else on a new connection.
+    /// At most `parallelism` of these run at a time; the whole call is bounded
+    /// by the connect timeout plus `timeout`.
+    pub async fn exec(
+        &self,
+        target: &SshTarget,
+        command: String,
+        stdin: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<Exec, SshError> {
+        let _permit = self
+            .limit
+            .acquire()
+            .await
+            .map_err(|_| SshError::Protocol("the SSH pool is closed".into()))?;
+        let key = target.pool_key();
+        let idle = self.idle.clone();
+        let t = target.clone();
+        let overall = target.connect_timeout + timeout + Duration::from_secs(2);
+        let job = tokio::task::spawn_blocking(move || {
+            let reused = idle.lock().ok().and_then(|mut m| m.get_mut(&key)?.pop());
+            let run = |s: &Session| exec(s, &command, stdin.as_deref(), timeout);
+            let (session, result) = match reused {
+                Some(s) => match run(&s) {
+                    // A kept session may have died (host gone, idle timeout):
+                    // one fresh try before giving up.
+                    Err(SshError::Protocol(e)) => {
+                        tracing::debug!(host = %t.describe(), "kept session failed ({e}); reconnecting");
+                        let s = connect(&t)?;
+                        let r = run(&s);
+                        (s, r)
+                    }
+                    r => (s, r),
+                },
+                None => {
+                    let s = connect(&t)?;
+                    let r = run(&s);
+                    (s, r)
+                }
+            };
+            if result.is_ok()
+                && let Ok(mut m) = idle.lock()
+            {
+                m.entry(key).or_default().push(session);
+            }
+            result
+        });
+        match tokio::time::timeout(overall, job).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(join)) => Err(SshError::Protocol(format!("ssh task failed: {join}"))),
+            Err(_) => Err(SshError::Timeout(overall, "for the host to answer".into())),
+        }
+    }
+
+    /// Opens a connection to check the host is reachable and trusted
+    /// (and keeps it for the next command).
+    pub async fn check(&self, target: &SshTarget) -> Result<(), SshError> {
+        self.exec(target, "true".into(), None, target.connect_timeout)
+            .await
+            .map(|_| ())
+    }
+}

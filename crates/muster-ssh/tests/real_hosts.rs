@@ -1,0 +1,154 @@
+//! SshRunner against the real sshd test hosts (tests/services/sshhosts,
+//! started by scripts/test.sh). Without them these tests say so and pass,
+//! unless MUSTER_REQUIRE_SSH_HOSTS=1 (set by scripts/test.sh) makes their
+//! absence a failure.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use muster_core::Error;
+use muster_core::runner::{CommandRunner, CommandSpec};
+use muster_ssh::{SshOptions, SshRunner};
+
+fn state() -> Option<PathBuf> {
+    let dir = PathBuf::from(
+        std::env::var("MUSTER_SSH_STATE").unwrap_or_else(|_| "/tmp/muster-sshhosts".into()),
+    );
+    if dir.join("ssh_config").exists() {
+        return Some(dir);
+    }
+    if std::env::var("MUSTER_REQUIRE_SSH_HOSTS").as_deref() == Ok("1") {
+        panic!("SSH test hosts missing: run tests/services/sshhosts/start.sh");
+    }
+    eprintln!("skipped: no SSH test hosts (run tests/services/sshhosts/start.sh)");
+    None
+}
+
+fn options(dir: &std::path::Path) -> SshOptions {
+    SshOptions {
+        ssh_config: Some(dir.join("ssh_config")),
+        connect_timeout: Duration::from_secs(5),
+        command_timeout: Duration::from_secs(20),
+        ..Default::default()
+    }
+}
+
+const HOSTILE: &[&str] = &[
+    "two words",
+    "it's",
+    "$(touch /tmp/muster-ssh-pwned)",
+    "`id`",
+    "a;b|c&d>e<f",
+    "$HOME",
+    "\\",
+    "new\nline",
+    "*",
+    "~",
+    "",
+    "-n",
+    "ünï",
+];
+
+#[tokio::test]
+async fn hostile_arguments_arrive_unchanged_on_a_real_host() {
+    let Some(dir) = state() else { return };
+    let runner = SshRunner::connect_to("h2", &options(&dir)).unwrap();
+    assert_eq!(runner.target().hostname, "10.200.0.12");
+    let mut argv = vec!["printf".to_string(), "[%s]\\n".to_string()];
+    argv.extend(HOSTILE.iter().map(|s| s.to_string()));
+    let mut cmd = CommandSpec::new(argv);
+    cmd.env = vec![("MUSTER_TEST".into(), "x'$(id)".into())];
+    let out = runner.run(&cmd).await.unwrap();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let expected: String = HOSTILE.iter().map(|s| format!("[{s}]\n")).collect();
+    assert_eq!(out.stdout, expected);
+    assert!(!std::path::Path::new("/tmp/muster-ssh-pwned").exists());
+
+    // stdin, exit codes, the environment and the host itself.
+    let mut cmd = CommandSpec::new([
+        "sh",
+        "-c",
+        "cat; printf '%s' \"$MUSTER_TEST\"; hostname >&2; exit 7",
+    ]);
+    cmd.env = vec![("MUSTER_TEST".into(), "x'$(id)".into())];
+    cmd.stdin = Some(b"in|".to_vec());
+    let out = runner.run(&cmd).await.unwrap();
+    assert_eq!((out.code, out.stdout.as_str()), (7, "in|x'$(id)"));
+    assert!(out.stderr.lines().any(|l| l == "h2"), "{}", out.stderr);
+
+    let err = runner
+        .run(&CommandSpec::new(["/nonexistent/program"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::CommandNotFound { .. }), "{err}");
+
+    let mut slow = CommandSpec::new(["sleep", "30"]);
+    slow.timeout = Some(Duration::from_secs(1));
+    let err = runner.run(&slow).await.unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn unknown_host_keys_are_refused_unless_accepted_explicitly() {
+    let Some(dir) = state() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let known = tmp.path().join("known_hosts");
+    std::fs::write(&known, "").unwrap();
+    let mut opts = options(&dir);
+    opts.known_hosts = Some(known.clone());
+    let runner = SshRunner::connect_to("h3", &opts).unwrap();
+    let err = runner.run(&CommandSpec::new(["true"])).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("h3") && msg.contains("host key not known"),
+        "{msg}"
+    );
+    assert!(
+        matches!(
+            err,
+            Error::Host {
+                transient: false,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    opts.accept_new_host_keys = true;
+    let runner = SshRunner::connect_to("h3", &opts).unwrap();
+    assert_eq!(
+        runner.run(&CommandSpec::new(["true"])).await.unwrap().code,
+        0
+    );
+    let recorded = std::fs::read_to_string(&known).unwrap();
+    assert!(
+        recorded.starts_with("10.200.0.13 ssh-ed25519 "),
+        "{recorded}"
+    );
+
+    // Now known: accepted without the opt-in.
+    opts.accept_new_host_keys = false;
+    let runner = SshRunner::connect_to("h3", &opts).unwrap();
+    assert_eq!(
+        runner.run(&CommandSpec::new(["true"])).await.unwrap().code,
+        0
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_host_fails_fast_with_its_name() {
+    let Some(dir) = state() else { return };
+    let mut opts = options(&dir);
+    opts.connect_timeout = Duration::from_secs(2);
+    // 10.200.0.99 is on the test bridge but no host answers there.
+    let runner = SshRunner::connect_to("root@10.200.0.99", &opts).unwrap();
+    let start = std::time::Instant::now();
+    let err = runner.run(&CommandSpec::new(["true"])).await.unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(err.to_string().contains("10.200.0.99"), "{err}");
+    assert!(err.is_transient(), "{err:?}");
+}
