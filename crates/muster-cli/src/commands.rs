@@ -292,7 +292,10 @@ pub async fn down(home: &Home, args: DownArgs) -> Result<()> {
 pub async fn get(home: &Home, args: GetArgs) -> Result<()> {
     match args.what {
         GetWhat::Clusters { output: out } => {
-            print!("{}", output::clusters(&home.list()?, out));
+            print!(
+                "{}",
+                output::clusters(&home.list()?, muster::registry::unix_now(), out)
+            );
         }
         GetWhat::Workers { name, output: out } => {
             let status = open(home, &name)?.status().await?;

@@ -61,7 +61,8 @@ pub struct ClusterItem<'a> {
 }
 
 /// `muster get clusters`.
-pub fn clusters(records: &[ClusterRecord], output: Output) -> String {
+/// `now` is the current Unix time, passed in so the listing is a pure function.
+pub fn clusters(records: &[ClusterRecord], now: u64, output: Output) -> String {
     let items: Vec<ClusterItem> = records
         .iter()
         .map(|r| ClusterItem {
@@ -71,7 +72,7 @@ pub fn clusters(records: &[ClusterRecord], output: Output) -> String {
             workers: r.spec.workers,
             scheduler_address: r.scheduler_address.as_deref(),
             dashboard_url: r.dashboard_link(),
-            age_seconds: r.age().as_secs(),
+            age_seconds: now.saturating_sub(r.created_at),
         })
         .collect();
     if let Some(s) = structured(&items, output) {
@@ -532,12 +533,15 @@ mod tests {
     use super::*;
     use muster::{ClusterSpec, JobId, JobStatus, Phase, WorkerRow};
 
+    /// A fixed "now" so ages in snapshots never drift.
+    const NOW: u64 = 1_800_000_000;
+
     fn record(name: &str, workers: u32) -> ClusterRecord {
         let spec =
             ClusterSpec::from_yaml(&format!("name: {name}\nworkers: {workers}"), None).unwrap();
         let mut r = ClusterRecord::new(spec);
         r.phase = Phase::Running;
-        r.created_at = muster::registry::unix_now() - 125;
+        r.created_at = NOW - 125;
         r.scheduler_job = Some(JobId(format!("{name}-scheduler")));
         r.scheduler_address = Some("tcp://127.0.0.1:40001".into());
         r.http_url = Some("http://127.0.0.1:40002".into());
@@ -594,11 +598,11 @@ mod tests {
     #[test]
     fn cluster_listings() {
         let rs = [record("alpha", 2), record("beta", 0)];
-        insta::assert_snapshot!("clusters_table", clusters(&rs, Output::Table));
-        insta::assert_snapshot!("clusters_wide", clusters(&rs, Output::Wide));
-        insta::assert_snapshot!("clusters_json", clusters(&rs, Output::Json));
-        assert_eq!(clusters(&[], Output::Table), "No clusters.\n");
-        assert_eq!(clusters(&[], Output::Json), "[]\n");
+        insta::assert_snapshot!("clusters_table", clusters(&rs, NOW, Output::Table));
+        insta::assert_snapshot!("clusters_wide", clusters(&rs, NOW, Output::Wide));
+        insta::assert_snapshot!("clusters_json", clusters(&rs, NOW, Output::Json));
+        assert_eq!(clusters(&[], NOW, Output::Table), "No clusters.\n");
+        assert_eq!(clusters(&[], NOW, Output::Json), "[]\n");
     }
 
     #[test]
