@@ -7,8 +7,6 @@ import subprocess
 import sys
 import uuid
 
-from distributed import Client
-
 from conftest import REPO
 
 ACTIVE = {
@@ -56,18 +54,3 @@ def spec_file(tmp_path, name, kind, workers, extra=""):
     return path
 
 
-def compute(address, n):
-    """Runs examples/compute.py (a real Dask computation) against the cluster."""
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "examples" / "compute.py"), address, str(n)],
-        capture_output=True, text=True, timeout=180,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    expected = (n - 1) * n * (2 * n - 1) // 6
-    assert f"sum of squares below {n} = {expected} (correct)" in proc.stdout
-    return proc.stdout
-
-
-def scheduler_workers(address):
-    with Client(address, timeout=30) as c:
-        return sorted(w["name"] for w in c.scheduler_info(n_workers=-1)["workers"].values())

@@ -40,6 +40,29 @@ def marked_processes(home, cluster=None):
     return found
 
 
+def compute(address, n):
+    """Runs examples/compute.py (a real Dask computation) against a cluster and
+    checks its answer."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "compute.py"), address, str(n)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    expected = (n - 1) * n * (2 * n - 1) // 6
+    assert f"sum of squares below {n} = {expected} (correct)" in proc.stdout
+    return proc.stdout
+
+
+def scheduler_workers(address):
+    """The names of the Dask workers the scheduler at `address` knows, sorted."""
+    from distributed import Client
+
+    with Client(address, timeout=30) as c:
+        return sorted(w["name"] for w in c.scheduler_info(n_workers=-1)["workers"].values())
+
+
 def wait_until(predicate, timeout=30.0, interval=0.1, message="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -6,32 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from distributed import Client, wait
 
-from conftest import REPO, wait_until
+from conftest import REPO, compute, scheduler_workers, wait_until
 
-
-
-def compute(address, n):
-    """Runs examples/compute.py (a real Dask computation) against the cluster."""
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "examples" / "compute.py"), address, str(n)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    expected = (n - 1) * n * (2 * n - 1) // 6
-    assert f"sum of squares below {n} = {expected} (correct)" in proc.stdout
-    return proc.stdout
-
-
-def scheduler_workers(address):
-    with Client(address, timeout=30) as c:
-        return sorted(w["name"] for w in c.scheduler_info(n_workers=-1)["workers"].values())
 
 
 def test_up_compute_scale_down_leaves_nothing(muster):

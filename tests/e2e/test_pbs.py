@@ -8,7 +8,8 @@ import subprocess
 
 import pytest
 
-from batch import active, compute, scheduler_workers, spec_file, start_slurm, unique
+from batch import active, spec_file, start_slurm, unique
+from conftest import compute, scheduler_workers
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from batch import active, compute, queue, scheduler_workers, spec_file, start_slurm, unique
-from conftest import wait_until
+from batch import active, queue, spec_file, start_slurm, unique
+from conftest import compute, scheduler_workers, wait_until
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, Muster, wait_until
+from conftest import REPO, Muster, compute, wait_until
 
 HOSTS = REPO / "tests" / "services" / "sshhosts"
 STATE = Path(os.environ.get("MUSTER_SSH_STATE", "/tmp/muster-sshhosts"))
@@ -87,17 +87,6 @@ workers: {workers}
 """
     )
     return path
-
-
-def compute(address, n):
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "examples" / "compute.py"), address, str(n)],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    expected = (n - 1) * n * (2 * n - 1) // 6
-    assert f"sum of squares below {n} = {expected} (correct)" in proc.stdout
-    return proc.stdout
 
 
 def workers_by_host(m, name):

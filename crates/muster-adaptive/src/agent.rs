@@ -19,7 +19,6 @@
 //! is gone or not Running, and `down` also stops it ([`stop`]).
 
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -151,21 +150,6 @@ pub fn health(home: &Home, cluster: &str) -> Result<AgentHealth> {
     })
 }
 
-/// Puts the child in a session of its own, so it outlives the terminal and
-/// the command that started it.
-#[allow(unsafe_code)]
-fn detach(command: &mut Command) {
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent;
-    // it is the only call made between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            nix::unistd::setsid()
-                .map(|_| ())
-                .map_err(std::io::Error::from)
-        });
-    }
-}
-
 /// The argv that runs the agent of `cluster` with the binary `exe`.
 pub fn agent_argv(exe: &Path, home: &Home, cluster: &str) -> Vec<String> {
     vec![
@@ -206,7 +190,7 @@ pub fn spawn(exe: &Path, home: &Home, cluster: &str) -> Result<u32> {
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);
-    detach(&mut command);
+    muster_local::detach(&mut command);
     let mut child = command
         .spawn()
         .map_err(|e| Error::io(format!("starting {}", argv.join(" ")), e))?;

@@ -199,6 +199,19 @@ pub fn parse_scheduler_file(text: &str) -> Option<SchedulerEndpoint> {
     })
 }
 
+/// Reads a scheduler file on this machine's filesystem: `None` while it does
+/// not exist yet or is still being written.
+pub fn read_scheduler_file(path: &Path) -> Result<Option<SchedulerEndpoint>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(parse_scheduler_file(&text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(
+            format!("reading the scheduler file {}", path.display()),
+            e,
+        )),
+    }
+}
+
 /// The host part of `tcp://host:port` (IPv6 hosts come back without brackets).
 pub fn host_of_address(address: &str) -> Option<&str> {
     let rest = address.split_once("://").map_or(address, |(_, r)| r);

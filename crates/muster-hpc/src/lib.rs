@@ -616,11 +616,7 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
         spec: &ClusterSpec,
         _scheduler: &JobId,
     ) -> Result<Option<SchedulerEndpoint>> {
-        match fs::read_to_string(self.scheduler_path(&spec.name)) {
-            Ok(text) => Ok(dask::parse_scheduler_file(&text)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io("reading the scheduler file", e)),
-        }
+        dask::read_scheduler_file(&self.scheduler_path(&spec.name))
     }
 
     async fn forget(&self, cluster: &str) -> Result<()> {

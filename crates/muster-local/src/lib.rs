@@ -197,8 +197,9 @@ fn exit_reason(code: &str, log: &Path) -> String {
 
 /// Puts the child in a session of its own, so it survives the terminal and the
 /// command that started it, and its whole tree shares one process group.
+/// The one place in muster that runs code between fork and exec.
 #[allow(unsafe_code)]
-fn detach(command: &mut Command) {
+pub fn detach(command: &mut Command) {
     // SAFETY: setsid is async-signal-safe and touches no memory of the parent;
     // it is the only call made between fork and exec.
     unsafe {
@@ -370,11 +371,7 @@ impl Backend for LocalBackend {
         spec: &ClusterSpec,
         _scheduler: &JobId,
     ) -> Result<Option<SchedulerEndpoint>> {
-        match fs::read_to_string(self.scheduler_path(&spec.name)) {
-            Ok(text) => Ok(dask::parse_scheduler_file(&text)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io("reading the scheduler file", e)),
-        }
+        dask::read_scheduler_file(&self.scheduler_path(&spec.name))
     }
 
     async fn forget(&self, _cluster: &str) -> Result<()> {
