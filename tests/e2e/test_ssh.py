@@ -206,16 +206,33 @@ def test_a_host_lost_mid_run_is_noticed_and_replaced(muster, healthy_hosts, tmp_
         t0 = time.monotonic()
         rows = muster.json("get", "workers", "sshloss")
         assert time.monotonic() - t0 < 30, "status must not hang on a dead host"
-        lost = [w for w in rows if w["name"].endswith(".h3")]
-        assert len(lost) == 2
-        for w in lost:
-            assert w["status"] == "Failed", w
-            assert "lost" in w["reason"] and "h3" in w["reason"] and "unreachable" in w["reason"], w
+        # Noticed: `get workers` lists the h3 jobs as lost, unless the
+        # cluster's agent (issue 5) has already recorded them as died and
+        # pruned them; either way the reason names the host.
+        for w in rows:
+            if w["name"].endswith(".h3"):
+                assert w["status"] == "Failed", w
+                assert "lost" in w["reason"] and "h3" in w["reason"] and "unreachable" in w["reason"], w
         assert all(w["status"] == "Running" for w in rows if w["name"].endswith(".h2"))
-        # Scaling back to 4 replaces the lost workers on the host with room.
-        muster.run("scale", "sshloss", 4)
-        by = workers_by_host(muster, "sshloss")
-        assert list(by) == ["h2"] and len(by["h2"]) == 4
+
+        def h3_deaths():
+            return [
+                e["message"]
+                for e in muster.json("events", "sshloss")
+                if e["kind"] == "died" and ".h3" in e["message"]
+            ]
+
+        deaths = wait_until(lambda: len(h3_deaths()) == 2 and h3_deaths(), timeout=60,
+                            message="the agent to record both lost h3 workers")
+        for message in deaths:
+            assert "lost" in message and "h3" in message and "unreachable" in message, message
+        # The agent keeps the size: the lost workers are replaced on the host with room.
+        wait_until(
+            lambda: (by := workers_by_host(muster, "sshloss")) and list(by) == ["h2"]
+            and len(by["h2"]) == 4 and all(w["connected"] for w in by["h2"]),
+            timeout=120,
+            message="4 connected workers on h2",
+        )
         compute(up["scheduler_address"], 300)
         muster.run("down", "sshloss")
     finally:
