@@ -229,14 +229,11 @@ impl ManagedCluster {
         self.client()
     }
 
-    /// Turns adaptive scaling on with these settings, or off (`None`: the
-    /// cluster keeps its current number of worker jobs). The whole spec is
-    /// validated before anything is saved. Whoever runs the policy (the
-    /// cluster's agent, see the `muster-adaptive` crate) picks the change up
-    /// at its next round.
-    pub fn set_adapt(&mut self, adapt: Option<AdaptSpec>) -> Result<()> {
+    /// Takes the cluster's lock, re-reads its record, and checks that it is
+    /// Running: the start of every change to a live cluster.
+    fn lock_running(&mut self) -> Result<ClusterLock> {
+        let lock = self.lock()?;
         let name = self.record.name.clone();
-        let _lock = self.lock()?;
         if !self.reload()? {
             return Err(Error::NotFound(name));
         }
@@ -246,6 +243,16 @@ impl ManagedCluster {
                 self.record.phase.word()
             )));
         }
+        Ok(lock)
+    }
+
+    /// Turns adaptive scaling on with these settings, or off (`None`: the
+    /// cluster keeps its current number of worker jobs). The whole spec is
+    /// validated before anything is saved. Whoever runs the policy (the
+    /// cluster's agent, see the `muster-adaptive` crate) picks the change up
+    /// at its next round.
+    pub fn set_adapt(&mut self, adapt: Option<AdaptSpec>) -> Result<()> {
+        let _lock = self.lock_running()?;
         let mut spec = self.record.spec.clone();
         if adapt.is_none() {
             spec.workers = self.record.workers.len() as u32;
@@ -686,17 +693,8 @@ impl Cluster for ManagedCluster {
                 "workers: {workers} is more than the limit of {MAX_WORKERS}"
             )));
         }
+        let _lock = self.lock_running()?;
         let name = self.record.name.clone();
-        let _lock = self.lock()?;
-        if !self.reload()? {
-            return Err(Error::NotFound(name));
-        }
-        if self.record.phase != Phase::Running {
-            return Err(Error::Usage(format!(
-                "cluster {name:?} is {}, not Running",
-                self.record.phase.word()
-            )));
-        }
         if let Some(a) = &self.record.spec.adapt {
             return Err(Error::Usage(format!(
                 "cluster {name:?} scales itself ({}..={} workers): \

@@ -340,8 +340,13 @@ impl SchedulerClient {
         if addresses.is_empty() {
             return Ok(Vec::new());
         }
+        self.retire(serde_json::json!({ "workers": addresses }))
+            .await
+    }
+
+    /// Posts to `/api/v1/retire_workers` and returns the retired workers' names.
+    async fn retire(&self, body: serde_json::Value) -> Result<Vec<String>> {
         let url = format!("{}/api/v1/retire_workers", self.base);
-        let body = serde_json::json!({ "workers": addresses });
         let raw: BTreeMap<String, serde_json::Value> =
             self.send(self.http.post(&url).json(&body), &url).await?;
         Ok(raw
@@ -361,14 +366,7 @@ impl SchedulerClient {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let url = format!("{}/api/v1/retire_workers", self.base);
-        let body = serde_json::json!({ "n": n });
-        let raw: BTreeMap<String, serde_json::Value> =
-            self.send(self.http.post(&url).json(&body), &url).await?;
-        Ok(raw
-            .values()
-            .filter_map(|info| info.get("name").map(value_to_name))
-            .collect())
+        self.retire(serde_json::json!({ "n": n })).await
     }
 }
 
