@@ -143,6 +143,49 @@ pub fn import_check_argv(python: &str) -> Vec<String> {
     ]
 }
 
+/// Checks that every python the spec names (worker's and scheduler's) can
+/// import `distributed`, by running [`import_check_argv`] through `runner`
+/// (this machine, or a login node). A missing one is
+/// [`Error::MissingDask`] naming the python and why.
+pub async fn check_pythons(
+    runner: &dyn crate::runner::CommandRunner,
+    spec: &ClusterSpec,
+) -> Result<()> {
+    let mut pythons = vec![spec.worker.python.clone()];
+    if let Some(p) = &spec.scheduler.python
+        && p != &spec.worker.python
+    {
+        pythons.push(p.clone());
+    }
+    for python in pythons {
+        let mut cmd = crate::runner::CommandSpec::new(import_check_argv(&python));
+        cmd.timeout = Some(Duration::from_secs(60));
+        match runner.run(&cmd).await {
+            Ok(out) if out.code == 0 => {
+                tracing::debug!(python = %python, version = out.stdout.trim(), "distributed found");
+            }
+            Ok(out) => {
+                let detail = out
+                    .stderr
+                    .lines()
+                    .last()
+                    .unwrap_or("import failed")
+                    .trim()
+                    .to_string();
+                return Err(Error::MissingDask { python, detail });
+            }
+            Err(Error::CommandNotFound { .. }) => {
+                return Err(Error::MissingDask {
+                    python,
+                    detail: "no such program".into(),
+                });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// The job id a Dask worker name belongs to: the name itself for one process
 /// per job, or the name without Dask's `-<i>` suffix for several.
 pub fn job_of_worker(worker_name: &str, processes: u32) -> &str {

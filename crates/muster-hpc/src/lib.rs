@@ -9,13 +9,16 @@
 //! (`scheduler.placement: job`), found through its scheduler file on a
 //! shared directory.
 //!
-//! Every external command goes through a [`CommandRunner`], so unit tests
-//! inject recorded outputs and a remote runner can submit through a login
-//! node. Rendering ([`script`]) and parsing ([`dialect`]) are pure; this
-//! module is the thin I/O layer. It knows nothing of other backends, and
+//! Every external command, and every file the jobs share with muster (job
+//! output, PBS scripts, the scheduler file, cancel tombstones), goes through
+//! a [`CommandRunner`]: unit tests inject recorded outputs, and with
+//! `submit_host` an SSH runner drives a cluster behind its login node from
+//! another machine. Rendering ([`script`]) and parsing ([`dialect`]) are
+//! pure; this module is the thin I/O layer. It knows nothing of other backends, and
 //! nothing of Dask beyond muster-core's command builders.
 
 pub mod dialect;
+pub mod files;
 pub mod jobqueue;
 pub mod script;
 
@@ -57,16 +60,23 @@ impl HpcBackend<LocalRunner> {
     /// The backend of a `slurm` or `pbs` backend section, running commands on
     /// this machine. `None` for other kinds.
     pub fn for_spec(backend: &BackendSpec, home: Home) -> Option<Self> {
+        Self::for_spec_with(backend, home, LocalRunner)
+    }
+}
+
+impl<R: CommandRunner> HpcBackend<R> {
+    /// The backend of a `slurm` or `pbs` backend section, running commands
+    /// through `runner` (e.g. over SSH on the section's `submit_host`).
+    /// `None` for other kinds.
+    pub fn for_spec_with(backend: &BackendSpec, home: Home, runner: R) -> Option<Self> {
         let (dialect, hpc) = match backend {
             BackendSpec::Slurm(h) => (Dialect::Slurm, h),
             BackendSpec::Pbs(h) => (Dialect::Pbs(h.flavor.unwrap_or(PbsFlavor::Torque)), h),
             _ => return None,
         };
-        Some(HpcBackend::new(dialect, hpc.clone(), home, LocalRunner))
+        Some(HpcBackend::new(dialect, hpc.clone(), home, runner))
     }
-}
 
-impl<R: CommandRunner> HpcBackend<R> {
     /// A backend speaking `dialect` through `runner`, with state under `home`.
     pub fn new(dialect: Dialect, hpc: HpcSpec, home: Home, runner: R) -> Self {
         let user = std::env::var("USER")
@@ -102,8 +112,20 @@ impl<R: CommandRunner> HpcBackend<R> {
         }
     }
 
-    fn scheduler_path(&self, cluster: &str) -> PathBuf {
-        self.home.cluster_dir(cluster).join("scheduler.json")
+    /// Where the scheduler publishes its address: next to the job output
+    /// (on the shared filesystem) when it runs as a job, else in the
+    /// cluster's local state directory, where muster-local's scheduler
+    /// writes it.
+    fn scheduler_path(&self, spec: &ClusterSpec) -> String {
+        match spec.scheduler.placement {
+            Placement::Job => format!("{}/scheduler.json", self.log_dir(&spec.name)),
+            Placement::Host => self
+                .home
+                .cluster_dir(&spec.name)
+                .join("scheduler.json")
+                .display()
+                .to_string(),
+        }
     }
 
     /// The id of the scheduler when it runs on this host.
@@ -164,7 +186,7 @@ impl<R: CommandRunner> HpcBackend<R> {
         let role = match &req.role {
             Role::Scheduler if spec.scheduler.placement == Placement::Host => return Ok(None),
             Role::Scheduler => ScriptRole::Scheduler {
-                scheduler_file: self.scheduler_path(&spec.name).display().to_string(),
+                scheduler_file: self.scheduler_path(spec),
             },
             Role::Workers { count, contact, .. } => ScriptRole::Workers {
                 count: *count,
@@ -204,6 +226,35 @@ impl<R: CommandRunner> HpcBackend<R> {
         self.runner.run(&cmd).await
     }
 
+    /// Runs a file operation (see [`files`]) and turns a failure into an
+    /// error saying what was being done.
+    async fn file_op(&self, what: &str, argv: Vec<String>, stdin: Option<Vec<u8>>) -> Result<()> {
+        let program = argv[0].clone();
+        let out = self.run(argv, stdin).await?;
+        if out.code != 0 {
+            return Err(Error::CommandFailed {
+                program: format!("{program} ({what})"),
+                code: out.code,
+                stderr: out.stderr.trim().to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// A shared file's text; `None` when it does not exist (yet).
+    async fn read_text(&self, path: &str) -> Result<Option<String>> {
+        let out = self.run(files::read_argv(path), None).await?;
+        match out.code {
+            0 => Ok(Some(out.stdout)),
+            _ if files::is_missing(&out.stderr) => Ok(None),
+            code => Err(Error::CommandFailed {
+                program: format!("cat (reading {path})"),
+                code,
+                stderr: out.stderr.trim().to_string(),
+            }),
+        }
+    }
+
     /// The one listing call of a poll.
     pub async fn list(&self) -> Result<Vec<QueueEntry>> {
         let argv = self.dialect.status_argv(self.user.as_deref());
@@ -223,23 +274,18 @@ impl<R: CommandRunner> HpcBackend<R> {
     }
 
     /// PBS array tasks' own ids, as recorded by the tasks under SLURM's
-    /// Torque wrapper (empty elsewhere).
-    fn server_ids(&self, cluster: &str) -> BTreeMap<String, String> {
+    /// Torque wrapper (empty elsewhere): one command reads them all.
+    async fn server_ids(&self, cluster: &str) -> Result<BTreeMap<String, String>> {
         if self.dialect == Dialect::Slurm {
-            return BTreeMap::new();
+            return Ok(BTreeMap::new());
         }
-        let dir = PathBuf::from(self.log_dir(cluster)).join("ids");
-        let Ok(entries) = fs::read_dir(&dir) else {
-            return BTreeMap::new();
-        };
-        entries
-            .flatten()
-            .filter_map(|e| {
-                let id = e.file_name().to_string_lossy().into_owned();
-                let raw = fs::read_to_string(e.path()).ok()?.trim().to_string();
-                (!raw.is_empty()).then_some((id, raw))
-            })
-            .collect()
+        let dir = format!("{}/ids", self.log_dir(cluster));
+        let out = self.run(files::read_dir_argv(&dir), None).await?;
+        // grep: 1 when nothing matched, 2 when the directory is missing.
+        if out.code > 1 && !out.stdout.is_empty() {
+            tracing::debug!(code = out.code, stderr = %out.stderr.trim(), "reading task ids");
+        }
+        Ok(files::parse_dir_listing(&dir, &out.stdout))
     }
 
     fn describe_failure(&self, cluster: &str, id: &JobId, status: JobStatus) -> JobStatus {
@@ -259,12 +305,12 @@ impl<R: CommandRunner> HpcBackend<R> {
         &self,
         cluster: &str,
         entries: &[QueueEntry],
+        server_ids: &BTreeMap<String, String>,
         ids: &[JobId],
     ) -> BTreeMap<JobId, JobStatus> {
-        let server_ids = self.server_ids(cluster);
         ids.iter()
             .map(|id| {
-                let s = resolve(self.dialect, entries, &server_ids, Self::bare(cluster, id));
+                let s = resolve(self.dialect, entries, server_ids, Self::bare(cluster, id));
                 (id.clone(), self.describe_failure(cluster, id, s))
             })
             .collect()
@@ -287,16 +333,23 @@ impl<R: CommandRunner> HpcBackend<R> {
 
     async fn submit(&self, spec: &ClusterSpec, role: &ScriptRole, text: &str) -> Result<String> {
         let log_dir = self.checked_log_dir(&spec.name)?;
-        fs::create_dir_all(&log_dir).map_err(|e| Error::io(format!("creating {log_dir}"), e))?;
         let (argv, stdin) = match self.dialect {
-            Dialect::Slurm => (
-                self.submit_argv(role, "", &log_dir),
-                Some(text.as_bytes().to_vec()),
-            ),
+            Dialect::Slurm => {
+                self.file_op(
+                    "creating the log directory",
+                    files::mkdir_argv(&[&log_dir]),
+                    None,
+                )
+                .await?;
+                (
+                    self.submit_argv(role, "", &log_dir),
+                    Some(text.as_bytes().to_vec()),
+                )
+            }
             Dialect::Pbs(_) => {
-                let dir = PathBuf::from(&log_dir).join("scripts");
-                fs::create_dir_all(&dir)
-                    .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+                // qsub takes the script as a file: write it next to the
+                // output, on the host that runs qsub.
+                let dir = format!("{log_dir}/scripts");
                 let stamp = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_nanos())
@@ -305,13 +358,14 @@ impl<R: CommandRunner> HpcBackend<R> {
                     ScriptRole::Scheduler { .. } => "scheduler",
                     ScriptRole::Workers { .. } => "workers",
                 };
-                let path = dir.join(format!("{kind}-{stamp}.sh"));
-                fs::write(&path, text)
-                    .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
-                (
-                    self.submit_argv(role, &path.display().to_string(), &log_dir),
-                    None,
+                let path = format!("{dir}/{kind}-{stamp}.sh");
+                self.file_op(
+                    "writing the job script",
+                    files::write_argv(&dir, &path),
+                    Some(text.as_bytes().to_vec()),
                 )
+                .await?;
+                (self.submit_argv(role, &path, &log_dir), None)
             }
         };
         let program = argv[0].clone();
@@ -344,9 +398,9 @@ impl<R: CommandRunner> HpcBackend<R> {
         &self,
         cluster: &str,
         entries: &[QueueEntry],
+        server_ids: &BTreeMap<String, String>,
         ids: &[JobId],
     ) -> (Vec<String>, Vec<String>, Vec<String>) {
-        let server_ids = self.server_ids(cluster);
         let mut not_started = Vec::new();
         let mut cancel = BTreeSet::new();
         let mut tombstones = Vec::new();
@@ -407,9 +461,11 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
     async fn preflight(&self, spec: &ClusterSpec) -> Result<()> {
         self.template()?;
         self.checked_log_dir(&spec.name)?;
-        // The submitting host's python; compute nodes see the same shared
-        // software tree on the clusters muster targets.
-        self.local.preflight(spec).await
+        // The submitting host's python (the login node's with submit_host):
+        // compute nodes see the same shared software tree on the clusters
+        // muster targets. Over SSH this is also the first connection, so a
+        // bad host key or an unreachable login node stops `up` here.
+        dask::check_pythons(&self.runner, spec).await
     }
 
     fn render(&self, req: &LaunchRequest<'_>) -> Result<Rendered> {
@@ -432,9 +488,13 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
                     ScriptRole::Scheduler { .. } => "scheduler job".to_string(),
                     ScriptRole::Workers { count, .. } => format!("{count} workers, one job array"),
                 };
+                let on = match &self.hpc.submit_host {
+                    Some(host) => format!(" (on {host})"),
+                    None => String::new(),
+                };
                 Ok(Rendered {
                     items: vec![RenderedItem {
-                        title: format!("{what}: {}", shell_words::join(&argv)),
+                        title: format!("{what}: {}{on}", shell_words::join(&argv)),
                         text,
                     }],
                 })
@@ -445,12 +505,13 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
     async fn launch(&self, req: &LaunchRequest<'_>) -> Result<Vec<JobId>> {
         let spec = req.spec;
         if matches!(req.role, Role::Scheduler) {
-            let path = self.scheduler_path(&spec.name);
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io(format!("removing stale {}", path.display()), e)),
-            }
+            let path = self.scheduler_path(spec);
+            self.file_op(
+                "removing a stale scheduler file",
+                files::remove_argv(&path),
+                None,
+            )
+            .await?;
         }
         let Some((role, text)) = self.script_for(req)? else {
             let spec = Self::host_scheduler_spec(spec);
@@ -491,7 +552,8 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
         };
         if !batch.is_empty() {
             let entries = self.list().await?;
-            out.extend(self.statuses(cluster, &entries, &batch));
+            let server_ids = self.server_ids(cluster).await?;
+            out.extend(self.statuses(cluster, &entries, &server_ids, &batch));
         }
         Ok(out)
     }
@@ -503,15 +565,17 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
             .partition(|id| Self::is_local(cluster, id));
         if !batch.is_empty() {
             let entries = self.list().await?;
-            let (server_ids, tombstones, not_started) = self.cancel_plan(cluster, &entries, &batch);
+            let known = self.server_ids(cluster).await?;
+            let (server_ids, tombstones, not_started) =
+                self.cancel_plan(cluster, &entries, &known, &batch);
             if !tombstones.is_empty() {
-                let dir = PathBuf::from(self.log_dir(cluster)).join("cancelled");
-                fs::create_dir_all(&dir)
-                    .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-                for t in &tombstones {
-                    fs::write(dir.join(t), "")
-                        .map_err(|e| Error::io(format!("writing tombstone {t}"), e))?;
-                }
+                let dir = format!("{}/cancelled", self.log_dir(cluster));
+                self.file_op(
+                    "leaving cancel tombstones",
+                    files::touch_argv(&dir, &tombstones),
+                    None,
+                )
+                .await?;
             }
             if !server_ids.is_empty() {
                 let argv = self.dialect.cancel_argv(&server_ids);
@@ -530,8 +594,9 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
             let start = Instant::now();
             loop {
                 let entries = self.list().await?;
+                let known = self.server_ids(cluster).await?;
                 let live: Vec<String> = self
-                    .statuses(cluster, &entries, &waiting)
+                    .statuses(cluster, &entries, &known, &waiting)
                     .into_iter()
                     .filter(|(_, s)| s.is_active())
                     .map(|(id, _)| id.0)
@@ -587,28 +652,27 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
         if Self::is_local(cluster, id) {
             return self.local.logs(cluster, id).await;
         }
-        let dir = PathBuf::from(self.log_dir(cluster));
+        let dir = self.log_dir(cluster);
         let mut text = String::new();
         let mut found = false;
         let bare = Self::bare(cluster, id);
         for ext in ["out", "err"] {
-            if let Ok(bytes) = fs::read(dir.join(format!("{bare}.{ext}"))) {
+            if let Some(part) = self.read_text(&format!("{dir}/{bare}.{ext}")).await? {
                 found = true;
-                text.push_str(&String::from_utf8_lossy(&bytes));
+                text.push_str(&part);
             }
         }
         if found {
             Ok(text)
         } else {
             Err(Error::Usage(format!(
-                "no output yet for job {id} of cluster {cluster:?} (looked in {})",
-                dir.display()
+                "no output yet for job {id} of cluster {cluster:?} (looked in {dir})"
             )))
         }
     }
 
     fn scheduler_file(&self, spec: &ClusterSpec) -> Option<PathBuf> {
-        Some(self.scheduler_path(&spec.name))
+        Some(PathBuf::from(self.scheduler_path(spec)))
     }
 
     async fn scheduler_endpoint(
@@ -616,7 +680,11 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
         spec: &ClusterSpec,
         _scheduler: &JobId,
     ) -> Result<Option<SchedulerEndpoint>> {
-        dask::read_scheduler_file(&self.scheduler_path(&spec.name))
+        let path = self.scheduler_path(spec);
+        Ok(self
+            .read_text(&path)
+            .await?
+            .and_then(|text| dask::parse_scheduler_file(&text)))
     }
 
     async fn forget(&self, cluster: &str) -> Result<()> {

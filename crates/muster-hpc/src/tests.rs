@@ -8,13 +8,19 @@ use muster_core::{CommandOutput, CommandSpec};
 
 use super::*;
 
-/// Replays canned outputs by program name and records every argv.
+/// Replays canned outputs of the batch commands by program name and records
+/// their argvs; the file operations (see `files`) run for real on this
+/// machine, recorded apart.
 #[derive(Default)]
 struct FakeRunner {
     replies: Mutex<Vec<(String, CommandOutput)>>,
     calls: Mutex<Vec<Vec<String>>>,
+    file_ops: Mutex<Vec<Vec<String>>>,
     stdin: Mutex<Vec<String>>,
 }
+
+/// The programs `files` builds argvs for.
+const FILE_TOOLS: [&str; 6] = ["cat", "mkdir", "sh", "rm", "grep", "touch"];
 
 impl FakeRunner {
     fn reply(self, program: &str, code: i32, stdout: &str) -> Self {
@@ -33,6 +39,10 @@ impl FakeRunner {
 #[async_trait]
 impl CommandRunner for FakeRunner {
     async fn run(&self, cmd: &CommandSpec) -> Result<CommandOutput> {
+        if FILE_TOOLS.contains(&cmd.program()) {
+            self.file_ops.lock().unwrap().push(cmd.argv.clone());
+            return LocalRunner.run(cmd).await;
+        }
         self.calls.lock().unwrap().push(cmd.argv.clone());
         if let Some(s) = &cmd.stdin {
             self.stdin

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use muster_core::backend::{Backend, LaunchRequest, Rendered, RenderedItem, Role};
 use muster_core::dask::{self, ProcessCommand, SchedulerEndpoint};
-use muster_core::runner::{CommandRunner, CommandSpec, LocalRunner};
+use muster_core::runner::LocalRunner;
 use muster_core::spec::ClusterSpec;
 use muster_core::{Error, Home, JobId, JobStatus, Result};
 use nix::sys::signal::Signal;
@@ -218,39 +218,7 @@ impl Backend for LocalBackend {
     }
 
     async fn preflight(&self, spec: &ClusterSpec) -> Result<()> {
-        let mut pythons = vec![spec.worker.python.clone()];
-        if let Some(p) = &spec.scheduler.python
-            && p != &spec.worker.python
-        {
-            pythons.push(p.clone());
-        }
-        for python in pythons {
-            let mut cmd = CommandSpec::new(dask::import_check_argv(&python));
-            cmd.timeout = Some(Duration::from_secs(60));
-            match LocalRunner.run(&cmd).await {
-                Ok(out) if out.code == 0 => {
-                    tracing::debug!(python = %python, version = out.stdout.trim(), "distributed found");
-                }
-                Ok(out) => {
-                    let detail = out
-                        .stderr
-                        .lines()
-                        .last()
-                        .unwrap_or("import failed")
-                        .trim()
-                        .to_string();
-                    return Err(Error::MissingDask { python, detail });
-                }
-                Err(Error::CommandNotFound { .. }) => {
-                    return Err(Error::MissingDask {
-                        python,
-                        detail: "no such program".into(),
-                    });
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        dask::check_pythons(&LocalRunner, spec).await
     }
 
     fn render(&self, req: &LaunchRequest<'_>) -> Result<Rendered> {
