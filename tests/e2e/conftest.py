@@ -82,10 +82,10 @@ class Muster:
         self.python = python
         self.env = {**os.environ, "MUSTER_HOME": str(home)}
 
-    def run(self, *args, check=True, timeout=180):
+    def run(self, *args, check=True, timeout=180, env=None):
         proc = subprocess.run(
             [self.binary, *map(str, args)],
-            env=self.env,
+            env={**self.env, **(env or {})},
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -81,7 +81,7 @@ fn open_quietly(home: &Home, name: &str) -> Result<ManagedCluster, Error> {
     let record = home
         .load(name)?
         .ok_or_else(|| Error::NotFound(name.to_string()))?;
-    let backend = muster::backend_for_spec(&record.spec, home);
+    let backend = muster::backend_for_spec(&record.spec, home)?;
     ManagedCluster::open(name, backend, home.clone())
 }
 
@@ -186,7 +186,7 @@ pub async fn up(home: &Home, args: UpArgs) -> Result<()> {
             .unwrap_or(a.minimum)
             .clamp(a.minimum, a.maximum);
     }
-    let backend = muster::backend_for_spec(&spec, home);
+    let backend = muster::backend_for_spec(&spec, home)?;
     let mut cluster =
         ManagedCluster::new(spec, backend, home.clone())?.with_timeout(args.timeout.duration());
     let bar = Bar::new(matches!(args.output, Output::Table | Output::Wide));
@@ -229,11 +229,8 @@ pub async fn down(home: &Home, args: DownArgs) -> Result<()> {
     let targets: Vec<(String, Arc<dyn Backend>)> = if args.all {
         home.list()?
             .into_iter()
-            .map(|r| {
-                let b = muster::backend_for_spec(&r.spec, home);
-                (r.name, b)
-            })
-            .collect()
+            .map(|r| Ok((r.name.clone(), muster::backend_for_spec(&r.spec, home)?)))
+            .collect::<Result<_>>()?
     } else {
         let name = args
             .name
@@ -243,19 +240,19 @@ pub async fn down(home: &Home, args: DownArgs) -> Result<()> {
             .map_err(|r| Error::Usage(format!("cluster name {name:?}: {r}")))?;
         // The registry's spec, else the one given with -f, else just a kind.
         let backend = match (home.load(&name)?, &args.file) {
-            (Some(r), _) => muster::backend_for_spec(&r.spec, home),
+            (Some(r), _) => muster::backend_for_spec(&r.spec, home)?,
             (None, Some(file)) => {
                 let spec = build_spec(&SpecArgs {
                     file: Some(file.clone()),
                     name: Some(name.clone()),
                     ..Default::default()
                 })?;
-                muster::backend_for_spec(&spec, home)
+                muster::backend_for_spec(&spec, home)?
             }
             (None, None) => muster::backend_for(
                 &BackendSpec::from_kind(&args.backend).expect("clap checked the kind"),
                 home,
-            ),
+            )?,
         };
         vec![(name, backend)]
     };
@@ -385,7 +382,7 @@ pub async fn agent(home: &Home, args: AgentArgs) -> Result<()> {
     let record = home
         .load(&args.name)?
         .ok_or_else(|| Error::NotFound(args.name.clone()))?;
-    let backend = muster::backend_for_spec(&record.spec, home);
+    let backend = muster::backend_for_spec(&record.spec, home)?;
     adaptive_agent::run(home.clone(), &args.name, backend)
         .await
         .with_context(|| format!("agent of cluster {:?}", args.name))
@@ -433,7 +430,7 @@ pub async fn logs(home: &Home, args: LogsArgs) -> Result<()> {
 
 pub async fn render(home: &Home, args: RenderArgs) -> Result<()> {
     let spec = build_spec(&args.spec)?;
-    let backend = muster::backend_for_spec(&spec, home);
+    let backend = muster::backend_for_spec(&spec, home)?;
     let contact = backend
         .scheduler_file(&spec)
         .map(SchedulerContact::File)

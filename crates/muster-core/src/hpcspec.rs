@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::spec::FieldError;
+use crate::ssh_spec::{SshConnectSpec, parse_destination};
 use crate::units::Memory;
 
 /// Options shared by the SLURM and PBS backends (some are one dialect's only;
@@ -69,6 +70,16 @@ pub struct HpcSpec {
     /// (see `hpc-templates/`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
+    /// Run every batch command (and read job output) on this login node
+    /// over SSH instead of on this machine: `user@host:port` (user and port
+    /// optional; `host` may be an alias from the ssh config). Needs
+    /// `log_directory` (on the cluster's shared filesystem) and
+    /// `scheduler.placement: job`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submit_host: Option<String>,
+    /// How to connect to `submit_host` (key, ssh config, known_hosts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshConnectSpec>,
 }
 
 /// Which PBS implementation the `qsub`/`qstat`/`qdel` commands belong to.
@@ -239,6 +250,29 @@ impl HpcSpec {
         {
             bad("job_cpu", &c.to_string(), "must be between 1 and 4096");
         }
+        match &self.submit_host {
+            Some(host) => {
+                if let Err(reason) = parse_destination(host) {
+                    bad("submit_host", host, &reason);
+                }
+                if self.log_directory.is_none() {
+                    bad(
+                        "log_directory",
+                        "",
+                        "is required with backend.submit_host: give a directory on the cluster's shared filesystem (seen by the login node and the compute nodes)",
+                    );
+                }
+            }
+            None => {
+                if self.ssh.is_some() {
+                    bad(
+                        "ssh",
+                        "{...}",
+                        "applies only with backend.submit_host (the login node to connect to)",
+                    );
+                }
+            }
+        }
         match kind {
             HpcKind::Slurm => {
                 if let Some(r) = &self.resource_spec {
@@ -280,6 +314,9 @@ impl HpcSpec {
                     );
                 }
             }
+        }
+        if let Some(ssh) = &self.ssh {
+            ssh.validate("backend.ssh", errs);
         }
     }
 }
@@ -332,6 +369,45 @@ mod tests {
                 "backend.resource_spec",
             ]
         );
+    }
+
+    #[test]
+    fn a_login_node_needs_a_shared_log_directory_and_a_clean_destination() {
+        let fields = |spec: &HpcSpec| {
+            let mut errs = Vec::new();
+            spec.validate(HpcKind::Slurm, &mut errs);
+            errs.into_iter().map(|e| e.field).collect::<Vec<_>>()
+        };
+        let login = HpcSpec {
+            submit_host: Some("me@login.example.org:2222".into()),
+            log_directory: Some("/scratch/me/logs".into()),
+            ..Default::default()
+        };
+        assert!(fields(&login).is_empty());
+        let hostile = HpcSpec {
+            submit_host: Some("login;reboot".into()),
+            log_directory: None,
+            ssh: Some(SshConnectSpec {
+                known_hosts: Some("a\nb".into()),
+                connect_timeout: Some(crate::units::Seconds::from_secs(0)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            fields(&hostile),
+            [
+                "backend.submit_host",
+                "backend.log_directory",
+                "backend.ssh.known_hosts",
+                "backend.ssh.connect_timeout",
+            ]
+        );
+        let stray = HpcSpec {
+            ssh: Some(SshConnectSpec::default()),
+            ..Default::default()
+        };
+        assert_eq!(fields(&stray), ["backend.ssh"]);
     }
 
     #[test]

@@ -404,6 +404,16 @@ impl ClusterSpec {
                 ),
             );
         }
+        if let BackendSpec::Slurm(h) | BackendSpec::Pbs(h) = &self.backend
+            && h.submit_host.is_some()
+            && self.scheduler.placement != Placement::Job
+        {
+            bad(
+                "scheduler.placement",
+                &"host",
+                "must be `job` with backend.submit_host: the scheduler has to run inside the cluster, where its workers can reach it",
+            );
+        }
 
         // Worker.
         let w = &self.worker;
@@ -807,5 +817,20 @@ worker:
         .unwrap();
         assert_eq!(spec.worker.threads_per_process(), 2);
         assert_eq!(spec.worker.memory_per_process(), Some(Memory(2 << 30)));
+    }
+    #[test]
+    fn a_login_node_needs_the_scheduler_in_a_job() {
+        let yaml = "name: x\nbackend: {kind: slurm, submit_host: login, log_directory: /s}\nworker: {memory: 1GiB}";
+        let err = ClusterSpec::from_yaml(yaml, None)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("scheduler.placement"), "{err}");
+        let ok = format!("{yaml}\nscheduler: {{placement: job}}");
+        ClusterSpec::from_yaml(&ok, None)
+            .unwrap()
+            .validate()
+            .unwrap();
     }
 }

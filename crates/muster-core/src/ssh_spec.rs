@@ -108,6 +108,72 @@ impl Default for SshSpec {
     }
 }
 
+/// How to reach one host that runs commands for another backend: the login
+/// node of a batch cluster (`backend.submit_host` of `slurm`/`pbs`). The same
+/// settings as the `ssh` backend's, for a single host; user and port are
+/// part of the destination.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshConnectSpec {
+    /// Private key file (else the ssh config's `IdentityFile`, else
+    /// `~/.ssh/id_*`); the ssh agent is tried first unless the ssh config
+    /// says `IdentitiesOnly yes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// The ssh client config to honour; `~/.ssh/config` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_config: Option<String>,
+    /// The known_hosts file the host key is checked against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_hosts: Option<String>,
+    /// Trust and record the host's key if it is not known yet (a *changed*
+    /// key is always refused).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub accept_new_host_keys: bool,
+    /// Give up connecting after this long (default 10 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<Seconds>,
+    /// Give up on any one remote command after this long (default 120 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_timeout: Option<Seconds>,
+}
+
+impl SshConnectSpec {
+    /// Checks the paths and limits; problems are pushed under `prefix`
+    /// (e.g. `backend.ssh`).
+    pub fn validate(&self, prefix: &str, errs: &mut Vec<FieldError>) {
+        for (name, value) in [
+            ("identity", &self.identity),
+            ("ssh_config", &self.ssh_config),
+            ("known_hosts", &self.known_hosts),
+        ] {
+            if let Some(v) = value
+                && (v.trim().is_empty() || v.contains(['\0', '\n', '\r']))
+            {
+                errs.push(FieldError {
+                    field: format!("{prefix}.{name}"),
+                    value: v.clone(),
+                    reason: "must be the path of a file".into(),
+                });
+            }
+        }
+        for (name, value) in [
+            ("connect_timeout", self.connect_timeout),
+            ("command_timeout", self.command_timeout),
+        ] {
+            if let Some(t) = value
+                && t.duration().is_zero()
+            {
+                errs.push(FieldError {
+                    field: format!("{prefix}.{name}"),
+                    value: t.to_string(),
+                    reason: "must be more than 0s".into(),
+                });
+            }
+        }
+    }
+}
+
 /// One host of an SSH cluster. Written either as a string
 /// (`user@host:port`) or as a map.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

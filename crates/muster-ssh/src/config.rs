@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use muster_core::spec::{FieldError, SpecError};
 use muster_core::ssh_spec::{
-    Destination, SshHost, SshHostMap, SshSpec, host_label, parse_destination,
+    Destination, SshConnectSpec, SshHost, SshHostMap, SshSpec, host_label, parse_destination,
 };
 use muster_core::{Error, Result};
 use ssh2_config::{ParseRule, SshConfig};
@@ -68,6 +68,31 @@ impl SshOptions {
             connect_timeout: s.connect_timeout.duration(),
             command_timeout: s.command_timeout.duration(),
             parallelism: s.parallelism as usize,
+        }
+    }
+}
+
+impl SshOptions {
+    /// The options for one login node (`backend.ssh` of a batch backend with
+    /// `submit_host`); unset fields keep [`SshOptions::default`]'s values,
+    /// except that commands may take 120 s (a busy batch server is slow).
+    pub fn for_login_node(c: Option<&SshConnectSpec>) -> Self {
+        let c = c.cloned().unwrap_or_default();
+        let d = SshOptions::default();
+        SshOptions {
+            ssh_config: c.ssh_config.as_deref().map(expand_tilde),
+            user: None,
+            port: None,
+            identity: c.identity.as_deref().map(expand_tilde),
+            known_hosts: c.known_hosts.as_deref().map(expand_tilde),
+            accept_new_host_keys: c.accept_new_host_keys,
+            connect_timeout: c
+                .connect_timeout
+                .map_or(d.connect_timeout, |t| t.duration()),
+            command_timeout: c
+                .command_timeout
+                .map_or(Duration::from_secs(120), |t| t.duration()),
+            parallelism: 4,
         }
     }
 }
@@ -231,7 +256,7 @@ pub fn resolve_target(
 /// Resolves one `user@host:port` destination like `ssh` would.
 pub fn resolve_destination(destination: &str, options: &SshOptions) -> Result<SshTarget> {
     let dest = parse_destination(destination)
-        .map_err(|reason| invalid("submit_host", destination, reason))?;
+        .map_err(|reason| invalid("backend.submit_host", destination, reason))?;
     let config = load_ssh_config(options)?;
     Ok(resolve_target(
         &dest,

@@ -62,7 +62,7 @@ pub enum SshError {
     Connect(String),
     /// The host's key is not in known_hosts.
     #[error(
-        "host key not known ({key_type} {fingerprint}); nothing was run there. Check the key and add it to {known_hosts}, or set backend.accept_new_host_keys: true to trust new hosts on first use"
+        "host key not known ({key_type} {fingerprint}); nothing was run there. Check the key and add it to {known_hosts}, or set accept_new_host_keys: true (in backend, or in backend.ssh with submit_host) to trust new hosts on first use"
     )]
     UnknownHostKey {
         /// The key's algorithm.

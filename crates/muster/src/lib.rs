@@ -31,24 +31,39 @@ pub use muster_hpc::HpcBackend;
 pub use muster_local::LocalBackend;
 pub use muster_ssh::{SshBackend, SshOptions, SshRunner};
 
-/// The backend that runs clusters of this kind, keeping its state under `home`.
-pub fn backend_for(spec: &BackendSpec, home: &Home) -> Arc<dyn Backend> {
-    match spec {
+/// The backend that runs clusters of this kind, keeping its state under
+/// `home`. Fails only when a `submit_host`'s ssh settings cannot be read
+/// (e.g. an unreadable ssh config); nothing is connected yet.
+pub fn backend_for(spec: &BackendSpec, home: &Home) -> Result<Arc<dyn Backend>> {
+    Ok(match spec {
         BackendSpec::Local(_) => Arc::new(LocalBackend::new(home.clone())),
-        BackendSpec::Slurm(_) | BackendSpec::Pbs(_) => {
-            Arc::new(HpcBackend::for_spec(spec, home.clone()).expect("a batch backend section"))
-        }
+        BackendSpec::Slurm(hpc) | BackendSpec::Pbs(hpc) => match &hpc.submit_host {
+            None => {
+                Arc::new(HpcBackend::for_spec(spec, home.clone()).expect("a batch backend section"))
+            }
+            Some(login) => {
+                let runner =
+                    SshRunner::connect_to(login, &SshOptions::for_login_node(hpc.ssh.as_ref()))?;
+                // Queue listings are filtered by the login node's user.
+                let user = runner.target().user.clone();
+                Arc::new(
+                    HpcBackend::for_spec_with(spec, home.clone(), runner)
+                        .expect("a batch backend section")
+                        .with_user(Some(user)),
+                )
+            }
+        },
         BackendSpec::Ssh(ssh) => Arc::new(SshBackend::new(ssh.clone())),
-    }
+    })
 }
 
 /// The backend for a whole cluster spec: like [`backend_for`], and tells
 /// backends that run remote helpers which python the cluster uses.
-pub fn backend_for_spec(spec: &ClusterSpec, home: &Home) -> Arc<dyn Backend> {
+pub fn backend_for_spec(spec: &ClusterSpec, home: &Home) -> Result<Arc<dyn Backend>> {
     match &spec.backend {
-        BackendSpec::Ssh(ssh) => {
-            Arc::new(SshBackend::new(ssh.clone()).with_python(spec.worker.python.clone()))
-        }
+        BackendSpec::Ssh(ssh) => Ok(Arc::new(
+            SshBackend::new(ssh.clone()).with_python(spec.worker.python.clone()),
+        )),
         other => backend_for(other, home),
     }
 }
@@ -68,7 +83,7 @@ pub fn cluster(spec: ClusterSpec) -> Result<ManagedCluster> {
     let home = Home::from_env()?;
     let mut spec = spec;
     apply_site_defaults(&mut spec);
-    let backend = backend_for_spec(&spec, &home);
+    let backend = backend_for_spec(&spec, &home)?;
     ManagedCluster::new(spec, backend, home)
 }
 
@@ -78,6 +93,6 @@ pub fn open(name: &str) -> Result<ManagedCluster> {
     let record = home
         .load(name)?
         .ok_or_else(|| Error::NotFound(name.to_string()))?;
-    let backend = backend_for_spec(&record.spec, &home);
+    let backend = backend_for_spec(&record.spec, &home)?;
     ManagedCluster::open(name, backend, home)
 }
