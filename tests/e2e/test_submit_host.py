@@ -4,7 +4,8 @@ host over SSH. The login node is SSH test host h1 (tests/services/sshhosts),
 made a SLURM login node by tests/services/slurm/login-node.sh; the real
 SLURM's controller and compute node are on this machine. SLURM records the
 host each job was submitted from (`SLURM_SUBMIT_HOST`), so the tests check that every
-job of the cluster came from h1, not from here. Also: a login node whose
+job of the cluster came from h1, not from here; muster reaches the
+scheduler's HTTP API through an SSH tunnel via h1. Also: a login node whose
 host key is not known stops `up` before anything is submitted, and a spec
 that cannot work through a login node is refused naming its fields."""
 
@@ -44,7 +45,9 @@ def write_spec(tmp_path, name, kind, workers, ssh=None, placement="job", logs=Tr
         f"  submit_host: h1\n"
         f"  ssh: {ssh}\n"
         f"{log_line}"
-        f"scheduler: {{host: 127.0.0.1, placement: {placement}}}\n"
+        # The bridge address: the compute node (this machine) and the login
+        # node h1 both reach it, so muster's tunnel through h1 does too.
+        f"scheduler: {{host: 10.200.0.1, placement: {placement}}}\n"
         f"worker: {{python: {sys.executable}, memory: 512MiB, cores: 1}}\n"
         f"workers: {workers}\n"
     )
@@ -67,6 +70,12 @@ def submitted_from(cluster):
     return hosts
 
 
+def left_behind(cluster, kind):
+    """Active jobs of the cluster. Torque's qstat (what muster asks under
+    pbs) already calls a COMPLETING job complete, as test_pbs.py notes."""
+    return [r for r in active(cluster) if kind == "slurm" or r[2] != "COMPLETING"]
+
+
 @pytest.mark.parametrize("kind", ["slurm", "pbs"])
 def test_a_cluster_driven_through_a_login_node(muster, tmp_path, kind):
     name = unique("lg")
@@ -75,7 +84,7 @@ def test_a_cluster_driven_through_a_login_node(muster, tmp_path, kind):
         drive(muster, name, spec, kind)
     finally:
         muster.run("down", name, check=False)
-    assert active(name) == []
+    assert left_behind(name, kind) == []
     assert muster.json("get", "clusters") == []
 
 
@@ -88,7 +97,9 @@ def drive(muster, name, spec, kind):
     assert submitted_from(name) == {"h1"}
     compute(address, 1000)
 
-    muster.run("scale", name, 3, "--timeout", "180s")
+    # muster reaches the scheduler's HTTP API through a tunnel via h1.
+    scaled = muster.run("scale", name, 3, "--timeout", "180s", env={"MUSTER_LOG": "muster_ssh=debug"})
+    assert "ssh tunnel open" in scaled.stderr and "to=10.200.0.1:" in scaled.stderr, scaled.stderr
     workers = muster.json("get", "workers", name)
     assert [w["status"] for w in workers] == ["Running"] * 3
     assert scheduler_workers(address) == sorted(w["name"] for w in workers)
@@ -106,7 +117,7 @@ def drive(muster, name, spec, kind):
 
     down = muster.run("down", name, env={"MUSTER_LOG": "muster_ssh=debug"})
     assert '"scancel"' in down.stderr or '"qdel"' in down.stderr, down.stderr
-    assert active(name) == []
+    assert left_behind(name, kind) == []
 
 
 def test_an_unknown_login_node_key_stops_up_before_anything_is_submitted(muster, tmp_path):

@@ -302,7 +302,7 @@ async fn observe(
         died: ended.len() as u32,
         idle_for: None,
     };
-    let client = cluster.scheduler_client()?;
+    let client = cluster.scheduler_client().await?;
     let workers = match client.workers().await {
         Ok(w) => w,
         Err(e) if e.is_transient() => {

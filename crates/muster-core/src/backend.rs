@@ -113,6 +113,13 @@ pub trait Backend: Send + Sync {
         scheduler: &JobId,
     ) -> Result<Option<SchedulerEndpoint>>;
 
+    /// How this process reaches the scheduler's HTTP API, published at
+    /// `url`: `url` itself for most backends; a tunnel through the login
+    /// node for a batch cluster driven from outside.
+    async fn http_url(&self, url: &str) -> Result<String> {
+        Ok(url.to_string())
+    }
+
     /// Removes whatever the backend keeps for a cluster that is gone (files,
     /// directories). Called by `down` after every job has stopped.
     async fn forget(&self, cluster: &str) -> Result<()>;

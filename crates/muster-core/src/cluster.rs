@@ -225,8 +225,8 @@ impl ManagedCluster {
     }
 
     /// The scheduler's HTTP client.
-    pub fn scheduler_client(&self) -> Result<SchedulerClient> {
-        self.client()
+    pub async fn scheduler_client(&self) -> Result<SchedulerClient> {
+        self.client().await
     }
 
     /// Takes the cluster's lock, re-reads its record, and checks that it is
@@ -321,7 +321,7 @@ impl ManagedCluster {
         if count == 0 {
             return Ok(Vec::new());
         }
-        let client = self.client()?;
+        let client = self.client().await?;
         let connected = client.workers().await?;
         let processes = self.spec().worker.processes;
         let by_job = group_by_job(&connected, processes);
@@ -413,7 +413,7 @@ impl ManagedCluster {
         &self.record.spec
     }
 
-    fn client(&self) -> Result<SchedulerClient> {
+    async fn client(&self) -> Result<SchedulerClient> {
         let url = self.record.http_url.as_deref().ok_or_else(|| {
             Error::Usage(format!(
                 "cluster {:?} has no scheduler address yet (phase {})",
@@ -421,7 +421,7 @@ impl ManagedCluster {
                 self.record.phase.word()
             ))
         })?;
-        Ok(SchedulerClient::new(url))
+        Ok(SchedulerClient::new(&self.backend.http_url(url).await?))
     }
 
     /// The way new workers reach the scheduler: its file where the backend
@@ -533,7 +533,7 @@ impl ManagedCluster {
         deadline: Instant,
         progress: &dyn Progress,
     ) -> Result<()> {
-        let client = self.client()?;
+        let client = self.client().await?;
         let mut last_status = Instant::now();
         let mut connected = 0;
         // The job-state check runs alongside the scheduler polls: on remote
@@ -731,7 +731,12 @@ impl Cluster for ManagedCluster {
         ids.extend(record.scheduler_job.iter().cloned());
         let states = self.backend.status(&record.name, &ids).await?;
         let (reachable, connected) = match &record.http_url {
-            Some(url) => match SchedulerClient::new(url).workers().await {
+            Some(url) => match async {
+                let url = self.backend.http_url(url).await?;
+                SchedulerClient::new(&url).workers().await
+            }
+            .await
+            {
                 Ok(ws) => (true, ws),
                 Err(e) => {
                     tracing::debug!("scheduler unreachable: {e}");

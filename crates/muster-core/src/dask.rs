@@ -255,6 +255,21 @@ pub fn read_scheduler_file(path: &Path) -> Result<Option<SchedulerEndpoint>> {
     }
 }
 
+/// The host and port of an HTTP URL such as `http://10.0.0.5:8787/`.
+pub fn http_host_port(url: &str) -> Option<(String, u16)> {
+    let u = reqwest::Url::parse(url).ok()?;
+    let host = u.host_str()?.trim_start_matches('[').trim_end_matches(']');
+    Some((host.to_string(), u.port_or_known_default()?))
+}
+
+/// `url` with its host and port replaced (e.g. by a tunnel's local end).
+pub fn with_host_port(url: &str, host: &str, port: u16) -> Option<String> {
+    let mut u = reqwest::Url::parse(url).ok()?;
+    u.set_host(Some(host)).ok()?;
+    u.set_port(Some(port)).ok()?;
+    Some(u.to_string())
+}
+
 /// The host part of `tcp://host:port` (IPv6 hosts come back without brackets).
 pub fn host_of_address(address: &str) -> Option<&str> {
     let rest = address.split_once("://").map_or(address, |(_, r)| r);
@@ -423,6 +438,21 @@ fn value_to_name(v: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_urls_are_rehosted_for_tunnels() {
+        let url = "http://10.0.0.5:8787/";
+        assert_eq!(http_host_port(url), Some(("10.0.0.5".into(), 8787)));
+        assert_eq!(
+            with_host_port(url, "127.0.0.1", 40001).as_deref(),
+            Some("http://127.0.0.1:40001/")
+        );
+        assert_eq!(
+            http_host_port("http://[fe80::1]:80/x"),
+            Some(("fe80::1".into(), 80))
+        );
+        assert_eq!(http_host_port("not a url"), None);
+    }
     use std::path::PathBuf;
 
     fn spec(yaml: &str) -> ClusterSpec {

@@ -76,6 +76,14 @@ pub trait CommandRunner: Send + Sync {
     /// [`Error::CommandNotFound`] or [`Error::Io`]; a non-zero exit is *not* an
     /// error here (see [`CommandOutput::check`]).
     async fn run(&self, cmd: &CommandSpec) -> Result<CommandOutput>;
+
+    /// An address on this machine through which `host:port`, as the
+    /// runner's host sees it, can be reached: the same address for runners
+    /// on this machine; a tunnel's local end for remote ones (a scheduler
+    /// inside a cluster that only its login node can reach).
+    async fn reach(&self, host: &str, port: u16) -> Result<(String, u16)> {
+        Ok((host.to_string(), port))
+    }
 }
 
 /// Runs commands on this machine.

@@ -687,6 +687,14 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
             .and_then(|text| dask::parse_scheduler_file(&text)))
     }
 
+    async fn http_url(&self, url: &str) -> Result<String> {
+        let Some((host, port)) = dask::http_host_port(url) else {
+            return Ok(url.to_string());
+        };
+        let (near_host, near_port) = self.runner.reach(&host, port).await?;
+        Ok(dask::with_host_port(url, &near_host, near_port).unwrap_or_else(|| url.to_string()))
+    }
+
     async fn forget(&self, cluster: &str) -> Result<()> {
         self.local.forget(cluster).await
     }

@@ -4,7 +4,8 @@
 //!   host keys checked against known_hosts, key and agent authentication,
 //!   `~/.ssh/config` honoured, pooled sessions with a bound on parallel
 //!   connections, a timeout on every connect and command). Any backend that
-//!   shells out can run its commands through a login node with it.
+//!   shells out can run its commands through a login node with it, and
+//!   reach addresses only the login node can reach through its [`tunnel`]s.
 //! - [`SshBackend`], the `ssh` backend: the Dask scheduler on one host and
 //!   workers spread over the others, started detached (own session, all
 //!   streams redirected) by a small Python helper that the host's own Python
@@ -18,6 +19,7 @@ pub mod config;
 pub mod placement;
 pub mod runner;
 pub mod session;
+pub mod tunnel;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -5,6 +5,7 @@
 //! that is generic over `CommandRunner` (e.g. a batch scheduler driven through
 //! a login node) can use it as is.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use muster_core::runner::{CommandOutput, CommandRunner, CommandSpec};
 use muster_core::{Error, Result};
 
 use crate::session::{SshPool, SshTarget};
+use crate::tunnel::Tunnel;
 
 /// Quotes one word for a POSIX shell: unchanged when it is plainly safe,
 /// else in single quotes (with `'` written as `'\''`).
@@ -75,6 +77,9 @@ pub struct SshRunner {
     target: Arc<SshTarget>,
     pool: SshPool,
     default_timeout: Duration,
+    /// Forwardings opened by [`CommandRunner::reach`], by remote address;
+    /// shared by clones, closed with the last one.
+    tunnels: Arc<tokio::sync::Mutex<HashMap<(String, u16), Tunnel>>>,
 }
 
 impl SshRunner {
@@ -85,6 +90,7 @@ impl SshRunner {
             target: Arc::new(target),
             pool,
             default_timeout,
+            tunnels: Arc::default(),
         }
     }
 
@@ -136,6 +142,25 @@ impl CommandRunner for SshRunner {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr,
         })
+    }
+
+    /// A tunnel through this host (opened on first use, reused, reopened
+    /// if its connection was lost).
+    async fn reach(&self, host: &str, port: u16) -> Result<(String, u16)> {
+        let mut tunnels = self.tunnels.lock().await;
+        let key = (host.to_string(), port);
+        if let Some(t) = tunnels.get(&key).filter(|t| t.is_open()) {
+            let a = t.local_addr();
+            return Ok((a.ip().to_string(), a.port()));
+        }
+        let (target, h) = (self.target.clone(), host.to_string());
+        let tunnel = tokio::task::spawn_blocking(move || Tunnel::open(&target, &h, port))
+            .await
+            .map_err(|e| Error::Usage(format!("tunnel task failed: {e}")))?
+            .map_err(|e| e.into_error(&self.target))?;
+        let a = tunnel.local_addr();
+        tunnels.insert(key, tunnel);
+        Ok((a.ip().to_string(), a.port()))
     }
 }
 

@@ -152,3 +152,60 @@ async fn an_unreachable_host_fails_fast_with_its_name() {
     assert!(err.to_string().contains("10.200.0.99"), "{err}");
     assert!(err.is_transient(), "{err:?}");
 }
+
+/// A tunnel through h1 reaches a server that listens on the bridge address
+/// (as a scheduler inside a cluster would), carries several connections at
+/// once, and moves more than its buffers hold, both ways, byte for byte.
+#[tokio::test]
+async fn a_tunnel_through_a_host_carries_concurrent_connections_byte_for_byte() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(dir) = state() else { return };
+    // An echo server on this machine's bridge address, which h1 can reach.
+    let server = tokio::net::TcpListener::bind("10.200.0.1:0").await.unwrap();
+    let port = server.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = server.accept().await.unwrap();
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                tokio::io::copy(&mut r, &mut w).await.unwrap();
+            });
+        }
+    });
+    let runner = SshRunner::connect_to("h1", &options(&dir)).unwrap();
+    let (host, local) = runner.reach("10.200.0.1", port).await.unwrap();
+    assert_eq!(host, "127.0.0.1");
+    assert_ne!(local, port);
+    // The same remote address reuses the open tunnel.
+    assert_eq!(runner.reach("10.200.0.1", port).await.unwrap().1, local);
+
+    let clients = (0..4u8).map(|k| {
+        let host = host.clone();
+        tokio::spawn(async move {
+            let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8 ^ k).collect();
+            let mut s = tokio::net::TcpStream::connect((host.as_str(), local))
+                .await
+                .unwrap();
+            let (mut r, mut w) = s.split();
+            let send = async {
+                w.write_all(&payload).await.unwrap();
+                w.shutdown().await.unwrap();
+            };
+            let mut back = Vec::new();
+            let recv = r.read_to_end(&mut back);
+            let ((), got) = tokio::join!(send, recv);
+            got.unwrap();
+            assert!(
+                back == payload,
+                "connection {k}: {} bytes came back",
+                back.len()
+            );
+        })
+    });
+    for c in clients {
+        tokio::time::timeout(Duration::from_secs(60), c)
+            .await
+            .expect("the tunnel moved 4 x 300 kB within 60 s")
+            .unwrap();
+    }
+}
