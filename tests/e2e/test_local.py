@@ -2,6 +2,7 @@
 a Python client computes on them, they scale and come down, and nothing of
 them remains."""
 
+import json
 import os
 import signal
 import subprocess
@@ -75,6 +76,34 @@ def test_kill_9_during_up_then_down_leaves_nothing(muster):
     assert "is down" in down.stdout
     assert muster.processes("crash") == []
     muster.run("down", "crash")
+
+
+def test_jobs_of_a_launch_interrupted_before_recording_are_adopted(muster):
+    """A CLI killed after starting workers but before writing their ids
+    leaves the record's `launching` mark; the next command holding the
+    cluster's lock adopts the live jobs instead of leaving them unmanaged.
+    The killed CLI's state is recreated exactly: one live worker dropped
+    from the record, the mark set."""
+    up = muster.json("up", "lost", "--workers", 2, "--python", muster.python)
+    path = muster.home / "clusters" / "lost" / "cluster.json"
+    record = json.loads(path.read_text())
+    dropped = record["workers"].pop()
+    record["launching"] = True
+    path.write_text(json.dumps(record))
+    assert [w["name"] for w in muster.json("get", "workers", "lost")] == record["workers"]
+
+    muster.run("scale", "lost", 2)
+    after = json.loads(path.read_text())
+    assert sorted(after["workers"]) == sorted(record["workers"] + [dropped])
+    assert "launching" not in after
+    assert after["next_worker_index"] == record["next_worker_index"], "nothing new was launched"
+    assert sorted(scheduler_workers(up["scheduler_address"])) == sorted(after["workers"])
+
+    # The adopted job is managed like any other: scaled away, then down.
+    muster.run("scale", "lost", 1)
+    assert len(muster.json("get", "workers", "lost")) == 1
+    muster.run("down", "lost")
+    assert muster.processes("lost") == []
 
 
 def test_down_finds_processes_even_without_the_registry(muster):

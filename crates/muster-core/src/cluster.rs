@@ -266,10 +266,12 @@ impl ManagedCluster {
     /// Asks the backend for the states of the recorded worker jobs and forgets
     /// those that have ended on their own. Returns the states of the jobs kept
     /// and the jobs that ended (with how). Does not wait; saves the record
-    /// when it changed.
+    /// when it changed. Call it holding the cluster's lock: it first adopts
+    /// the jobs of a launch whose process died before recording them.
     pub async fn prune_ended(
         &mut self,
     ) -> Result<(BTreeMap<JobId, JobStatus>, Vec<(JobId, JobStatus)>)> {
+        self.adopt_interrupted_launch().await?;
         let mut states = self
             .backend
             .status(&self.record.name, &self.record.workers)
@@ -291,6 +293,28 @@ impl ManagedCluster {
             self.home.save(&self.record)?;
         }
         Ok((states, ended))
+    }
+
+    /// After a launching process died between starting jobs and recording
+    /// them (the record's `launching` mark is still set while this process
+    /// holds the lock), records every live job of the cluster the manager
+    /// knows and the record lacks, so none is left running unmanaged.
+    async fn adopt_interrupted_launch(&mut self) -> Result<()> {
+        if !self.record.launching {
+            return Ok(());
+        }
+        let found = self.backend.discover(&self.record.name).await?;
+        let adopted = unrecorded(&self.record, &found);
+        if !adopted.is_empty() {
+            tracing::warn!(
+                cluster = %self.record.name,
+                jobs = ?adopted,
+                "adopted worker jobs started by an interrupted launch"
+            );
+        }
+        self.record.workers.extend(adopted);
+        self.record.launching = false;
+        self.home.save(&self.record)
     }
 
     /// Launches `count` more worker jobs (as one batch: one array job where
@@ -449,8 +473,11 @@ impl ManagedCluster {
         }
         let first_index = self.record.next_worker_index;
         // Reserve the indices before launching, so names are never reused even
-        // if this process dies mid-launch.
+        // if this process dies mid-launch; the mark tells the next process
+        // holding the lock to look for jobs this one started but never
+        // recorded.
         self.record.next_worker_index += u64::from(count);
+        self.record.launching = true;
         self.home.save(&self.record)?;
         let req = LaunchRequest {
             spec: &self.record.spec,
@@ -462,6 +489,7 @@ impl ManagedCluster {
         };
         let ids = self.backend.launch(&req).await?;
         self.record.workers.extend(ids.iter().cloned());
+        self.record.launching = false;
         self.home.save(&self.record)?;
         Ok(ids)
     }
@@ -826,6 +854,20 @@ pub fn group_by_job(workers: &[WorkerInfo], processes: u32) -> BTreeMap<JobId, V
     out
 }
 
+/// The live jobs a discovery found that the record has neither as a worker
+/// nor as the scheduler.
+fn unrecorded(record: &ClusterRecord, found: &[(JobId, JobStatus)]) -> Vec<JobId> {
+    found
+        .iter()
+        .filter(|(id, s)| {
+            s.is_active()
+                && record.scheduler_job.as_ref() != Some(id)
+                && !record.workers.contains(id)
+        })
+        .map(|(id, _)| id.clone())
+        .collect()
+}
+
 /// Chooses `k` worker jobs to remove: jobs whose workers never connected go
 /// first (pending before running: they hold no data), then connected jobs,
 /// newest first. `jobs` is in launch order.
@@ -908,6 +950,25 @@ mod tests {
         let g = group_by_job(&[worker("c-w0-0"), worker("c-w0-1"), worker("c-w1-0")], 2);
         assert_eq!(g.len(), 2);
         assert_eq!(g[&JobId::from("c-w0")].len(), 2);
+    }
+
+    #[test]
+    fn only_live_unrecorded_jobs_are_adopted() {
+        let spec = ClusterSpec::from_yaml("name: c", None).unwrap();
+        let mut record = ClusterRecord::new(spec);
+        record.scheduler_job = Some(JobId::from("c-scheduler"));
+        record.workers = ids(&["c-w0"]);
+        let found: Vec<(JobId, JobStatus)> = [
+            ("c-scheduler", JobStatus::Running),
+            ("c-w0", JobStatus::Running),
+            ("c-w1", JobStatus::Running),
+            ("c-w2", JobStatus::Pending),
+            ("c-w3", JobStatus::Finished),
+        ]
+        .into_iter()
+        .map(|(k, v)| (JobId::from(k), v))
+        .collect();
+        assert_eq!(unrecorded(&record, &found), ids(&["c-w1", "c-w2"]));
     }
 
     #[test]

@@ -221,6 +221,13 @@ pub struct ClusterRecord {
     pub next_worker_index: u64,
     /// When the cluster was created (Unix seconds).
     pub created_at: u64,
+    /// Set while a launch of workers is under way and its jobs are not
+    /// recorded yet. Found set by the next process holding the cluster's
+    /// lock, it means the launching process died: the jobs it may have
+    /// started are adopted from the manager (see
+    /// `ManagedCluster::prune_ended`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub launching: bool,
 }
 
 impl ClusterRecord {
@@ -236,6 +243,7 @@ impl ClusterRecord {
             workers: Vec::new(),
             next_worker_index: 0,
             created_at: unix_now(),
+            launching: false,
         }
     }
 
