@@ -24,6 +24,7 @@ Usage: python bench/ssh_fanout.py [--hosts N] [--rounds R]
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -53,15 +54,18 @@ def spec(path, hosts, parallelism=None):
 
 def time_down(home, spec_path):
     env = {**os.environ, "MUSTER_HOME": home, "MUSTER_LOG": "muster_ssh=debug"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     out = subprocess.run(
         [MUSTER, "down", "fanout", "-f", str(spec_path)], env=env, capture_output=True, text=True
     )
     elapsed = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if out.returncode != 0:
         raise SystemExit(f"muster down failed:\n{out.stderr}")
     connects = out.stderr.count("ssh connect")
-    return elapsed, connects
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return elapsed, connects, cpu
 
 
 def main():
@@ -79,13 +83,15 @@ def main():
         serial = spec(Path(tmp) / "serial.yaml", names, parallelism=1)
         home = str(Path(tmp) / "home")
         times = {"one": [], "many": [], "serial": []}
+        cpus = {"one": [], "many": [], "serial": []}
         for i in range(args.rounds):
             line = []
             for key, path, hosts in (("one", one, 1), ("many", many, n), ("serial", serial, n)):
-                t, connects = time_down(home, path)
+                t, connects, cpu = time_down(home, path)
                 if connects < hosts:
                     raise SystemExit(f"{key}: only {connects} of {hosts} hosts were connected")
                 times[key].append(t)
+                cpus[key].append(cpu)
                 line.append(f"{key} {t:.2f}s")
             print(f"round {i + 1}: " + "  ".join(line), flush=True)
     o, m, s = (statistics.median(times[k]) for k in ("one", "many", "serial"))
@@ -93,6 +99,9 @@ def main():
     print(f"  1 host                          {o:6.2f} s")
     print(f"  {n} hosts, in parallel (default) {m:6.2f} s   = {m / o:.1f}x one host")
     print(f"  {n} hosts, one at a time         {s:6.2f} s   = {s / o:.1f}x one host; parallel saves {1 - m / s:.0%}")
+    mc = statistics.median(cpus["many"])
+    print(f"  muster's own CPU time for the {n} hosts: {mc:.2f} s (user+sys); the rest of the")
+    print(f"  machine's 2 cores go to the {n} hosts' sshd, login shells and helpers")
     print(f"  load average: {os.getloadavg()[0]:.2f}")
 
 
