@@ -1,27 +1,34 @@
-"""Benchmark: time to a scheduler plus 6 registered Dask workers over SSH, on
-the same three test hosts (tests/services/sshhosts: h1 runs the scheduler,
-h2 and h3 three workers each), two ways, in one run:
+"""Benchmark: time to a scheduler plus N registered Dask workers over SSH, on
+the test hosts (tests/services/sshhosts: h1 runs the scheduler, the next
+--worker-hosts hosts --per-host workers each; default 2 x 3 = 6), in one
+run, rounds interleaved so machine noise hits all alike:
 
-  muster       `muster up -f spec.yaml` with backend ssh (wall time of the
-               command, which returns once the scheduler reports 6 workers),
-               then `muster down`: 6 worker jobs (each its own nanny process,
-               so each can be scaled away alone);
-  muster x3    the same with 2 jobs of 3 Dask worker processes each
-               (`worker.processes: 3`): the very process layout SSHCluster
-               uses (one process per host running 3 nannies);
-  SSHCluster   distributed's SSHCluster(hosts=[h1, h2, h3],
-               worker_options={"n_workers": 3}) in a fresh interpreter until
-               Client.wait_for_workers(6) returns; timed from after the
-               imports (the stricter figure, shown first) and from
-               interpreter start. Then cluster.close().
+  muster          `muster up -f spec.yaml` with backend ssh (wall time of
+                  the command, which returns once the scheduler reports N
+                  workers): one worker job per worker, each its own nanny
+                  process, so each can be scaled away alone (the default);
+  muster xK       one job per host running K Dask worker processes
+                  (`worker.processes: K`): SSHCluster's process layout;
+  muster xK fs    the same with Dask's `forkserver` start method
+                  (`worker.env: {DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD:
+                  forkserver}`): the K workers fork from one interpreter that
+                  imported distributed once, instead of K fresh ones;
+  local floor     the default layout's processes started by muster's local
+                  backend on this machine, no SSH at all: what the same Dask
+                  processes cost on these 2 cores, so `muster - floor` is
+                  muster's SSH overhead;
+  SSHCluster      distributed's SSHCluster(hosts, worker_options={"n_workers":
+                  K}) in a fresh interpreter until Client.wait_for_workers(N)
+                  returns; timed from after the imports (the stricter figure)
+                  and from interpreter start. Then cluster.close().
 
-Both use nannies, one thread per worker, the same Python on the hosts, and
+All use nannies, one thread per worker, the same Python on the hosts, and
 the same key and known_hosts (asyncssh is given them as connect_options).
-Rounds interleave so machine noise hits both alike. After each SSHCluster
-round, processes it left in the hosts' namespaces are counted (and ended).
-Prints medians and ratios; asserts nothing about time.
+After each SSHCluster round, processes it left in the hosts' namespaces are
+counted (and ended). The "hosts" are network namespaces sharing this
+machine's CPUs. Prints medians and ratios; asserts nothing about time.
 
-Usage: python bench/ssh_up.py [--rounds N]
+Usage: python bench/ssh_up.py [--rounds R] [--per-host K] [--worker-hosts M]
   (run scripts/setup.sh first; it needs root for the test hosts)
 """
 
@@ -39,9 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 MUSTER = os.environ.get("MUSTER_BIN", str(REPO / "target/release/muster"))
 PYTHON = os.environ.get("MUSTER_PYTHON", sys.executable)
 STATE = Path(os.environ.get("MUSTER_SSH_STATE", "/tmp/muster-sshhosts"))
-HOSTS = ["10.200.0.11", "10.200.0.12", "10.200.0.13"]
-PER_HOST = 3
-N = PER_HOST * (len(HOSTS) - 1)
+FORKSERVER = "{DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD: forkserver}"
 
 SSHCLUSTER = """
 import json, sys, time
@@ -66,10 +71,10 @@ cluster.close()
 """
 
 
-def netns_dask_pids():
+def netns_dask_pids(hosts):
     """Pids of Dask processes in the test hosts' namespaces."""
     pids = set()
-    for k in range(1, len(HOSTS) + 1):
+    for k in range(1, len(hosts) + 1):
         out = subprocess.run(["ip", "netns", "pids", f"mh{k}"], capture_output=True, text=True)
         for pid in out.stdout.split():
             try:
@@ -82,26 +87,27 @@ def netns_dask_pids():
     return pids
 
 
-def time_muster(home, spec, i):
+def time_muster(home, args, n, i):
+    """Wall time of `muster up NAME ARGS...` until n workers are connected."""
     env = {**os.environ, "MUSTER_HOME": home}
-    name = f"bench-ssh-{i}-{Path(spec).stem}"
+    name = f"bench-ssh-{i}"
     t0 = time.perf_counter()
     out = subprocess.run(
-        [MUSTER, "up", name, "-f", spec, "-o", "json"], env=env, capture_output=True, text=True
+        [MUSTER, "up", name, *args, "-o", "json"], env=env, capture_output=True, text=True
     )
     elapsed = time.perf_counter() - t0
     if out.returncode != 0:
-        raise SystemExit(f"muster up failed:\n{out.stderr}")
-    assert json.loads(out.stdout)["connected_workers"] == N, out.stdout
+        raise SystemExit(f"muster up {args} failed:\n{out.stderr}")
+    assert json.loads(out.stdout)["connected_workers"] == n, out.stdout
     subprocess.run([MUSTER, "down", name], env=env, check=True, capture_output=True)
     return elapsed
 
 
-def time_sshcluster():
-    before = netns_dask_pids()
+def time_sshcluster(hosts, per_host, n):
+    before = netns_dask_pids(hosts)
     code = SSHCLUSTER.format(
-        hosts=HOSTS, known=str(STATE / "known_hosts"), key=str(STATE / "id_ed25519"),
-        per_host=PER_HOST, python=PYTHON, n=N,
+        hosts=hosts, known=str(STATE / "known_hosts"), key=str(STATE / "id_ed25519"),
+        per_host=per_host, python=PYTHON, n=n,
     )
     t0 = time.perf_counter()
     proc = subprocess.Popen(
@@ -118,7 +124,7 @@ def time_sshcluster():
     proc.stdin.flush()
     proc.wait(timeout=120)
     time.sleep(3)  # what close() leaves should have exited by now
-    left = netns_dask_pids() - before
+    left = netns_dask_pids(hosts) - before
     for pid in left:  # started by this round: end them
         try:
             os.kill(pid, 9)
@@ -130,44 +136,61 @@ def time_sshcluster():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--per-host", type=int, default=3, help="workers per worker host")
+    ap.add_argument("--worker-hosts", type=int, default=2, help="hosts besides the scheduler's")
     args = ap.parse_args()
-    subprocess.run([str(REPO / "tests/services/sshhosts/start.sh"), str(len(HOSTS))],
+    k, m = args.per_host, args.worker_hosts
+    hosts = [f"10.200.0.{11 + j}" for j in range(m + 1)]
+    n = k * m
+    subprocess.run([str(REPO / "tests/services/sshhosts/start.sh"), str(len(hosts))],
                    check=True, capture_output=True)
     with tempfile.TemporaryDirectory() as tmp:
-        spec = Path(tmp) / "jobs6.yaml"
-        spec3 = Path(tmp) / "jobs2x3.yaml"
+        spec = Path(tmp) / "jobs.yaml"
         spec.write_text(f"""
 backend:
   kind: ssh
-  hosts: {HOSTS}
+  hosts: {hosts}
   ssh_config: {STATE / 'ssh_config'}
-  workers_per_host: {PER_HOST}
+  workers_per_host: {k}
   state_dir: {tmp}/remote
 worker: {{python: {PYTHON}, cores: 1, death_timeout: 20s}}
-workers: {N}
+workers: {n}
 """)
-        spec3.write_text(spec.read_text()
-                         .replace("cores: 1,", f"cores: {PER_HOST}, processes: {PER_HOST},")
-                         .replace(f"workers: {N}", f"workers: {N // PER_HOST}")
-                         .replace(f"workers_per_host: {PER_HOST}", "workers_per_host: 1"))
+        grouped = Path(tmp) / "grouped.yaml"
+        grouped.write_text(spec.read_text()
+                           .replace("cores: 1,", f"cores: {k}, processes: {k},")
+                           .replace(f"workers: {n}", f"workers: {m}")
+                           .replace(f"workers_per_host: {k}", "workers_per_host: 1"))
+        forked = Path(tmp) / "forked.yaml"
+        forked.write_text(grouped.read_text()
+                          .replace("death_timeout: 20s}", f"death_timeout: 20s, env: {FORKSERVER}}}"))
+        local = ["--workers", str(n), "--python", PYTHON]
         home = str(Path(tmp) / "home")
-        muster, muster3, ssh_inner, ssh_wall, left = [], [], [], [], []
+        rows = {key: [] for key in ("muster", "grouped", "forked", "floor", "inner", "wall")}
+        left = []
         for i in range(args.rounds):
-            muster.append(time_muster(home, str(spec), i))
-            muster3.append(time_muster(home, str(spec3), i))
-            inner, wall, n_left = time_sshcluster()
-            ssh_inner.append(inner)
-            ssh_wall.append(wall)
+            rows["muster"].append(time_muster(home, ["-f", str(spec)], n, i))
+            rows["grouped"].append(time_muster(home, ["-f", str(grouped)], n, i))
+            rows["forked"].append(time_muster(home, ["-f", str(forked)], n, i))
+            rows["floor"].append(time_muster(home, local, n, i))
+            inner, wall, n_left = time_sshcluster(hosts, k, n)
+            rows["inner"].append(inner)
+            rows["wall"].append(wall)
             left.append(n_left)
-            print(f"round {i + 1}: muster {muster[-1]:.2f}s  muster x3 {muster3[-1]:.2f}s  "
-                  f"SSHCluster {inner:.2f}s "
-                  f"(wall {wall:.2f}s, left behind {n_left})", flush=True)
-    m, m3, si, sw = (statistics.median(x) for x in (muster, muster3, ssh_inner, ssh_wall))
-    print(f"\nscheduler + {N} workers on {len(HOSTS)} SSH hosts, median of {args.rounds} rounds:")
-    print(f"  muster up (CLI wall time)            {m:6.2f} s")
-    print(f"  SSHCluster, after imports            {si:6.2f} s   muster/SSHCluster = {m / si:.2f}")
-    print(f"  SSHCluster, from interpreter start   {sw:6.2f} s   muster/SSHCluster = {m / sw:.2f}")
-    print(f"  muster x3 (2 jobs x 3 processes)     {m3:6.2f} s   vs SSHCluster after imports = {m3 / si:.2f}")
+            print(f"round {i + 1}: " + "  ".join(f"{key} {v[-1]:.2f}s" for key, v in rows.items())
+                  + f"  (SSHCluster left behind {n_left})", flush=True)
+    med = {key: statistics.median(v) for key, v in rows.items()}
+    si = med["inner"]
+    print(f"\nscheduler + {n} workers on {m + 1} SSH hosts ({k} per worker host), "
+          f"median of {args.rounds} rounds, load average {os.getloadavg()[0]:.2f}:")
+    print(f"  SSHCluster, after imports              {si:6.2f} s")
+    print(f"  SSHCluster, from interpreter start     {med['wall']:6.2f} s")
+    for key, label in (("muster", "muster up (default: a job per worker)"),
+                       ("grouped", f"muster x{k} (a job of {k} per host)"),
+                       ("forked", f"muster x{k}, forkserver"),
+                       ("floor", "local floor (same processes, no SSH)")):
+        print(f"  {label:<38} {med[key]:6.2f} s   /SSHCluster = {med[key] / si:.2f}")
+    print(f"  muster's SSH overhead (muster - local floor): {med['muster'] - med['floor']:.2f} s")
     print(f"  processes SSHCluster.close() left on the hosts: {left}")
     print("goal (issue 4): muster at most half of SSHCluster's time (ratio <= 0.50)")
 
