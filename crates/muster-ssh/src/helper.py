@@ -89,6 +89,16 @@ def op_probe():
         except Exception:
             res["distributed"] = "unknown"
     res["setsid"] = hasattr(os, "setsid")
+    # A port free here now, for a scheduler whose address muster gives its
+    # workers before it starts (the kernel rarely hands it out again soon).
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("", 0))
+            res["free_port"] = s.getsockname()[1]
+    except OSError:
+        pass
     others = []
     for py in REQ.get("other_pythons", []):
         try:

@@ -61,6 +61,8 @@ pub struct SshBackend {
     seen: Mutex<BTreeMap<String, BTreeSet<JobId>>>,
     /// Hosts whose python was found able to run Dask in this process.
     probed: Mutex<BTreeSet<String>>,
+    /// A port each host's last probe found free (for the scheduler).
+    free_ports: Mutex<BTreeMap<String, u16>>,
     endpoint: Mutex<Option<SchedulerEndpoint>>,
     /// The scheduler file's text, once read.
     scheduler_text: Mutex<Option<String>>,
@@ -75,6 +77,9 @@ struct PendingScheduler {
     id: JobId,
     label: String,
     handle: tokio::task::JoinHandle<HostAnswer>,
+    /// The address it will listen on, when muster chose its port: workers
+    /// launched meanwhile get it directly instead of waiting for the file.
+    address: Option<String>,
 }
 
 impl std::fmt::Debug for SshBackend {
@@ -116,6 +121,7 @@ impl SshBackend {
             down: Mutex::default(),
             seen: Mutex::default(),
             probed: Mutex::default(),
+            free_ports: Mutex::default(),
             endpoint: Mutex::new(None),
             scheduler_text: Mutex::new(None),
             pending: Mutex::new(None),
@@ -202,6 +208,37 @@ impl SshBackend {
             .or_else(|| lock(&self.python).clone())
     }
 
+    fn remember_free_port(&self, label: &str, probe: &Value) {
+        if let Some(port) = probe["free_port"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+        {
+            lock(&self.free_ports).insert(label.to_string(), port);
+        }
+    }
+
+    /// The scheduler's address, known before it starts when its port is
+    /// fixed (the spec's, or one its host's probe found free) and it
+    /// listens on a concrete address: `(spec with that port, address)`.
+    fn planned_scheduler(&self, spec: &ClusterSpec, layout: &Layout) -> Option<(u16, String)> {
+        let h = &layout.hosts[layout.scheduler];
+        let port = match spec.scheduler.port {
+            0 => *lock(&self.free_ports).get(&h.label)?,
+            p => p,
+        };
+        let host = match spec.scheduler.host.as_deref() {
+            None => h.target.hostname.as_str(),
+            Some("0.0.0.0" | "::" | "" | "*") => return None,
+            Some(other) => other,
+        };
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        Some((port, format!("tcp://{host}:{port}")))
+    }
+
     fn remember_seen(&self, label: &str, jobs: &Value) {
         let ids: BTreeSet<JobId> = jobs
             .as_array()
@@ -248,7 +285,12 @@ impl SshBackend {
                     .host
                     .clone()
                     .unwrap_or_else(|| h.target.hostname.clone());
-                let mut cmd = dask::scheduler_command(spec, &listen, Path::new(SCHEDULER_FILE));
+                let mut with_port = spec.clone();
+                if let Some((port, _)) = self.planned_scheduler(spec, layout) {
+                    with_port.scheduler.port = port;
+                }
+                let mut cmd =
+                    dask::scheduler_command(&with_port, &listen, Path::new(SCHEDULER_FILE));
                 if spec.scheduler.python.is_none()
                     && let Some(py) = &h.explicit_python
                 {
@@ -545,6 +587,7 @@ impl Backend for SshBackend {
                         });
                     }
                     self.remember_seen(&h.label, &v["jobs"]);
+                    self.remember_free_port(&h.label, &v);
                     lock(&self.probed).insert(h.label.clone());
                 }
                 // A host that is not there: the cluster can go on without it,
@@ -604,6 +647,32 @@ impl Backend for SshBackend {
     async fn launch(&self, req: &LaunchRequest<'_>) -> Result<Vec<JobId>> {
         let spec = req.spec;
         let layout = self.layout(Some(spec))?;
+        // Workers launched while the scheduler starts get its address when
+        // muster chose its port: they start their worker processes (and
+        // import Dask) at once and connect as soon as it listens, instead of
+        // waiting for a scheduler file muster copies over after it is up.
+        let early = match (&req.role, lock(&self.pending).as_ref()) {
+            (
+                Role::Workers {
+                    first_index,
+                    count,
+                    contact: SchedulerContact::File(_),
+                },
+                Some(PendingScheduler {
+                    address: Some(address),
+                    ..
+                }),
+            ) => Some(LaunchRequest {
+                spec,
+                role: Role::Workers {
+                    first_index: *first_index,
+                    count: *count,
+                    contact: SchedulerContact::Address(address.clone()),
+                },
+            }),
+            _ => None,
+        };
+        let req = early.as_ref().unwrap_or(req);
         if matches!(req.role, Role::Workers { .. }) {
             self.refresh(&spec.name, layout).await?;
         }
@@ -682,6 +751,7 @@ impl Backend for SshBackend {
                     id: id.clone(),
                     label: h.label.clone(),
                     handle,
+                    address: self.planned_scheduler(spec, layout).map(|(_, a)| a),
                 });
                 lock(&self.seen)
                     .entry(h.label.clone())
@@ -908,6 +978,7 @@ impl Backend for SshBackend {
             match answer {
                 Ok(v) => {
                     self.remember_seen(&h.label, &v["jobs"]);
+                    self.remember_free_port(&h.label, &v);
                     if v["distributed"].is_string() && v["error"].is_null() {
                         lock(&self.probed).insert(h.label.clone());
                     }
@@ -984,10 +1055,18 @@ impl Backend for SshBackend {
         match pending {
             Some(false) => Ok(None),
             Some(true) => {
+                let addressed = lock(&self.pending).as_ref().and_then(|p| p.address.clone());
                 let ep = self.finish_scheduler(spec).await?;
                 let text = lock(&self.scheduler_text).clone();
-                if let Some(text) = text {
-                    self.distribute(spec, &text).await;
+                match (addressed, text) {
+                    // The workers got the address itself.
+                    (Some(planned), _) => {
+                        if ep.as_ref().is_some_and(|e| e.address != planned) {
+                            tracing::debug!(%planned, published = ?ep.as_ref().map(|e| &e.address), "the scheduler published another address than planned");
+                        }
+                    }
+                    (None, Some(text)) => self.distribute(spec, &text).await,
+                    (None, None) => {}
                 }
                 Ok(ep)
             }
@@ -1159,5 +1238,43 @@ scheduler: {env: {NOTE: "it's"}}
         };
         // Two hosts take workers, one each: the third is not placed.
         insta::assert_snapshot!(render(&s, workers));
+    }
+
+    #[test]
+    fn the_scheduler_address_is_planned_from_a_probed_free_port() {
+        let s = spec(HOSTILE);
+        let muster_core::BackendSpec::Ssh(ssh) = &s.backend else {
+            unreachable!()
+        };
+        let backend = SshBackend::new(ssh.clone());
+        let layout = backend.layout(Some(&s)).unwrap();
+        assert_eq!(backend.planned_scheduler(&s, layout), None, "no probe yet");
+        backend.remember_free_port("h1", &json!({"free_port": 41234}));
+        assert_eq!(
+            backend.planned_scheduler(&s, layout),
+            Some((41234, "tcp://h1:41234".to_string()))
+        );
+        let item = backend
+            .render(&LaunchRequest {
+                spec: &s,
+                role: Role::Scheduler,
+            })
+            .unwrap();
+        assert!(
+            item.items[0].text.contains("--port 41234"),
+            "{}",
+            item.items[0].text
+        );
+        // A port in the spec wins; an IPv6 listen address is bracketed; a
+        // wildcard listen address says nothing about where to connect.
+        let mut fixed = s.clone();
+        fixed.scheduler.port = 8786;
+        fixed.scheduler.host = Some("fd00::5".into());
+        assert_eq!(
+            backend.planned_scheduler(&fixed, layout),
+            Some((8786, "tcp://[fd00::5]:8786".to_string()))
+        );
+        fixed.scheduler.host = Some("0.0.0.0".into());
+        assert_eq!(backend.planned_scheduler(&fixed, layout), None);
     }
 }
