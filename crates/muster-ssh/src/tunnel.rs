@@ -208,28 +208,19 @@ impl Pump {
         }
         let ch = c.channel.as_mut().expect("opened above");
         let mut moved = false;
-        let mut buf = [0u8; 16 * 1024];
         // Client → remote.
-        if !c.client_done && c.up.len() < BUFFER {
-            match c.tcp.read(&mut buf) {
-                Ok(0) => c.client_done = true,
-                Ok(n) => {
-                    c.up.extend_from_slice(&buf[..n]);
-                    moved = true;
-                }
-                Err(e) if would_block(&e) => {}
-                Err(_) => c.dead = true,
+        if !c.client_done {
+            match fill(&mut c.tcp, &mut c.up) {
+                Flow::Moved => moved = true,
+                Flow::End => c.client_done = true,
+                Flow::Idle => {}
+                Flow::Broken => c.dead = true,
             }
         }
-        if !c.up.is_empty() {
-            match ch.write(&c.up) {
-                Ok(n) => {
-                    c.up.drain(..n);
-                    moved |= n > 0;
-                }
-                Err(e) if would_block(&e) => {}
-                Err(_) => c.dead = true,
-            }
+        match drain(ch, &mut c.up) {
+            Flow::Moved => moved = true,
+            Flow::Broken => c.dead = true,
+            _ => {}
         }
         if c.client_done && c.up.is_empty() && !c.eof_sent {
             match ch.send_eof() {
@@ -238,29 +229,63 @@ impl Pump {
                 Err(_) => c.dead = true,
             }
         }
-        // Remote → client.
-        if !c.remote_done && c.down.len() < BUFFER {
-            match ch.read(&mut buf) {
-                Ok(0) if ch.eof() => c.remote_done = true,
-                Ok(0) => {}
-                Ok(n) => {
-                    c.down.extend_from_slice(&buf[..n]);
-                    moved = true;
-                }
-                Err(e) if would_block(&e) => {}
-                Err(_) => c.dead = true,
+        // Remote → client. A channel read of 0 bytes is an end only at EOF.
+        if !c.remote_done {
+            match fill(ch, &mut c.down) {
+                Flow::Moved => moved = true,
+                Flow::End if ch.eof() => c.remote_done = true,
+                Flow::End | Flow::Idle => {}
+                Flow::Broken => c.dead = true,
             }
         }
-        if !c.down.is_empty() {
-            match c.tcp.write(&c.down) {
-                Ok(n) => {
-                    c.down.drain(..n);
-                    moved |= n > 0;
-                }
-                Err(e) if would_block(&e) => {}
-                Err(_) => c.dead = true,
-            }
+        match drain(&mut c.tcp, &mut c.down) {
+            Flow::Moved => moved = true,
+            Flow::Broken => c.dead = true,
+            _ => {}
         }
         moved
+    }
+}
+
+/// What one non-blocking read or write did.
+enum Flow {
+    Moved,
+    /// Nothing to do now (it would block, or nothing to move).
+    Idle,
+    /// A read returned 0 bytes.
+    End,
+    Broken,
+}
+
+/// Reads what `from` has into `buf`, up to [`BUFFER`] bytes held.
+fn fill(from: &mut impl Read, buf: &mut Vec<u8>) -> Flow {
+    if buf.len() >= BUFFER {
+        return Flow::Idle;
+    }
+    let mut chunk = [0u8; 16 * 1024];
+    match from.read(&mut chunk) {
+        Ok(0) => Flow::End,
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            Flow::Moved
+        }
+        Err(e) if would_block(&e) => Flow::Idle,
+        Err(_) => Flow::Broken,
+    }
+}
+
+/// Writes what `to` takes of `buf`, dropping it from `buf`.
+fn drain(to: &mut impl Write, buf: &mut Vec<u8>) -> Flow {
+    if buf.is_empty() {
+        return Flow::Idle;
+    }
+    match to.write(buf) {
+        Ok(0) => Flow::Idle,
+        Ok(n) => {
+            buf.drain(..n);
+            Flow::Moved
+        }
+        Err(e) if would_block(&e) => Flow::Idle,
+        Err(_) => Flow::Broken,
     }
 }
