@@ -14,8 +14,8 @@
 //! a [`CommandRunner`]: unit tests inject recorded outputs, and with
 //! `submit_host` an SSH runner drives a cluster behind its login node from
 //! another machine. Rendering ([`script`]) and parsing ([`dialect`]) are
-//! pure; this module is the thin I/O layer. It knows nothing of other backends, and
-//! nothing of Dask beyond muster-core's command builders.
+//! pure; this module is the thin I/O layer. It knows nothing of other
+//! backends, and nothing of Dask beyond muster-core's command builders.
 
 pub mod dialect;
 pub mod files;
@@ -281,10 +281,8 @@ impl<R: CommandRunner> HpcBackend<R> {
         }
         let dir = format!("{}/ids", self.log_dir(cluster));
         let out = self.run(files::read_dir_argv(&dir), None).await?;
-        // grep: 1 when nothing matched, 2 when the directory is missing.
-        if out.code > 1 && !out.stdout.is_empty() {
-            tracing::debug!(code = out.code, stderr = %out.stderr.trim(), "reading task ids");
-        }
+        // grep exits 1 when nothing matched and 2 when the directory does
+        // not exist yet: both mean no ids recorded.
         Ok(files::parse_dir_listing(&dir, &out.stdout))
     }
 
