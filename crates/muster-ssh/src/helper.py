@@ -1,6 +1,11 @@
-# muster-ssh's remote helper: run as `PYTHON - REQUEST_JSON` with this file on
-# stdin, on one host, by the host's own Python. It starts detached jobs, finds
-# them again through /proc markers, reports and stops them, and reads logs.
+# muster-ssh's remote helper, run on one host by the host's own Python as a
+# server that muster keeps for the rest of its run (`PYTHON -c SERVE`, see
+# lib.rs): this file's text as one JSON string on the first line of stdin,
+# then one request per line, one answer line each; it exits at the end of
+# stdin. Each host so pays for one login shell and one interpreter however
+# many requests follow. It starts detached jobs,
+# finds them again through /proc markers, reports and stops them, and reads
+# logs.
 # Job argv and environment arrive as JSON: nothing here goes through a shell
 # except the fixed wrapper below, which only expands "$@".
 # Layout on the host: <state_dir>/ssh/<cluster>/<host>/{scheduler.json,
@@ -11,17 +16,22 @@
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 
 WRAPPER = '"$@"; echo $? > "$MUSTER_EXIT_FILE"'
-REQ = json.loads(sys.argv[1])
-BASE = os.path.abspath(os.path.expanduser(REQ["state_dir"]))
-CLUSTER = REQ["cluster"]
-HOST = REQ["host"]
-DIR = os.path.join(BASE, "ssh", CLUSTER, HOST)
-MARK = {"MUSTER_HOME": BASE, "MUSTER_CLUSTER": CLUSTER, "MUSTER_HOST": HOST}
+REQ = BASE = CLUSTER = HOST = DIR = MARK = None
+
+
+def configure(req):
+    """Sets the globals every operation reads from one request."""
+    global REQ, BASE, CLUSTER, HOST, DIR, MARK
+    REQ = req
+    BASE = os.path.abspath(os.path.expanduser(req["state_dir"]))
+    CLUSTER = req["cluster"]
+    HOST = req["host"]
+    DIR = os.path.join(BASE, "ssh", CLUSTER, HOST)
+    MARK = {"MUSTER_HOME": BASE, "MUSTER_CLUSTER": CLUSTER, "MUSTER_HOST": HOST}
 
 
 def path(kind, job, ext):
@@ -74,6 +84,21 @@ def scan():
     return out
 
 
+def distributed_version(spec):
+    """distributed's version from its dist-info directory beside the package
+    (importlib.metadata would cost this short-lived helper ~70 ms of imports)."""
+    for loc in spec.submodule_search_locations or []:
+        site = os.path.dirname(loc)
+        try:
+            names = os.listdir(site)
+        except OSError:
+            continue
+        for name in names:
+            if name.startswith("distributed-") and name.endswith((".dist-info", ".egg-info")):
+                return name[len("distributed-"):].rsplit(".", 1)[0]
+    return "unknown"
+
+
 def op_probe():
     import importlib.util
 
@@ -82,12 +107,7 @@ def op_probe():
     if spec is None:
         res["error"] = "No module named distributed"
     else:
-        try:
-            import importlib.metadata as md
-
-            res["distributed"] = md.version("distributed")
-        except Exception:
-            res["distributed"] = "unknown"
+        res["distributed"] = distributed_version(spec)
     res["setsid"] = hasattr(os, "setsid")
     # A port free here now, for a scheduler whose address muster gives its
     # workers before it starts (the kernel rarely hands it out again soon).
@@ -101,6 +121,8 @@ def op_probe():
         pass
     others = []
     for py in REQ.get("other_pythons", []):
+        import subprocess
+
         try:
             p = subprocess.run(
                 [py, "-c", "import importlib.util as u, sys; sys.exit(u.find_spec('distributed') is None)"],
@@ -115,6 +137,8 @@ def op_probe():
 
 
 def op_launch():
+    import subprocess
+
     for sub in ("logs", "jobs"):
         os.makedirs(os.path.join(DIR, sub), exist_ok=True)
     started, failed = [], []
@@ -292,4 +316,14 @@ def op_forget():
 OPS = {"probe": op_probe, "launch": op_launch, "status": op_status, "cancel": op_cancel,
        "logs": op_logs, "forget": op_forget, "put_scheduler": op_put_scheduler,
        "read_scheduler": op_read_scheduler, "scan": lambda: {"jobs": sorted(scan())}}
-sys.stdout.write("MUSTER-HELPER " + json.dumps(OPS[REQ["op"]]()) + "\n")
+
+
+def answer(req):
+    configure(req)
+    sys.stdout.write("MUSTER-HELPER " + json.dumps(OPS[req["op"]]()) + "\n")
+    sys.stdout.flush()
+
+
+for line in sys.stdin.buffer:
+    if line.strip():
+        answer(json.loads(line.decode("utf-8")))

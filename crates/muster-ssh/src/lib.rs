@@ -42,6 +42,9 @@ use placement::{Slot, host_of, place, scheduler_id, worker_id};
 
 /// The helper program run by each host's Python (see `helper.py`).
 const HELPER: &str = include_str!("helper.py");
+/// The program `python -c` runs to start the helper as a server: it reads the
+/// helper's source, one JSON string, from the first line of stdin.
+const SERVE: &str = "import sys,json;exec(json.loads(sys.stdin.buffer.readline().decode()))";
 /// The marker the helper prints before its JSON answer, so shell noise from
 /// login scripts on stdout cannot confuse the parser.
 const ANSWER: &str = "MUSTER-HELPER ";
@@ -1137,53 +1140,61 @@ pub async fn call_helper(
     request["cluster"] = json!(cluster);
     request["host"] = json!(host.label);
     let req = request.to_string();
+    // The helper runs as a server (see helper.py): its source comes first on
+    // stdin as one JSON string, then one request per line.
+    let serve = runner::quote(SERVE);
     let line = match python {
-        Some(py) => format!("exec {} - {}", runner::quote(py), runner::quote(&req)),
+        Some(py) => format!("exec {} -c {serve}", runner::quote(py)),
         None => {
             let file = format!("{}/ssh/{cluster}/{}/python", remote_dir, host.label);
             format!(
-                "cd && P=$(cat {} 2>/dev/null); exec \"${{P:-python3}}\" - {}",
+                "cd && P=$(cat {} 2>/dev/null); exec \"${{P:-python3}}\" -c {serve}",
                 runner::quote(&file),
-                runner::quote(&req)
             )
         }
     };
     tracing::debug!(host = %host.target.describe(), python = ?python, request = %req, "ssh helper");
-    let out = pool
-        .exec(
+    let mut preamble = serde_json::to_string(HELPER).expect("a string serializes");
+    preamble.push('\n');
+    let reply = pool
+        .ask(
             &host.target,
             line,
-            Some(HELPER.as_bytes().to_vec()),
+            preamble.into_bytes(),
+            req,
+            ANSWER,
             timeout,
         )
         .await
         .map_err(|e| e.into_error(&host.target))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    match stdout.lines().find_map(|l| l.strip_prefix(ANSWER)) {
-        Some(answer) => serde_json::from_str(answer).map_err(|e| Error::UnexpectedOutput {
-            program: format!("muster helper on {}", host.target.describe()),
-            output: format!("{e}: {answer}"),
-        }),
-        None => {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let tail = muster_core::cluster::tail_lines(stderr.trim(), 5);
-            if out.code == 127 {
-                Err(Error::MissingDask {
-                    python: format!(
-                        "{} on {}",
-                        python.unwrap_or("python3"),
-                        host.target.describe()
-                    ),
-                    detail: format!("no such program: {tail}"),
-                })
-            } else {
-                Err(Error::CommandFailed {
-                    program: format!("muster helper on {}", host.target.describe()),
-                    code: out.code,
-                    stderr: tail,
-                })
-            }
+    let out = match reply {
+        session::Reply::Line(answer) => {
+            tracing::debug!(host = %host.target.describe(), "ssh helper answered");
+            return serde_json::from_str(&answer).map_err(|e| Error::UnexpectedOutput {
+                program: format!("muster helper on {}", host.target.describe()),
+                output: format!("{e}: {answer}"),
+            });
         }
+        session::Reply::Ended(out) => out,
+    };
+    // It ended without answering.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let tail = muster_core::cluster::tail_lines(stderr.trim(), 5);
+    if out.code == 127 {
+        Err(Error::MissingDask {
+            python: format!(
+                "{} on {}",
+                python.unwrap_or("python3"),
+                host.target.describe()
+            ),
+            detail: format!("no such program: {tail}"),
+        })
+    } else {
+        Err(Error::CommandFailed {
+            program: format!("muster helper on {}", host.target.describe()),
+            code: out.code,
+            stderr: tail,
+        })
     }
 }
 

@@ -394,12 +394,127 @@ pub fn exec(
     })
 }
 
+/// A remote program that answers requests line by line over one channel of a
+/// session of its own, kept running between requests: the login shell and
+/// the program start once, however many requests follow. It ends when the
+/// channel closes (its stdin reaches its end).
+pub struct Conversation {
+    // Declared before the session so that it closes first.
+    channel: ssh2::Channel,
+    _session: Session,
+    /// Output read past the last answer.
+    pending: Vec<u8>,
+}
+
+/// How a [`Conversation`] answered one request.
+pub enum Reply {
+    /// The answer line (the marker stripped); the conversation goes on.
+    Line(String),
+    /// The program ended without answering: its exit code and output, as
+    /// from a one-off command. The conversation is over.
+    Ended(Exec),
+}
+
+impl Conversation {
+    /// Starts `command` on a new connection and writes `preamble` to its
+    /// stdin (blocking).
+    pub fn open(
+        t: &SshTarget,
+        command: &str,
+        preamble: &[u8],
+        timeout: Duration,
+    ) -> Result<Self, SshError> {
+        let session = connect(t)?;
+        session.set_timeout(millis(timeout));
+        let io = io_error(timeout);
+        let mut channel = session
+            .channel_session()
+            .map_err(|e| io("opening a channel", &e))?;
+        channel.exec(command).map_err(|e| io("exec", &e))?;
+        channel
+            .write_all(preamble)
+            .map_err(|e| io("writing stdin", &e))?;
+        Ok(Conversation {
+            channel,
+            _session: session,
+            pending: Vec::new(),
+        })
+    }
+
+    /// Sends one request line and reads lines until one starts with
+    /// `marker` (other output, e.g. from login scripts, is skipped).
+    pub fn ask(
+        &mut self,
+        request: &str,
+        marker: &str,
+        timeout: Duration,
+    ) -> Result<Reply, SshError> {
+        self._session.set_timeout(millis(timeout));
+        let io = io_error(timeout);
+        let mut line = request.as_bytes().to_vec();
+        line.push(b'\n');
+        self.channel
+            .write_all(&line)
+            .and_then(|()| self.channel.flush())
+            .map_err(|e| io("writing the request", &e))?;
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+                let l: Vec<u8> = self.pending.drain(..=end).collect();
+                let text = String::from_utf8_lossy(&l[..end]).into_owned();
+                if let Some(answer) = text.strip_prefix(marker) {
+                    return Ok(Reply::Line(answer.to_string()));
+                }
+            }
+            let n = self
+                .channel
+                .read(&mut buf)
+                .map_err(|e| io("reading the answer", &e))?;
+            if n == 0 {
+                break;
+            }
+            self.pending.extend_from_slice(&buf[..n]);
+        }
+        // End of output: the program exited (or never started).
+        let mut stderr = Vec::new();
+        let _ = self.channel.stderr().read_to_end(&mut stderr);
+        let _ = self.channel.wait_close();
+        let code = match self.channel.exit_signal() {
+            Ok(sig) if sig.exit_signal.is_some() => -1,
+            _ => self.channel.exit_status().unwrap_or(-1),
+        };
+        Ok(Reply::Ended(Exec {
+            code,
+            stdout: std::mem::take(&mut self.pending),
+            stderr,
+        }))
+    }
+}
+
+fn millis(d: Duration) -> u32 {
+    d.as_millis().min(u128::from(u32::MAX)) as u32
+}
+
+/// Maps an ssh2 I/O failure to a timeout or a protocol error.
+fn io_error(timeout: Duration) -> impl Fn(&str, &dyn std::fmt::Display) -> SshError {
+    move |what, e| {
+        let text = e.to_string();
+        if text.contains("Timed out") || text.contains("timed out") {
+            SshError::Timeout(timeout, format!("for the remote command ({what})"))
+        } else {
+            SshError::Protocol(format!("{what}: {text}"))
+        }
+    }
+}
+
 /// Sessions kept open for reuse, with a bound on how many connections run at
 /// once (over all hosts). Cheap to clone; share one per process.
 #[derive(Clone)]
 pub struct SshPool {
     limit: Arc<Semaphore>,
     idle: Arc<Mutex<HashMap<String, Vec<Session>>>>,
+    /// Idle conversations, by target and command.
+    talks: Arc<Mutex<HashMap<String, Vec<Conversation>>>>,
 }
 
 impl std::fmt::Debug for SshPool {
@@ -416,6 +531,7 @@ impl SshPool {
         SshPool {
             limit: Arc::new(Semaphore::new(parallelism.max(1))),
             idle: Arc::default(),
+            talks: Arc::default(),
         }
     }
 
@@ -466,6 +582,72 @@ impl SshPool {
                 m.entry(key).or_default().push(session);
             }
             result
+        });
+        match tokio::time::timeout(overall, job).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(join)) => Err(SshError::Protocol(format!("ssh task failed: {join}"))),
+            Err(_) => Err(SshError::Timeout(overall, "for the host to answer".into())),
+        }
+    }
+
+    /// Sends one request line to a [`Conversation`] running `command` on the
+    /// target: an idle one if there is one (starting afresh once if it turns
+    /// out dead), else a new one fed `preamble` first. Bounded like
+    /// [`SshPool::exec`]; a conversation that failed or ended is dropped, one
+    /// that answered is kept for the next request.
+    pub async fn ask(
+        &self,
+        target: &SshTarget,
+        command: String,
+        preamble: Vec<u8>,
+        request: String,
+        marker: &'static str,
+        timeout: Duration,
+    ) -> Result<Reply, SshError> {
+        let _permit = self
+            .limit
+            .acquire()
+            .await
+            .map_err(|_| SshError::Protocol("the SSH pool is closed".into()))?;
+        let key = format!("{}\n{command}", target.pool_key());
+        let talks = self.talks.clone();
+        let t = target.clone();
+        let overall = target.connect_timeout + timeout + Duration::from_secs(2);
+        let job = tokio::task::spawn_blocking(move || {
+            let open = || Conversation::open(&t, &command, &preamble, timeout);
+            let kept = talks.lock().ok().and_then(|mut m| m.get_mut(&key)?.pop());
+            let (talk, reply) = match kept {
+                Some(mut c) => match c.ask(&request, marker, timeout) {
+                    // A kept conversation may have died (host gone, idle
+                    // timeout, the program ended): one fresh try.
+                    r @ (Err(SshError::Protocol(_)) | Ok(Reply::Ended(_))) => {
+                        let why = match r {
+                            Err(e) => e.to_string(),
+                            _ => "it ended".into(),
+                        };
+                        tracing::debug!(host = %t.describe(), "kept conversation failed ({why}); starting anew");
+                        let mut c = open()?;
+                        let r = c.ask(&request, marker, timeout);
+                        (c, r)
+                    }
+                    r => (c, r),
+                },
+                None => {
+                    let mut c = open()?;
+                    let r = c.ask(&request, marker, timeout);
+                    (c, r)
+                }
+            };
+            if let Ok(Reply::Line(_)) = &reply
+                && let Ok(mut m) = talks.lock()
+            {
+                m.entry(key).or_default().push(talk);
+            } else {
+                // Not reused: close it now, so the remote program ends.
+                let mut talk = talk;
+                let _ = talk.channel.close();
+            }
+            reply
         });
         match tokio::time::timeout(overall, job).await {
             Ok(Ok(r)) => r,

@@ -209,3 +209,60 @@ async fn a_tunnel_through_a_host_carries_concurrent_connections_byte_for_byte() 
             .unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_conversation_answers_many_requests_from_one_remote_process() {
+    let Some(dir) = state() else { return };
+    let target = muster_ssh::config::resolve_destination("h3", &options(&dir)).unwrap();
+    let pool = muster_ssh::SshPool::new(4);
+    // A remote program that reads its preamble, then answers each line with
+    // its own pid and the line, among noise that is not an answer.
+    let program = "read p; while IFS= read -r l; do echo noise; printf 'ANS %s %s %s\\n' \"$p\" $$ \"$l\"; done; exit 5";
+    let ask = |request: &str| {
+        pool.ask(
+            &target,
+            program.to_string(),
+            b"pre\n".to_vec(),
+            request.to_string(),
+            "ANS ",
+            Duration::from_secs(10),
+        )
+    };
+    let mut pids = Vec::new();
+    for hostile in ["$(touch /tmp/muster-ssh-pwned)", "it's `id`", "ünï"] {
+        match ask(hostile).await.unwrap() {
+            muster_ssh::session::Reply::Line(l) => {
+                let (pre, rest) = l.split_once(' ').unwrap();
+                let (pid, echoed) = rest.split_once(' ').unwrap();
+                assert_eq!((pre, echoed), ("pre", hostile));
+                pids.push(pid.to_string());
+            }
+            muster_ssh::session::Reply::Ended(e) => panic!("ended: {e:?}"),
+        }
+    }
+    assert!(
+        pids.iter().all(|p| *p == pids[0]),
+        "one remote process: {pids:?}"
+    );
+    assert!(!std::path::Path::new("/tmp/muster-ssh-pwned").exists());
+
+    // A program that ends without answering reports how, like a command.
+    let out = pool
+        .ask(
+            &target,
+            "read p; read l; echo oops >&2; exit 3".into(),
+            b"pre\n".to_vec(),
+            "x".into(),
+            "ANS ",
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    match out {
+        muster_ssh::session::Reply::Ended(e) => {
+            assert_eq!(e.code, 3);
+            assert_eq!(String::from_utf8_lossy(&e.stderr).trim(), "oops");
+        }
+        muster_ssh::session::Reply::Line(l) => panic!("answered {l}"),
+    }
+}
