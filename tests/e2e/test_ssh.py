@@ -292,3 +292,55 @@ def test_down_with_a_host_gone_names_it_and_finishes_when_it_is_back(muster, hea
     muster.run("down", "sshgone")
     assert everywhere("sshgone") == {1: [], 2: [], 3: []}
     assert muster.json("get", "clusters") == []
+
+
+def proc_cmdline(pid):
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().replace(b"\0", b" ").decode()
+
+
+def proc_ppid(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_job_of_several_processes_forks_full_workers_that_its_nannies_restart(muster, healthy_hosts, tmp_path):
+    """worker.processes > 1: the worker processes fork from Dask's forkserver
+    (muster's default for such jobs on SSH), and are full Dask workers: memory
+    limits apply, and one killed with SIGKILL is restarted by its nanny."""
+    from distributed import Client
+
+    spec = write_spec(tmp_path / "c.yaml", "sshfork", workers=1, per_host=1)
+    spec.write_text(spec.read_text().replace(
+        "death_timeout: 20s}", "death_timeout: 20s, cores: 2, processes: 2, memory: 1GiB}"))
+    up = muster.json("up", "-f", spec)
+    assert up["connected_workers"] == 2, up
+    rendered = muster.run("render", "-f", spec).stdout
+    assert "DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD=forkserver" in rendered, rendered
+
+    with Client(up["scheduler_address"], timeout=30) as c:
+        info = c.scheduler_info(n_workers=-1)["workers"]
+        assert len(info) == 2
+        assert all(w["memory_limit"] == 512 * 2**20 for w in info.values()), info
+        pids = c.run(os.getpid)
+        # Each worker process is a child of the fork server, which a nanny
+        # started; none of them is a fresh `spawn` interpreter.
+        for pid in pids.values():
+            server = proc_ppid(pid)
+            assert "multiprocessing.forkserver" in proc_cmdline(server), proc_cmdline(server)
+            assert "spawn_main" not in proc_cmdline(pid)
+        victim_addr, victim = sorted(pids.items())[0]
+        name = info[victim_addr]["name"]
+        os.kill(victim, 9)
+
+        def restarted():
+            now = c.scheduler_info(n_workers=-1)["workers"]
+            by_name = {w["name"]: a for a, w in now.items()}
+            return len(now) == 2 and name in by_name and by_name[name] != victim_addr
+
+        wait_until(restarted, timeout=60, message=f"the nanny to restart {name}")
+        new_pids = c.run(os.getpid)
+        assert victim not in new_pids.values() and len(new_pids) == 2
+    compute(up["scheduler_address"], 300)
+    muster.run("down", "sshfork")
+    assert everywhere("sshfork") == {1: [], 2: [], 3: []}

@@ -51,6 +51,26 @@ const ANSWER: &str = "MUSTER-HELPER ";
 /// The scheduler file, in each host's cluster directory.
 const SCHEDULER_FILE: &str = "scheduler.json";
 
+/// The environment variable that sets how a nanny starts its worker process
+/// (Dask's `distributed.worker.multiprocessing-method`).
+pub const START_METHOD_ENV: &str = "DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD";
+
+/// A job of several nannies (`worker.processes` > 1) starts its worker
+/// processes with Dask's `forkserver` method unless `worker.env` chooses one:
+/// one server process imports `distributed` once (Dask preloads it) and
+/// forks each worker process, instead of Dask's default `spawn`, where each
+/// one is a fresh interpreter importing it again. The workers are the same
+/// full Dask workers, restarted by their nannies. A job of one process gains
+/// nothing from it (the server costs what the one spawned process would), so
+/// it keeps Dask's default.
+fn default_start_method(spec: &ClusterSpec, cmd: &mut ProcessCommand) {
+    if spec.worker.nanny && spec.worker.processes > 1 {
+        cmd.env
+            .entry(START_METHOD_ENV.to_string())
+            .or_insert_with(|| "forkserver".to_string());
+    }
+}
+
 /// The SSH backend.
 pub struct SshBackend {
     ssh: SshSpec,
@@ -318,6 +338,7 @@ impl SshBackend {
                         let h = &layout.hosts[hi];
                         let id = worker_id(&spec.name, first_index + i as u64, &h.label);
                         let mut cmd = dask::worker_command(spec, id.as_str(), contact);
+                        default_start_method(spec, &mut cmd);
                         if let Some(py) = &h.explicit_python {
                             cmd.argv[0] = py.clone();
                         }
