@@ -9,7 +9,8 @@
 //! - [`SshBackend`], the `ssh` backend: the Dask scheduler on one host and
 //!   workers spread over the others, started detached (own session, all
 //!   streams redirected) by a small Python helper that the host's own Python
-//!   runs, so processes outlive the connection and are found again through
+//!   runs (one per host for the whole muster process, fed a request per
+//!   line), so processes outlive the connection and are found again through
 //!   `/proc` markers that include the host (hosts may share a pid space).
 //!
 //! It knows nothing of other backends; the Dask command lines come from
@@ -1132,8 +1133,8 @@ impl Backend for SshBackend {
     }
 
     fn status_interval(&self) -> Duration {
-        // Each check is an SSH round trip per host, a login shell and a
-        // Python on each: while workers start, that CPU is theirs.
+        // Each check is a request to each host's helper and a scan of its
+        // /proc: cheap, but while workers start the CPU is theirs.
         Duration::from_secs(3)
     }
 }

@@ -401,7 +401,7 @@ pub fn exec(
 pub struct Conversation {
     // Declared before the session so that it closes first.
     channel: ssh2::Channel,
-    _session: Session,
+    session: Session,
     /// Output read past the last answer.
     pending: Vec<u8>,
 }
@@ -436,7 +436,7 @@ impl Conversation {
             .map_err(|e| io("writing stdin", &e))?;
         Ok(Conversation {
             channel,
-            _session: session,
+            session,
             pending: Vec::new(),
         })
     }
@@ -449,7 +449,7 @@ impl Conversation {
         marker: &str,
         timeout: Duration,
     ) -> Result<Reply, SshError> {
-        self._session.set_timeout(millis(timeout));
+        self.session.set_timeout(millis(timeout));
         let io = io_error(timeout);
         let mut line = request.as_bytes().to_vec();
         line.push(b'\n');
@@ -463,6 +463,7 @@ impl Conversation {
                 let l: Vec<u8> = self.pending.drain(..=end).collect();
                 let text = String::from_utf8_lossy(&l[..end]).into_owned();
                 if let Some(answer) = text.strip_prefix(marker) {
+                    self.drain_stderr();
                     return Ok(Reply::Line(answer.to_string()));
                 }
             }
@@ -488,6 +489,25 @@ impl Conversation {
             stdout: std::mem::take(&mut self.pending),
             stderr,
         }))
+    }
+
+    /// Reads whatever the program wrote to stderr so far without waiting
+    /// (logged at debug level): left unread it would fill the channel's
+    /// window over a long conversation and stall its stdout.
+    fn drain_stderr(&mut self) {
+        self.session.set_blocking(false);
+        let mut buf = [0u8; 4096];
+        let mut text = Vec::new();
+        while let Ok(n) = self.channel.stderr().read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            text.extend_from_slice(&buf[..n]);
+        }
+        self.session.set_blocking(true);
+        if !text.is_empty() {
+            tracing::debug!(stderr = %String::from_utf8_lossy(&text).trim(), "remote program's stderr");
+        }
     }
 }
 

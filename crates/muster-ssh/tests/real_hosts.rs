@@ -266,3 +266,30 @@ async fn a_conversation_answers_many_requests_from_one_remote_process() {
         muster_ssh::session::Reply::Line(l) => panic!("answered {l}"),
     }
 }
+
+#[tokio::test]
+async fn a_long_conversation_is_not_stalled_by_what_the_program_writes_to_stderr() {
+    let Some(dir) = state() else { return };
+    let target = muster_ssh::config::resolve_destination("h2", &options(&dir)).unwrap();
+    let pool = muster_ssh::SshPool::new(4);
+    // 64 kB of stderr per answer: 48 answers are 3 MB, more than the
+    // channel's 2 MB window, which unread stderr would use up.
+    let program = "read p; while IFS= read -r l; do head -c 65536 /dev/zero | tr '\\0' x >&2; printf 'ANS %s\\n' \"$l\"; done";
+    for i in 0..48 {
+        let reply = pool
+            .ask(
+                &target,
+                program.to_string(),
+                b"pre\n".to_vec(),
+                format!("r{i}"),
+                "ANS ",
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+        match reply {
+            muster_ssh::session::Reply::Line(l) => assert_eq!(l, format!("r{i}")),
+            muster_ssh::session::Reply::Ended(e) => panic!("ended at {i}: {e:?}"),
+        }
+    }
+}
