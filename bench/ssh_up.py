@@ -1,32 +1,39 @@
 """Benchmark: time to a scheduler plus N registered Dask workers over SSH, on
 the test hosts (tests/services/sshhosts: h1 runs the scheduler, the next
 --worker-hosts hosts --per-host workers each; default 2 x 3 = 6), in one
-run, rounds interleaved so machine noise hits all alike:
+run, rounds interleaved so machine noise hits all alike. Every muster figure
+is the wall time of `muster up -f spec.yaml -o json`, which returns once the
+scheduler reports N workers, with muster's defaults as shipped unless the
+row says otherwise:
 
-  muster          `muster up -f spec.yaml` with backend ssh (wall time of
-                  the command, which returns once the scheduler reports N
-                  workers): one worker job per worker, each its own nanny
-                  process, so each can be scaled away alone (the default);
+  muster          muster's default layout: one worker job per worker, each
+                  its own nanny process, so each can be scaled away alone
+                  (Dask's `spawn`: a nanny and a worker interpreter each);
   muster xK       one job per host running K Dask worker processes
-                  (`worker.processes: K`): SSHCluster's process layout;
-  muster xK fs    the same with Dask's `forkserver` start method
-                  (`worker.env: {DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD:
-                  forkserver}`): the K workers fork from one interpreter that
-                  imported distributed once, instead of K fresh ones;
+                  (`worker.processes: K`): SSHCluster's process layout. muster
+                  starts such jobs' workers with Dask's `forkserver` method by
+                  default: one server per job imports distributed, the K
+                  worker processes fork from it;
+  muster xK spawn the same with Dask's `spawn` set back in `worker.env`
+                  (K fresh interpreters per job), for comparison;
   local floor     the default layout's processes started by muster's local
                   backend on this machine, no SSH at all: what the same Dask
                   processes cost on these 2 cores, so `muster - floor` is
                   muster's SSH overhead;
+  local floor xK  the same for the xK layout with forkserver;
   SSHCluster      distributed's SSHCluster(hosts, worker_options={"n_workers":
                   K}) in a fresh interpreter until Client.wait_for_workers(N)
-                  returns; timed from after the imports (the stricter figure)
-                  and from interpreter start. Then cluster.close().
+                  returns, with its defaults (spawn); timed from after the
+                  imports (the stricter figure; the ratios use it) and from
+                  interpreter start. Then cluster.close().
 
 All use nannies, one thread per worker, the same Python on the hosts, and
 the same key and known_hosts (asyncssh is given them as connect_options).
 After each SSHCluster round, processes it left in the hosts' namespaces are
 counted (and ended). The "hosts" are network namespaces sharing this
-machine's CPUs. Prints medians and ratios; asserts nothing about time.
+machine's CPUs, so the number of interpreters that import distributed
+(printed per layout) decides most of each time. Prints medians, ratios and
+the load average; asserts nothing about time.
 
 Usage: python bench/ssh_up.py [--rounds R] [--per-host K] [--worker-hosts M]
   (run scripts/setup.sh first; it needs root for the test hosts)
@@ -46,6 +53,7 @@ REPO = Path(__file__).resolve().parents[1]
 MUSTER = os.environ.get("MUSTER_BIN", str(REPO / "target/release/muster"))
 PYTHON = os.environ.get("MUSTER_PYTHON", sys.executable)
 STATE = Path(os.environ.get("MUSTER_SSH_STATE", "/tmp/muster-sshhosts"))
+SPAWN = "{DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD: spawn}"
 FORKSERVER = "{DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD: forkserver}"
 
 SSHCLUSTER = """
@@ -161,18 +169,26 @@ workers: {n}
                            .replace("cores: 1,", f"cores: {k}, processes: {k},")
                            .replace(f"workers: {n}", f"workers: {m}")
                            .replace(f"workers_per_host: {k}", "workers_per_host: 1"))
-        forked = Path(tmp) / "forked.yaml"
-        forked.write_text(grouped.read_text()
-                          .replace("death_timeout: 20s}", f"death_timeout: 20s, env: {FORKSERVER}}}"))
+        spawned = Path(tmp) / "spawned.yaml"
+        spawned.write_text(grouped.read_text()
+                           .replace("death_timeout: 20s}", f"death_timeout: 20s, env: {SPAWN}}}"))
         local = ["--workers", str(n), "--python", PYTHON]
+        local_grouped = Path(tmp) / "local-grouped.yaml"
+        local_grouped.write_text(f"""
+backend: {{kind: local}}
+worker: {{python: {PYTHON}, cores: {k}, processes: {k}, death_timeout: 20s, env: {FORKSERVER}}}
+workers: {m}
+""")
         home = str(Path(tmp) / "home")
-        rows = {key: [] for key in ("muster", "grouped", "forked", "floor", "inner", "wall")}
+        keys = ("muster", "grouped", "spawned", "floor", "floor_x", "inner", "wall")
+        rows = {key: [] for key in keys}
         left = []
         for i in range(args.rounds):
             rows["muster"].append(time_muster(home, ["-f", str(spec)], n, i))
             rows["grouped"].append(time_muster(home, ["-f", str(grouped)], n, i))
-            rows["forked"].append(time_muster(home, ["-f", str(forked)], n, i))
+            rows["spawned"].append(time_muster(home, ["-f", str(spawned)], n, i))
             rows["floor"].append(time_muster(home, local, n, i))
+            rows["floor_x"].append(time_muster(home, ["-f", str(local_grouped)], n, i))
             inner, wall, n_left = time_sshcluster(hosts, k, n)
             rows["inner"].append(inner)
             rows["wall"].append(wall)
@@ -181,16 +197,24 @@ workers: {n}
                   + f"  (SSHCluster left behind {n_left})", flush=True)
     med = {key: statistics.median(v) for key, v in rows.items()}
     si = med["inner"]
+    # Interpreters that import distributed: the scheduler, then per worker
+    # host the process(es) holding the nannies and what starts the workers.
+    imports = {"muster": 1 + 2 * n, "grouped": 1 + 2 * m, "spawned": 1 + m * (1 + k),
+               "floor": 1 + 2 * n, "floor_x": 1 + 2 * m, "inner": 1 + m * (1 + k)}
     print(f"\nscheduler + {n} workers on {m + 1} SSH hosts ({k} per worker host), "
-          f"median of {args.rounds} rounds, load average {os.getloadavg()[0]:.2f}:")
-    print(f"  SSHCluster, after imports              {si:6.2f} s")
-    print(f"  SSHCluster, from interpreter start     {med['wall']:6.2f} s")
+          f"median of {args.rounds} rounds, load average {os.getloadavg()[0]:.2f} "
+          f"(imports: interpreters importing distributed):")
+    print(f"  {'SSHCluster, after imports':<40} {si:6.2f} s   {'':<17} imports {imports['inner']}")
+    print(f"  {'SSHCluster, from interpreter start':<40} {med['wall']:6.2f} s")
     for key, label in (("muster", "muster up (default: a job per worker)"),
-                       ("grouped", f"muster x{k} (a job of {k} per host)"),
-                       ("forked", f"muster x{k}, forkserver"),
-                       ("floor", "local floor (same processes, no SSH)")):
-        print(f"  {label:<38} {med[key]:6.2f} s   /SSHCluster = {med[key] / si:.2f}")
-    print(f"  muster's SSH overhead (muster - local floor): {med['muster'] - med['floor']:.2f} s")
+                       ("grouped", f"muster x{k} (a job of {k}; forkserver)"),
+                       ("spawned", f"muster x{k}, spawn"),
+                       ("floor", "local floor (default layout, no SSH)"),
+                       ("floor_x", f"local floor x{k}, forkserver (no SSH)")):
+        print(f"  {label:<40} {med[key]:6.2f} s   /SSHCluster = {med[key] / si:.2f}   "
+              f"imports {imports[key]}")
+    print(f"  muster's SSH overhead (muster - local floor): {med['muster'] - med['floor']:.2f} s; "
+          f"x{k}: {med['grouped'] - med['floor_x']:.2f} s")
     print(f"  processes SSHCluster.close() left on the hosts: {left}")
     print("goal (issue 4): muster at most half of SSHCluster's time (ratio <= 0.50)")
 
