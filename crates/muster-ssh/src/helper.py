@@ -318,7 +318,21 @@ OPS = {"probe": op_probe, "launch": op_launch, "status": op_status, "cancel": op
        "read_scheduler": op_read_scheduler, "scan": lambda: {"jobs": sorted(scan())}}
 
 
+def reap():
+    """Collects jobs started by earlier requests that have exited: this
+    helper outlives them, and unreaped they would stay zombies until it
+    ends (status and cancel already treat zombies as gone)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 def answer(req):
+    reap()
     configure(req)
     sys.stdout.write("MUSTER-HELPER " + json.dumps(OPS[req["op"]]()) + "\n")
     sys.stdout.flush()
