@@ -209,17 +209,17 @@ impl SshBackend {
         .await
     }
 
-    /// Calls the helper on several hosts at once (bounded by the pool).
+    /// Calls the helper on several hosts at once (bounded by the pool), each
+    /// with its worker python.
     async fn call_many(
         &self,
         hosts: &[&HostPlan],
-        python: impl Fn(&HostPlan) -> Option<String>,
         cluster: &str,
         request: impl Fn(&HostPlan) -> Value,
     ) -> Vec<HostAnswer> {
         let timeout = self.timeout();
         join_all(hosts.iter().map(|h| {
-            let py = python(h);
+            let py = self.worker_python(h);
             let req = request(h);
             async move { self.call(h, py.as_deref(), cluster, req, timeout).await }
         }))
@@ -389,12 +389,7 @@ impl SshBackend {
             return Ok(());
         }
         let answers = self
-            .call_many(
-                &missing,
-                |h| self.worker_python(h),
-                cluster,
-                |_| json!({"op": "scan"}),
-            )
+            .call_many(&missing, cluster, |_| json!({"op": "scan"}))
             .await;
         for (h, a) in missing.iter().zip(answers) {
             match a {
@@ -503,7 +498,6 @@ impl SshBackend {
         let answers = self
             .call_many(
                 &hosts,
-                |h| self.worker_python(h),
                 &spec.name,
                 |_| json!({"op": "put_scheduler", "text": text}),
             )
@@ -566,20 +560,15 @@ impl Backend for SshBackend {
                 .collect()
         };
         let answers = self
-            .call_many(
-                &hosts,
-                |h| self.worker_python(h),
-                &spec.name,
-                |h| {
-                    let mut others = Vec::new();
-                    if h.label == layout.hosts[layout.scheduler].label
-                        && let Some(p) = &sched_python
-                    {
-                        others.push(p.clone());
-                    }
-                    json!({"op": "probe", "other_pythons": others})
-                },
-            )
+            .call_many(&hosts, &spec.name, |h| {
+                let mut others = Vec::new();
+                if h.label == layout.hosts[layout.scheduler].label
+                    && let Some(p) = &sched_python
+                {
+                    others.push(p.clone());
+                }
+                json!({"op": "probe", "other_pythons": others})
+            })
             .await;
         let mut failures = Vec::new();
         for (h, answer) in hosts.iter().zip(answers) {
@@ -804,25 +793,20 @@ impl Backend for SshBackend {
         };
         let hosts: Vec<&HostPlan> = by_host.keys().map(|&i| &layout.hosts[i]).collect();
         let answers = self
-            .call_many(
-                &hosts,
-                |h| self.worker_python(h),
-                &spec.name,
-                |h| {
-                    let hi = layout
-                        .hosts
-                        .iter()
-                        .position(|x| x.label == h.label)
-                        .unwrap_or(0);
-                    json!({
-                        "op": "launch",
-                        "jobs": job_list(hi),
-                        "record_python": true,
-                        "scheduler_file_text": text,
-                        "remove_stale_scheduler_file": by_file && hi != layout.scheduler,
-                    })
-                },
-            )
+            .call_many(&hosts, &spec.name, |h| {
+                let hi = layout
+                    .hosts
+                    .iter()
+                    .position(|x| x.label == h.label)
+                    .unwrap_or(0);
+                json!({
+                    "op": "launch",
+                    "jobs": job_list(hi),
+                    "record_python": true,
+                    "scheduler_file_text": text,
+                    "remove_stale_scheduler_file": by_file && hi != layout.scheduler,
+                })
+            })
             .await;
         let mut started = Vec::new();
         for (h, answer) in hosts.iter().zip(answers) {
@@ -882,7 +866,6 @@ impl Backend for SshBackend {
         let answers = self
             .call_many(
                 &hosts,
-                |h| self.worker_python(h),
                 cluster,
                 |h| json!({"op": "status", "jobs": by_host[h.label.as_str()]}),
             )
@@ -934,7 +917,6 @@ impl Backend for SshBackend {
         let answers = self
             .call_many(
                 &hosts,
-                |h| self.worker_python(h),
                 cluster,
                 |h| json!({"op": "cancel", "jobs": by_host[h.label.as_str()]}),
             )
@@ -988,15 +970,10 @@ impl Backend for SshBackend {
         // With a known python, the same round trip also checks Dask there,
         // which spares `up` a second one in preflight.
         let answers = self
-            .call_many(
-                &hosts,
-                |h| self.worker_python(h),
-                cluster,
-                |h| match self.worker_python(h) {
-                    Some(_) => json!({"op": "probe"}),
-                    None => json!({"op": "scan"}),
-                },
-            )
+            .call_many(&hosts, cluster, |h| match self.worker_python(h) {
+                Some(_) => json!({"op": "probe"}),
+                None => json!({"op": "scan"}),
+            })
             .await;
         let mut out = Vec::new();
         for (h, answer) in hosts.iter().zip(answers) {
@@ -1110,12 +1087,7 @@ impl Backend for SshBackend {
             .filter(|h| !lock(&self.down).contains_key(&h.label))
             .collect();
         let answers = self
-            .call_many(
-                &hosts,
-                |h| self.worker_python(h),
-                cluster,
-                |_| json!({"op": "forget"}),
-            )
+            .call_many(&hosts, cluster, |_| json!({"op": "forget"}))
             .await;
         for (h, a) in hosts.iter().zip(answers) {
             if let Err(e) = a {
