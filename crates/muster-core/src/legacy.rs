@@ -1,47 +1,16 @@
-//! The `Backend` trait: the only thing that differs between cluster managers.
-//! It is object safe, async and batched; the generic cluster logic in
-//! [`crate::cluster`] drives any implementation.
+//! The old `Backend` trait, kept only while the backends move to
+//! [`crate::backend::Backend`]; it goes once none implements it.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+pub use crate::backend::{Rendered, RenderedItem, Role, SchedulerContact};
 use async_trait::async_trait;
-use serde::Serialize;
 
 use crate::dask::SchedulerEndpoint;
 use crate::error::Result;
 use crate::job::{JobId, JobStatus};
 use crate::spec::ClusterSpec;
-
-/// How a worker finds its scheduler.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SchedulerContact {
-    /// A known address such as `tcp://10.0.0.5:8786`.
-    Address(String),
-    /// A scheduler file the worker waits for and reads (on a filesystem the
-    /// scheduler and the worker share), which lets workers start in parallel
-    /// with the scheduler.
-    File(PathBuf),
-}
-
-/// What to launch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "role")]
-pub enum Role {
-    /// The cluster's Dask scheduler.
-    Scheduler,
-    /// `count` worker jobs, numbered from `first_index` (indices are never reused
-    /// within a cluster, so worker names stay unique).
-    Workers {
-        /// Number of the first new worker.
-        first_index: u64,
-        /// How many worker jobs.
-        count: u32,
-        /// Where the workers find the scheduler.
-        contact: SchedulerContact,
-    },
-}
 
 /// A request to launch part of a cluster.
 #[derive(Debug, Clone)]
@@ -50,22 +19,6 @@ pub struct LaunchRequest<'a> {
     pub spec: &'a ClusterSpec,
     /// What to launch.
     pub role: Role,
-}
-
-/// One thing a backend would submit: a command line, a job script, a manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RenderedItem {
-    /// A short title, e.g. `scheduler` or `worker demo-w0`.
-    pub title: String,
-    /// The exact text that would be executed or submitted.
-    pub text: String,
-}
-
-/// Everything a launch would submit, for `muster render` and snapshot tests.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Rendered {
-    /// The items in submission order.
-    pub items: Vec<RenderedItem>,
 }
 
 /// A cluster manager that can run the Dask scheduler and workers.
