@@ -35,6 +35,24 @@ pub enum SchedulerContact {
     File(PathBuf),
 }
 
+/// A worker's Dask name: known at launch, or filled in by the job when it
+/// starts from an environment variable of its own (an array task id, a pod
+/// name, a container id), so a backend whose manager names its jobs needs
+/// no second round trip to learn them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkerName {
+    /// This name.
+    Fixed(String),
+    /// The value of this environment variable inside the job.
+    FromEnv(String),
+}
+
+impl From<&str> for WorkerName {
+    fn from(name: &str) -> Self {
+        WorkerName::Fixed(name.to_string())
+    }
+}
+
 /// What to launch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "role")]

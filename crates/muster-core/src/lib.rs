@@ -28,7 +28,7 @@ pub mod units;
 pub use access::{Direct, SchedulerAccess};
 pub use backend::{
     Backend, Capabilities, Discovered, Launched, Rendered, RenderedItem, Role, SchedulerContact,
-    Supervisor, Warnings,
+    Supervisor, Warnings, WorkerName,
 };
 pub use cluster::{Cluster, ClusterStatus, DownReport, ManagedCluster, Progress, Quiet, WorkerRow};
 pub use error::{Error, Result};
