@@ -751,4 +751,6 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
 }
 
 #[cfg(test)]
+mod contract_tests;
+#[cfg(test)]
 mod tests;

@@ -521,4 +521,22 @@ worker:
             JobStatus::Unknown
         );
     }
+
+    #[tokio::test]
+    async fn keeps_the_backend_contract() {
+        // Real detached processes; the worker "python" is a stand-in that
+        // runs without a scheduler (the contract needs none).
+        let dir = tempfile::tempdir().unwrap();
+        let python = dir.path().join("python");
+        fs::write(&python, "#!/bin/sh\nexec sleep 60\n").unwrap();
+        let mut perms = fs::metadata(&python).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        fs::set_permissions(&python, perms).unwrap();
+        let s = spec(&format!(
+            "name: ctr\nworker: {{python: {}}}",
+            python.display()
+        ));
+        let backend = LocalBackend::new(Home::at(dir.path().join("home")), s);
+        muster_core::testkit::contract::run(&backend, "ctr").await;
+    }
 }
