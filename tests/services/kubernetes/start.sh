@@ -19,7 +19,7 @@ done
 for i in pause dask; do
     [ -s "$KIMG/$i.ref" ] || die "image $i not built: run $K8S_DIR/images.sh first"
 done
-need_apt containerd runc containernetworking-plugins iptables conntrack openssl curl
+need_apt containerd runc containernetworking-plugins iptables conntrack nftables openssl curl
 
 mkdir -p "$RUN"/{pids,logs}
 chmod 700 "$RUN"
@@ -38,6 +38,8 @@ remember var_run_netns /var/run/netns
 remember bridge "/sys/class/net/$BRIDGE"
 remember cgroup_kubepods /sys/fs/cgroup/memory/kubepods
 [ -e "$RUN/netns.before" ] || { ls /var/run/netns 2>/dev/null || true; } >"$RUN/netns.before"
+# iptables-nft makes nftables tables (ip nat, ip6 mangle...) on first use
+[ -e "$RUN/nft.before" ] || nft list tables >"$RUN/nft.before"
 
 # --- sysctls: save the machine's values once, then set ours ------------------------------
 if [ ! -s "$RUN/sysctl.saved" ]; then

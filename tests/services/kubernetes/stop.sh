@@ -91,6 +91,17 @@ clean_chains() { # iptables|ip6tables
 }
 clean_chains iptables
 clean_chains ip6tables
+# the iptables-nft tables kube-proxy brought into being, once empty again
+if [ -e "$RUN/nft.before" ] && command -v nft >/dev/null; then
+    nft list tables 2>/dev/null | while read -r _ family table; do
+        grep -qxF "table $family $table" "$RUN/nft.before" && continue
+        case "$family" in ip) ipt=iptables ;; ip6) ipt=ip6tables ;; *) continue ;; esac
+        case "$table" in filter|nat|mangle|raw) ;; *) continue ;; esac
+        # only the built-in chains' policies, no rule, no chain: nothing lost
+        [ -z "$("$ipt" -w 5 -t "$table" -S 2>/dev/null | grep -v '^-P ')" ] || continue
+        nft delete table "$family" "$table" 2>/dev/null || true
+    done
+fi
 left=$( { iptables -S; iptables -t nat -S; ip6tables -S; ip6tables -t nat -S; } 2>/dev/null | grep -c KUBE- || true)
 [ "$left" = 0 ] || say "warning: $left KUBE-* iptables lines remain"
 
