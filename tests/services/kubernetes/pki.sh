@@ -5,10 +5,11 @@
 
 PKI="$RUN/pki"
 
-# cert NAME CN ORG USAGE [SAN]: a key and a certificate signed by the cluster CA.
+# cert NAME CN ORG USAGE [SAN]: a key and a certificate signed by the cluster CA
+# (or by $PKI/$CA.crt when CA is set).
 # USAGE is serverAuth, clientAuth or "serverAuth,clientAuth".
 cert() {
-    local name=$1 cn=$2 org=$3 usage=$4 san=${5:-} subj ext
+    local name=$1 cn=$2 org=$3 usage=$4 san=${5:-} subj ext ca=${CA:-ca}
     subj="/CN=$cn"
     [ -z "$org" ] || subj="/O=$org$subj"
     ext="$PKI/$name.ext"
@@ -20,7 +21,7 @@ cert() {
     } >"$ext"
     openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
         -keyout "$PKI/$name.key" -out "$PKI/$name.csr" -subj "$subj" 2>/dev/null
-    openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" \
+    openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/$ca.crt" -CAkey "$PKI/$ca.key" \
         -set_serial "0x$(openssl rand -hex 16)" -days 30 -extfile "$ext" \
         -out "$PKI/$name.crt" 2>/dev/null
     rm -f "$PKI/$name.csr" "$PKI/$name.ext"
@@ -54,8 +55,12 @@ EOF
     mv -f "$tmp" "$out"
 }
 
+PKI_VERSION=2   # bump when the set of certificates changes
+
+# Makes the PKI unless the current version is there. Returns 0 if it made it
+# (then every component must be restarted to pick it up), 1 if it was there.
 make_pki() {
-    [ -s "$PKI/.complete" ] && return 0
+    [ "$(cat "$PKI/.complete" 2>/dev/null)" = "$PKI_VERSION" ] && return 1
     local t0; t0=$(now_ms)
     rm -rf "$PKI"; mkdir -p "$PKI"; chmod 700 "$PKI"
     openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
@@ -73,6 +78,12 @@ make_pki() {
     cert kubelet-serving "system:node:$NODE_NAME" system:nodes serverAuth \
         "DNS:$NODE_NAME,IP:$NODE_IP"
     cert kube-proxy system:kube-proxy "" clientAuth
+    # the aggregation layer's own CA and client (requestheader authentication)
+    openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+        -keyout "$PKI/front-proxy-ca.key" -out "$PKI/front-proxy-ca.crt" -days 30 \
+        -subj "/CN=muster-test-front-proxy-ca" -addext "basicConstraints=critical,CA:TRUE" \
+        -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" 2>/dev/null
+    CA=front-proxy-ca cert front-proxy-client front-proxy-client "" clientAuth
     cert coredns system:muster-test-coredns "" clientAuth
     # the service-account token signing key
     openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$PKI/sa.key" 2>/dev/null
@@ -83,6 +94,6 @@ make_pki() {
     kubeconfig kubelet kubelet
     kubeconfig kube-proxy kube-proxy
     kubeconfig coredns coredns
-    date -u +%FT%TZ >"$PKI/.complete"
+    echo "$PKI_VERSION" >"$PKI/.complete"
     say "PKI and kubeconfigs made ($(since "$t0"))"
 }

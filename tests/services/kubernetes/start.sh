@@ -76,7 +76,9 @@ put() { # FILE COMPONENT < content
     CHANGED="$CHANGED$2 "
 }
 
-make_pki
+if make_pki; then
+    CHANGED="$CHANGED kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy coredns "
+fi
 
 put "$RUN/cni/net.d/10-muster.conflist" containerd <<EOF
 {
@@ -224,14 +226,18 @@ EOF
 
 # --- launching ---------------------------------------------------------------------------
 # Each component runs detached, with a clean environment, its log in $RUN/logs.
+# A running component is kept unless its config file or its command line changed.
 launch() { # NAME ARGV...
-    local name=$1; shift
+    local name=$1 sig; shift
+    sig=$(printf '%s\0' "$@" | sha256sum | cut -c1-16)
     if component_pid "$name" >/dev/null; then
         case "$CHANGED" in
             *" $name "*) say "$name config changed: restarting"; stop_component "$name" ;;
-            *) return 0 ;;
+            *) if [ "$(cat "$RUN/pids/$name.args" 2>/dev/null)" = "$sig" ]; then return 0; fi
+               say "$name command line changed: restarting"; stop_component "$name" ;;
         esac
     fi
+    echo "$sig" >"$RUN/pids/$name.args"
     setsid env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         HOME="$RUN" "$@" >>"$RUN/logs/$name.log" 2>&1 </dev/null &
     echo $! >"$RUN/pids/$name.pid"
@@ -297,6 +303,12 @@ launch kube-apiserver "$(k8s_bin kube-apiserver)" \
     --kubelet-preferred-address-types InternalIP \
     --service-account-issuer "https://kubernetes.default.svc.$CLUSTER_DOMAIN" \
     --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
+    --requestheader-client-ca-file "$PKI/front-proxy-ca.crt" \
+    --requestheader-allowed-names front-proxy-client \
+    --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
+    --requestheader-extra-headers-prefix X-Remote-Extra- \
+    --proxy-client-cert-file "$PKI/front-proxy-client.crt" \
+    --proxy-client-key-file "$PKI/front-proxy-client.key" \
     --authorization-mode Node,RBAC --allow-privileged=true --profiling=false \
     --enable-bootstrap-token-auth=false --v=1
 wait_for "kube-apiserver ready" 60 kube-apiserver kubectl_k8s get --raw /readyz
