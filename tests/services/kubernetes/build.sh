@@ -3,7 +3,8 @@
 # $MUSTER_CACHE/kubernetes/bin/<tool>-<version>/ and skipped when already there:
 #   kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl
 #   (k8s.io/kubernetes, through a wrapper module), etcd (a tiny main over etcdmain),
-#   crictl, coredns, helm, kubeconform.
+#   crictl, coredns, helm, kubeconform; and kubeconform's JSON schemas for the
+#   Kubernetes kinds (kube-schemas.py), in $MUSTER_CACHE/kubernetes/schemas/.
 # Sequential and niced: the machine's CPUs are shared. See README.md.
 # Usage: build.sh [--times FILE]   (appends "tool seconds" lines to FILE)
 . "$(dirname "$(readlink -f "$0")")/lib.sh"
@@ -172,4 +173,16 @@ go_install coredns github.com/coredns/coredns "$COREDNS_VERSION"
 go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" $(helm_ldflags)
 go_install kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION" \
     "-X main.version=$KUBECONFORM_VERSION"
+# kubeconform's schemas, offline: from the OpenAPI document in k8s.io/kubernetes
+schemas() {
+    local dir="$KCACHE/schemas" marker swagger
+    marker="$dir/$K8S_VERSION-standalone-strict/.complete"
+    [ -s "$marker" ] && { say "kubeconform schemas for $K8S_VERSION cached in $dir"; return; }
+    swagger="$(cd /tmp && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" |
+        sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')/api/openapi-spec/swagger.json"
+    [ -s "$swagger" ] || die "no $swagger"
+    python3 "$K8S_DIR/kube-schemas.py" --swagger "$swagger" --out "$dir" --version "$K8S_VERSION" >&2
+    date -u +%FT%TZ >"$marker"
+}
+schemas
 say "binaries ready in $KBIN ($(since "$t_all"))"

@@ -393,6 +393,7 @@ export KUBECONFIG=$KUBECONFIG_PATH
 export MUSTER_K8S_KUBECTL=$(k8s_bin kubectl)
 export MUSTER_K8S_HELM=$(helm_bin)
 export MUSTER_K8S_KUBECONFORM=$(kubeconform_bin)
+export MUSTER_K8S_SCHEMAS=$KCACHE/schemas
 export MUSTER_K8S_DASK_IMAGE=${dask_tags%% *}
 export MUSTER_K8S_NODE=$NODE_NAME
 EOF
