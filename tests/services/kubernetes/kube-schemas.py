@@ -126,6 +126,12 @@ def from_crds(path, out_dir, version):
             schema = (v.get("schema") or {}).get("openAPIV3Schema")
             if not schema or not v.get("served", True):
                 continue
+            # the API server adds these to every custom resource; CRDs rarely list them
+            schema = copy.deepcopy(schema)
+            props = schema.setdefault("properties", {})
+            props.setdefault("apiVersion", {"type": "string"})
+            props.setdefault("kind", {"type": "string"})
+            props.setdefault("metadata", {"type": "object"})
             api_version = group + "/" + v["name"]
             filename = f"{kind.lower()}{kind_suffix(api_version)}.json"
             for strict in (True, False):
@@ -137,7 +143,7 @@ def from_crds(path, out_dir, version):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--swagger")
-    p.add_argument("--crd", action="append", default=[])
+    p.add_argument("--crd", action="extend", nargs="+", default=[])
     p.add_argument("--out", required=True)
     p.add_argument("--version", required=True, help="Kubernetes version, e.g. v1.34.4")
     a = p.parse_args()
