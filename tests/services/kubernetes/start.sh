@@ -35,6 +35,7 @@ remember var_log_containers /var/log/containers
 remember var_log_pods /var/log/pods
 remember var_lib_cni /var/lib/cni
 remember var_run_netns /var/run/netns
+remember var_lib_kubelet /var/lib/kubelet   # device-plugins/kubelet.sock, whatever --root-dir
 remember bridge "/sys/class/net/$BRIDGE"
 remember cgroup_kubepods /sys/fs/cgroup/memory/kubepods
 [ -e "$RUN/netns.before" ] || { ls /var/run/netns 2>/dev/null || true; } >"$RUN/netns.before"
@@ -137,6 +138,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+        # runc's state (default /run/containerd/runc/<namespace>) in our run dir
+        Root = "$RUN/containerd/runc"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$RUN/cni/net.d"

@@ -110,7 +110,7 @@ awk -v a="$RUN/" -v b="$CTRD_ROOT/" 'index($2, a) == 1 || index($2, b) == 1 {pri
     sort -r | while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
 
 # 6. network namespaces the CNI made for our pods and did not remove
-if [ -s "$RUN/netns.before" ]; then
+if [ -e "$RUN/netns.before" ]; then
     for ns in /var/run/netns/cni-*; do
         [ -e "$ns" ] || continue
         grep -qxF "${ns##*/}" "$RUN/netns.before" && continue
@@ -132,13 +132,15 @@ if [ -d /var/log/containers ]; then
     created var_log_containers && rmdir /var/log/containers 2>/dev/null || true
 fi
 created var_log_pods && rmdir /var/log/pods 2>/dev/null || true
+# (a /var/lib/kubelet that existed before is somebody else's kubelet's: left alone)
+created var_lib_kubelet && rm -rf --one-file-system /var/lib/kubelet
 if created var_lib_cni; then
     rm -rf /var/lib/cni
 else
     rm -f /var/lib/cni/results/muster-test-* 2>/dev/null || true
 fi
 if created run_containerd; then
-    rmdir /run/containerd/s /run/containerd 2>/dev/null || true
+    rmdir /run/containerd/runc/k8s.io /run/containerd/runc /run/containerd/s /run/containerd 2>/dev/null || true
 fi
 
 # 9. kernel settings back to what they were
