@@ -175,7 +175,7 @@ oomScoreAdj: 0
 clusterDNS: [$NODE_IP]
 clusterDomain: $CLUSTER_DOMAIN
 resolvConf: $RUN/resolv.conf
-podLogsDirectory: $RUN/pod-logs
+podLogsDir: $RUN/pod-logs
 maxPods: 250
 makeIPTablesUtilChains: false
 rotateCertificates: false
@@ -241,8 +241,10 @@ launch() { # NAME ARGV...
         esac
     fi
     echo "$sig" >"$RUN/pids/$name.args"
+    # the previous run's log is kept as .log.1
+    [ ! -f "$RUN/logs/$name.log" ] || mv -f "$RUN/logs/$name.log" "$RUN/logs/$name.log.1"
     setsid env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-        HOME="$RUN" "$@" >>"$RUN/logs/$name.log" 2>&1 </dev/null &
+        HOME="$RUN" "$@" >"$RUN/logs/$name.log" 2>&1 </dev/null &
     echo $! >"$RUN/pids/$name.pid"
     STARTED="$STARTED $name"
 }
@@ -386,6 +388,11 @@ wait_for "node $NODE_NAME Ready" 90 kubelet node_ready
 wait_for "CoreDNS resolves kubernetes.default.svc" 30 coredns dns_resolves
 wait_for "default service account" 30 kube-controller-manager \
     kubectl_k8s -n default get serviceaccount default
+# a misspelt config field is only logged ("lenient decoding"): refuse it
+for c in kubelet kube-proxy; do
+    line=$(grep -m1 "strict decoding" "$RUN/logs/$c.log" || true)
+    [ -z "$line" ] || die "$c ignored part of its config: $line"
+done
 for c in kube-scheduler kube-proxy; do
     component_pid "$c" >/dev/null || { tail -20 "$RUN/logs/$c.log" >&2; die "$c is not running"; }
 done
