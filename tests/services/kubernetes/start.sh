@@ -9,6 +9,10 @@
 . "$K8S_DIR/pki.sh"
 need_root
 T0=$(now_ms)
+# one start/stop at a time (the lock file lives in the cache: $RUN comes and goes)
+mkdir -p "$KCACHE"
+exec 9>"$KCACHE/.lock"
+flock -w 300 9 || die "another start.sh/stop.sh holds $KCACHE/.lock"
 
 for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl; do
     [ -x "$(k8s_bin "$b")" ] || die "$(k8s_bin "$b") missing: run $K8S_DIR/build.sh first"
@@ -244,7 +248,7 @@ launch() { # NAME ARGV...
     # the previous run's log is kept as .log.1
     [ ! -f "$RUN/logs/$name.log" ] || mv -f "$RUN/logs/$name.log" "$RUN/logs/$name.log.1"
     setsid env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-        HOME="$RUN" "$@" >"$RUN/logs/$name.log" 2>&1 </dev/null &
+        HOME="$RUN" "$@" >"$RUN/logs/$name.log" 2>&1 </dev/null 9>&- &
     echo $! >"$RUN/pids/$name.pid"
     STARTED="$STARTED $name"
 }

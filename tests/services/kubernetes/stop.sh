@@ -10,6 +10,10 @@ need_root
 purge=
 [ "${1:-}" != --purge ] || purge=1
 T0=$(now_ms)
+# one start/stop at a time (the lock file lives in the cache: $RUN comes and goes)
+mkdir -p "$KCACHE"
+exec 9>"$KCACHE/.lock"
+flock -w 300 9 || die "another start.sh/stop.sh holds $KCACHE/.lock"
 
 created() { grep -qx "$1=1" "$RUN/created" 2>/dev/null; }
 
