@@ -10,6 +10,14 @@ say "cargo fmt --check"
 cargo fmt --all --check
 say "cargo clippy -D warnings"
 cargo clippy --quiet --all-targets -- -D warnings
+# --- the machine's own SLURM stays untouched (issue 10) ---------------------------
+# A stand-in for a SLURM the machine already runs (from /etc/slurm, cluster
+# `decoy`, default ports; a real one is used as it is) runs beside the whole
+# suite; decoy.sh check at the end fails the run if anything touched it.
+say "starting a stand-in for the machine's own SLURM (tests/services/slurm/decoy.sh)"
+tests/services/slurm/decoy.sh start
+trap 'tests/services/slurm/decoy.sh stop' EXIT
+# --- end ----------------------------------------------------------------------------
 say "starting the SSH test hosts (network namespaces with sshd)"
 tests/services/sshhosts/start.sh 3
 export MUSTER_REQUIRE_SSH_HOSTS=1
@@ -17,5 +25,9 @@ say "cargo test"
 cargo test --quiet --workspace
 say "starting the real SLURM (+ Torque-compatible PBS commands) for the batch backends"
 tests/services/slurm/start.sh
+# Its own configuration, never the machine's: every SLURM command below uses it.
+. "${MUSTER_SLURM_DIR:-/run/muster-test-slurm}/env"
 say "end-to-end tests (real Dask)"
 "$MUSTER_PYTHON" -m pytest -q tests/e2e "$@"
+say "checking the machine's own SLURM was left alone"
+tests/services/slurm/decoy.sh check
