@@ -11,7 +11,7 @@ import sys
 import pytest
 from distributed import Client, wait
 
-from conftest import REPO, compute, scheduler_workers, wait_until
+from conftest import built, compute, scheduler_workers, wait_until
 
 
 
@@ -256,7 +256,7 @@ def test_help_has_examples(muster):
 
 
 def test_library_example(muster):
-    example = REPO / "target" / "release" / "examples" / "library"
+    example = built("library", "MUSTER_LIBRARY_EXAMPLE")
     proc = subprocess.run(
         [example, muster.python],
         env=muster.env,

@@ -40,12 +40,25 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct LocalBackend {
     home: Home,
+    scheduler_dir: Option<PathBuf>,
 }
 
 impl LocalBackend {
     /// A backend keeping its files under `home`.
     pub fn new(home: Home) -> Self {
-        LocalBackend { home }
+        LocalBackend {
+            home,
+            scheduler_dir: None,
+        }
+    }
+
+    /// Publishes each cluster's scheduler file as `<dir>/<cluster>/scheduler.json`
+    /// instead of in the cluster's state directory: for a scheduler whose
+    /// workers run elsewhere and read it from a shared filesystem (the batch
+    /// backends' `log_directory`). The directory must exist before launch.
+    pub fn with_scheduler_dir(mut self, dir: PathBuf) -> Self {
+        self.scheduler_dir = Some(dir);
+        self
     }
 
     fn home_str(&self) -> String {
@@ -72,7 +85,10 @@ impl LocalBackend {
     }
 
     fn scheduler_path(&self, cluster: &str) -> PathBuf {
-        self.home.cluster_dir(cluster).join("scheduler.json")
+        match &self.scheduler_dir {
+            Some(dir) => dir.join(cluster).join("scheduler.json"),
+            None => self.home.cluster_dir(cluster).join("scheduler.json"),
+        }
     }
 
     /// The jobs a request launches, with their exact commands (pure).
