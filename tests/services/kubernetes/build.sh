@@ -12,7 +12,12 @@
 times_file=
 [ "${1:-}" != --times ] || times_file=${2:?--times needs a file}
 
+# a non-login shell may lack the toolchain's usual place on PATH
+command -v go >/dev/null || [ ! -x /usr/local/go/bin/go ] || PATH="/usr/local/go/bin:$PATH"
 command -v go >/dev/null || die "go not found (Go >= 1.26 is needed to build Kubernetes $K8S_VERSION)"
+gov=$(go env GOVERSION); gov=${gov#go}
+[ "${gov%%.*}" -gt 1 ] || { m=${gov#*.}; [ "${m%%.*}" -ge 26 ]; } ||
+    die "Go $gov is too old: helm $HELM_VERSION and kubeconform $KUBECONFORM_VERSION need Go >= 1.26 (GOTOOLCHAIN=local: no download)"
 export GOTOOLCHAIN=local GOFLAGS=-trimpath CGO_ENABLED=0
 NICE=(nice -n 10)
 

@@ -102,7 +102,9 @@ need_apt() {
 # Runs "$@" with this cluster's containerd as the endpoint.
 ctr_k8s() { ctr --address "$RUN/containerd/containerd.sock" --namespace k8s.io "$@"; }
 crictl_k8s() {
-    "$(crictl_bin)" --runtime-endpoint "unix://$RUN/containerd/containerd.sock" \
+    local cfg=()
+    [ ! -f "$RUN/crictl.yaml" ] || cfg=(--config "$RUN/crictl.yaml")  # else it warns
+    "$(crictl_bin)" "${cfg[@]}" --runtime-endpoint "unix://$RUN/containerd/containerd.sock" \
         --image-endpoint "unix://$RUN/containerd/containerd.sock" --timeout 10s "$@"
 }
 kubectl_k8s() { "$(k8s_bin kubectl)" --kubeconfig "$KUBECONFIG_PATH" "$@"; }

@@ -9,6 +9,10 @@
 . "$K8S_DIR/pki.sh"
 need_root
 T0=$(now_ms)
+# one start/stop at a time (the lock file lives in the cache: $RUN comes and goes)
+mkdir -p "$KCACHE"
+exec 9>"$KCACHE/.lock"
+flock -w 300 9 || die "another start.sh/stop.sh holds $KCACHE/.lock"
 
 for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl; do
     [ -x "$(k8s_bin "$b")" ] || die "$(k8s_bin "$b") missing: run $K8S_DIR/build.sh first"
@@ -21,6 +25,8 @@ for i in pause dask; do
 done
 need_apt containerd runc containernetworking-plugins iptables conntrack nftables openssl curl
 
+FRESH=
+[ -e "$RUN/created" ] || FRESH=1   # a new cluster (not a re-run on a running one)
 mkdir -p "$RUN"/{pids,logs}
 chmod 700 "$RUN"
 
@@ -244,7 +250,7 @@ launch() { # NAME ARGV...
     # the previous run's log is kept as .log.1
     [ ! -f "$RUN/logs/$name.log" ] || mv -f "$RUN/logs/$name.log" "$RUN/logs/$name.log.1"
     setsid env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-        HOME="$RUN" "$@" >"$RUN/logs/$name.log" 2>&1 </dev/null &
+        HOME="$RUN" "$@" >"$RUN/logs/$name.log" 2>&1 </dev/null 9>&- &
     echo $! >"$RUN/pids/$name.pid"
     STARTED="$STARTED $name"
 }
@@ -337,6 +343,17 @@ launch kube-scheduler "$(k8s_bin kube-scheduler)" \
 mkdir -p "$CTRD_ROOT"
 launch containerd containerd --config "$RUN/containerd/config.toml"
 wait_for "containerd up" 30 containerd ctr_k8s version
+put "$RUN/crictl.yaml" crictl <<EOF
+runtime-endpoint: unix://$RUN/containerd/containerd.sock
+image-endpoint: unix://$RUN/containerd/containerd.sock
+timeout: 10
+EOF
+if [ -n "$FRESH" ]; then
+    # sandboxes a crashed run left in the cached containerd root: not of this cluster
+    stale=$(crictl_k8s pods -q 2>/dev/null || true)
+    for p in $stale; do crictl_k8s rmp -f "$p" >/dev/null 2>&1 || true; done
+    [ -z "$stale" ] || say "removed $(echo "$stale" | wc -w) stale pod sandbox(es) of an earlier run"
+fi
 for ref in "$KIMG"/*.ref; do
     read -r tarname tags <"$ref"
     missing=0

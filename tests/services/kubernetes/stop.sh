@@ -10,16 +10,18 @@ need_root
 purge=
 [ "${1:-}" != --purge ] || purge=1
 T0=$(now_ms)
+# one start/stop at a time (the lock file lives in the cache: $RUN comes and goes)
+mkdir -p "$KCACHE"
+exec 9>"$KCACHE/.lock"
+flock -w 300 9 || die "another start.sh/stop.sh holds $KCACHE/.lock"
 
 created() { grep -qx "$1=1" "$RUN/created" 2>/dev/null; }
 
 # pids of processes whose command line mentions our run dir and PATTERN
 our_procs() {
     local p
-    for p in /proc/[0-9]*; do
-        p=${p#/proc/}
-        alive_as "$p" "$RUN" || continue
-        tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF -- "$1" && echo "$p"
+    for p in $(pgrep -f -- "$1" || true); do
+        alive_as "$p" "$RUN" && echo "$p"
     done
 }
 
@@ -31,8 +33,9 @@ stop_pid() { # PID: TERM, up to 10 s, then KILL
 }
 
 stop_named() {
-    local pid
-    pid=$(component_pid "$1") && { stop_pid "$pid"; say "stopped $1"; }
+    local pid t
+    t=$(now_ms)
+    pid=$(component_pid "$1") && { stop_pid "$pid"; say "stopped $1 ($(since "$t"))"; }
     rm -f "$RUN/pids/$1.pid"
 }
 
