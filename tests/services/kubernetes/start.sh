@@ -426,6 +426,14 @@ for c in kube-scheduler kube-proxy; do
     component_pid "$c" >/dev/null || { tail -20 "$RUN/logs/$c.log" >&2; die "$c is not running"; }
 done
 
+# The kubelet set kernel.panic=10 and kernel.panic_on_oops=1 at its start (it does
+# so once): a production node's crash policy, not this shared machine's. The
+# tests need neither: put the machine's values back now (stop.sh restores the rest).
+for s in kernel.panic kernel.panic_on_oops; do
+    kv=$(grep "^$s=" "$RUN/sysctl.saved" || true)
+    [ -z "$kv" ] || sysctl -qw "$kv" || say "warning: cannot restore $kv"
+done
+
 read -r _ dask_tags <"$KIMG/dask.ref"
 cat >"$RUN/env.sh" <<EOF
 export KUBECONFIG=$KUBECONFIG_PATH
