@@ -239,6 +239,7 @@ EOF
 launch() { # NAME ARGV...
     local name=$1 sig; shift
     sig=$(printf '%s\0' "$@" | sha256sum | cut -c1-16)
+    printf '%q ' "$@" >"$RUN/pids/$name.cmd"   # to start it again (see wait_for)
     if component_pid "$name" >/dev/null; then
         case "$CHANGED" in
             *" $name "*) say "$name config changed: restarting"; stop_component "$name" ;;
@@ -253,7 +254,9 @@ launch() { # NAME ARGV...
         HOME="$RUN" "$@" >"$RUN/logs/$name.log" 2>&1 </dev/null 9>&- &
     echo $! >"$RUN/pids/$name.pid"
     STARTED="$STARTED $name"
+    LAUNCHED[$name]=1
 }
+declare -A LAUNCHED=() RELAUNCHED=()
 stop_component() {
     local pid i
     pid=$(component_pid "$1") || return 0
@@ -269,6 +272,15 @@ wait_for() {
     t0=$(now_ms); deadline=$(( t0 + timeout * 1000 ))
     until "$@" >/dev/null 2>&1; do
         if [ -n "$comp" ] && ! component_pid "$comp" >/dev/null; then
+            if [ -z "${LAUNCHED[$comp]:-}" ] && [ -z "${RELAUNCHED[$comp]:-}" ]; then
+                # it was running when we looked, and was on its way out (a
+                # SIGTERM'd kube-apiserver drains for up to 60 s): start it anew
+                RELAUNCHED[$comp]=1
+                say "$comp exited (it was shutting down): starting it again"
+                eval "launch $comp $(cat "$RUN/pids/$comp.cmd")"
+                deadline=$(( $(now_ms) + timeout * 1000 ))
+                continue
+            fi
             tail -25 "$RUN/logs/$comp.log" >&2
             die "$comp exited while waiting for $what (log: $RUN/logs/$comp.log)"
         fi
@@ -412,6 +424,14 @@ for c in kubelet kube-proxy; do
 done
 for c in kube-scheduler kube-proxy; do
     component_pid "$c" >/dev/null || { tail -20 "$RUN/logs/$c.log" >&2; die "$c is not running"; }
+done
+
+# The kubelet set kernel.panic=10 and kernel.panic_on_oops=1 at its start (it does
+# so once): a production node's crash policy, not this shared machine's. The
+# tests need neither: put the machine's values back now (stop.sh restores the rest).
+for s in kernel.panic kernel.panic_on_oops; do
+    kv=$(grep "^$s=" "$RUN/sysctl.saved" || true)
+    [ -z "$kv" ] || sysctl -qw "$kv" || say "warning: cannot restore $kv"
 done
 
 read -r _ dask_tags <"$KIMG/dask.ref"
