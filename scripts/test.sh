@@ -19,3 +19,6 @@ say "starting the real SLURM (+ Torque-compatible PBS commands) for the batch ba
 tests/services/slurm/start.sh
 say "end-to-end tests (real Dask)"
 "$MUSTER_PYTHON" -m pytest -q tests/e2e "$@"
+say "the dask-muster wheel, installed into a fresh venv, against real Dask, SLURM and SSH hosts"
+. scripts/python-wheel.sh
+(cd tests/python && "$MUSTER_WHEEL_PYTHON" -m pytest -q . "$@")
