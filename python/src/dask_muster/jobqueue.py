@@ -222,10 +222,9 @@ class JobQueueCluster(MusterCluster):
 
 
 def worker_script(items: list[dict]) -> str:
-    """The worker job script among ``muster render``'s items."""
-    scripts = [i["text"] for i in items if "worker" in i["title"] and "script" in i["title"]]
-    if not scripts:
-        scripts = [i["text"] for i in items if "worker" in i["title"]]
+    """The worker job script among ``muster render``'s items: the one batch
+    script that is not the scheduler's."""
+    scripts = [i["text"] for i in items if i["text"].startswith("#!") and "scheduler" not in i["title"]]
     if not scripts:
         raise RuntimeError(f"muster render printed no worker job script (items: {[i['title'] for i in items]})")
     return scripts[0]
