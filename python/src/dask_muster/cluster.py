@@ -9,8 +9,8 @@ scaling is muster's server-side agent, never distributed's client-side loop.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
+import contextlib
 import json
 import os
 import tempfile
@@ -139,6 +139,11 @@ class MusterCluster(Cluster):
             await super()._start()
         except BaseException:
             self.status = Status.failed
+            if self in _OPEN:
+                # Up, but not reachable from here: do not leave it running.
+                _OPEN.discard(self)
+                with contextlib.suppress(Exception):
+                    await _cli.run("down", self.name, kind="DownList")
             raise
 
     async def _find(self) -> dict:
