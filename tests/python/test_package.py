@@ -87,6 +87,16 @@ def test_spec_building():
         spec.duration(-1, "x")
 
 
+def test_drop_ins_work_as_a_cluster_class_dotted_path():
+    from distributed.utils import import_term
+
+    from dask_muster import MusterCluster, PBSCluster, SLURMCluster, SSHCluster
+
+    for cls in (SLURMCluster, PBSCluster, SSHCluster, MusterCluster):
+        assert import_term(f"dask_muster.{cls.__name__}") is cls
+        assert issubclass(cls, __import__("distributed").deploy.Cluster)
+
+
 def test_import_is_lazy():
     code = "import sys, dask_muster; print('distributed' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
