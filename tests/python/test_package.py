@@ -51,6 +51,15 @@ def test_other_install_layouts_find_their_binary(wheel, tmp_path, layout):
     assert Path(out.stdout.strip()) == expected and expected.is_file()
 
 
+def test_dask_cli_runs_the_bundled_binary(home):
+    dask = Path(sys.prefix) / "bin" / "dask"
+    out = subprocess.run([str(dask), "muster", "get", "clusters", "-o", "json"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["kind"] == "ClusterList"
+    version = subprocess.run([str(dask), "muster", "--version"], capture_output=True, text=True, check=True)
+    assert version.stdout.startswith("muster ")
+
+
 def test_muster_bin_overrides_and_a_wrong_one_is_named(monkeypatch, tmp_path):
     monkeypatch.setenv("MUSTER_BIN", "/bin/true")
     assert find_muster_bin() == "/bin/true"
