@@ -65,7 +65,9 @@ def _argv(args: tuple[Any, ...], kind: str | None) -> list[str]:
 
 async def run(*args: Any, kind: str | None = None, env: dict[str, str] | None = None) -> Any:
     """Runs ``muster ARGS`` (with ``-o json`` when a document ``kind`` is
-    expected) and returns the decoded document (a list's items), or stdout."""
+    expected) and returns the decoded document (a list's items), or stdout.
+    The binary shares this process's process group, so a Ctrl-C reaches it
+    too (an interrupted `up` rolls back); what it launches detaches itself."""
     argv = _argv(args, kind)
     proc = await asyncio.create_subprocess_exec(
         find_muster_bin(),
@@ -74,7 +76,6 @@ async def run(*args: Any, kind: str | None = None, env: dict[str, str] | None = 
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env or os.environ.copy(),
-        start_new_session=True,
     )
     out, err = await proc.communicate()
     if proc.returncode != 0:
@@ -92,7 +93,6 @@ def run_sync(*args: Any, kind: str | None = None, timeout: float | None = None) 
         capture_output=True,
         text=True,
         timeout=timeout,
-        start_new_session=True,
     )
     if p.returncode != 0:
         raise _error(argv, p.returncode, p.stderr)
