@@ -101,3 +101,28 @@ def test_jobqueue_config_defaults_apply_and_unsupported_parameters_raise(home):
         with SLURMCluster(name=name, processes=1) as cluster:
             script = cluster.job_script()
     assert "echo from-config" in script and "--cpus-per-task=2" in script and "#SBATCH --time=00:30:00" in script
+
+
+def test_get_logs_includes_failed_and_queued_batch_jobs(home):
+    """Jobs that never reach the scheduler still show in get_logs(), with
+    their state and their own output."""
+    from dask_muster import SLURMCluster
+    from dask_muster._cli import MusterError
+
+    name = unique("fl")
+    with SLURMCluster(name=name, queue="debug", cores=1, processes=1, memory="512MiB", timeout="60s",
+                      job_script_prologue=["echo about to fail >&2; exit 3"]) as cluster:
+        with pytest.raises(MusterError, match="about to fail"):
+            cluster.scale(1)
+        seen = {}
+
+        def failed_job_logged():
+            logs = cluster.get_logs()
+            jobs = {k: v for k, v in logs.items() if k.startswith(f"{name}-") and k != f"{name}-scheduler"}
+            seen.update(jobs)
+            return any(": Failed" in v.splitlines()[0] and "about to fail" in v for v in jobs.values())
+
+        # The agent keeps replacing the failing job, so some job is always failed or queued.
+        wait_until(failed_job_logged, timeout=60, interval=0.5, message=f"a failed job in get_logs ({seen})")
+        assert all(v.startswith("[muster] worker job") for v in seen.values())
+    assert not live(f"muster_{name}_")

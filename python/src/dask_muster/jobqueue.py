@@ -72,12 +72,14 @@ class JobQueueCluster(MusterCluster):
     _backend_params: tuple[str, ...] = ()
 
     def __init__(self, n_workers: int = 0, *, asynchronous: bool = False, loop: Any = None,
-                 name: str | None = None, config_name: str | None = None, **params: Any):
+                 name: str | None = None, config_name: str | None = None,
+                 shutdown_on_close: bool | None = None, timeout: Any = "2m", **params: Any):
         cls = type(self).__name__
         self._config_name = config_name or self.config_name
         spec = self._spec_from(cls, n_workers, name, params)
         self._processes = spec["worker"]["processes"]
-        super().__init__(spec, asynchronous=asynchronous, loop=loop)
+        super().__init__(spec, asynchronous=asynchronous, loop=loop,
+                         shutdown_on_close=shutdown_on_close, timeout=timeout)
 
     # ---- parameters -> spec ----------------------------------------------
 

@@ -39,7 +39,8 @@ class SSHCluster(MusterCluster):
                  worker_options: dict | None = None, scheduler_options: dict | None = None,
                  worker_module: Any = "deprecated", worker_class: str = "distributed.Nanny",
                  remote_python: str | list[str] | None = None, *, asynchronous: bool = False,
-                 loop: Any = None, name: str | None = None, **kwargs: Any):
+                 loop: Any = None, name: str | None = None, shutdown_on_close: bool | None = None,
+                 timeout: Any = "2m", **kwargs: Any):
         if kwargs:
             raise TypeError(f"SSHCluster() got an unexpected keyword argument {next(iter(kwargs))!r}")
         if not hosts or len(hosts) < 2:
@@ -124,4 +125,5 @@ class SSHCluster(MusterCluster):
                 "workers": per_host * len(counts)}
         if name is not None:
             spec["name"] = name
-        super().__init__(spec, asynchronous=asynchronous, loop=loop)
+        super().__init__(spec, asynchronous=asynchronous, loop=loop,
+                         shutdown_on_close=shutdown_on_close, timeout=timeout)
