@@ -160,7 +160,7 @@ def test_spec_from_a_yaml_file_with_keywords_over_it(home, tmp_path):
 
 
 def test_widget_buttons_scale_and_adapt(home):
-    pytest.importorskip("ipywidgets", reason="tests/python/requirements.txt installs it")
+    import ipywidgets  # noqa: F401 - tests/python/requirements.txt installs it; missing = a failure
     name = unique()
     with MusterCluster(name=name, workers=1) as c:
         tab = c._widget()
