@@ -45,5 +45,11 @@ tests/services/slurm/start.sh
 . "${MUSTER_SLURM_DIR:-/run/muster-test-slurm}/env"
 say "end-to-end tests (real Dask)"
 "$MUSTER_PYTHON" -m pytest -q tests/e2e "$@"
+say "the dask-muster wheel, installed into a fresh venv, against real Dask, SLURM and SSH hosts"
+. scripts/python-wheel.sh
+# A -k filter meant for the e2e suite may select nothing here (pytest exit 5).
+rc=0
+(cd tests/python && "$MUSTER_WHEEL_PYTHON" -m pytest -q . "$@") || rc=$?
+if [ "$rc" -ne 0 ] && ! { [ "$rc" -eq 5 ] && [ $# -gt 0 ]; }; then exit "$rc"; fi
 say "checking the machine's own SLURM was left alone"
 tests/services/slurm/decoy.sh check
