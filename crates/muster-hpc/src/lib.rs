@@ -601,9 +601,14 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
         if let (ScriptRole::Workers { count, .. }, Some(cap)) = (&role, self.hpc.max_queued_jobs) {
             let queued = self.queued_workers(&spec.name, &self.list().await?);
             if queued + count > cap {
-                return Err(Error::Usage(format!(
-                    "backend.max_queued_jobs is {cap}: {queued} worker jobs are queued already, adding {count} would exceed it"
-                )));
+                // The queue is full now, not the user's input: it may drain.
+                return Err(Error::backend(
+                    self.kind(),
+                    format!(
+                        "backend.max_queued_jobs is {cap}: {queued} worker jobs are queued already, adding {count} would exceed it"
+                    ),
+                    true,
+                ));
             }
         }
         let array = self.submit(spec, &role, &text).await?;
