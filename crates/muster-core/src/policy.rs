@@ -20,7 +20,7 @@
 
 use std::time::Duration;
 
-use muster_core::spec::{AdaptSpec, ClusterSpec};
+use crate::spec::{AdaptSpec, ClusterSpec};
 use serde::{Deserialize, Serialize};
 
 /// What the policy aims for.
@@ -335,6 +335,20 @@ pub fn decide(policy: &Policy, state: &PolicyState, obs: &Observation, now: Dura
         };
     }
 
+    if wanted < jobs && matches!(policy.mode, Mode::Fixed { .. }) {
+        // A fixed size is what the user asked for: no window to wait out.
+        s.below_since = None;
+        s.below.clear();
+        let n = jobs - wanted;
+        return Decision {
+            action: Action::Remove(n),
+            kind: "scale-down",
+            reason: format!("{describe_target} < {jobs} workers: retiring {n}"),
+            state: s,
+            next_poll: policy.interval,
+        };
+    }
+
     if wanted < jobs && matches!(policy.mode, Mode::Adaptive { .. }) {
         let since = *s.below_since.get_or_insert(now);
         s.below.push((now, wanted));
@@ -395,9 +409,9 @@ mod tests {
     fn adaptive(minimum: u32, maximum: u32) -> Policy {
         let mut spec = ClusterSpec::from_yaml("name: t", None).unwrap();
         spec.adapt = Some(AdaptSpec {
-            interval: muster_core::Seconds::from_secs(1),
-            scale_down_wait: muster_core::Seconds::from_secs(5),
-            cooldown: muster_core::Seconds::from_secs(10),
+            interval: crate::units::Seconds::from_secs(1),
+            scale_down_wait: crate::units::Seconds::from_secs(5),
+            cooldown: crate::units::Seconds::from_secs(10),
             max_pending: 4,
             ..AdaptSpec::new(minimum, maximum)
         });
@@ -714,9 +728,13 @@ mod tests {
             "{}",
             actions[2].1
         );
-        // A fixed size never shrinks by itself (scale does that).
+        // Above a fixed size (what `scale` down asks for), the surplus is
+        // retired at once: no window to wait out, no cooldown.
         let d = decide(&p, &PolicyState::default(), &obs(Some(0), 5, 5), t(100));
-        assert_eq!(d.action, Action::Hold);
+        assert_eq!(d.action, Action::Remove(2));
+        assert_eq!(d.reason, "fixed size 3 < 5 workers: retiring 2");
+        let d = decide(&p, &PolicyState::default(), &obs(Some(0), 3, 3), t(100));
+        assert_eq!((d.action, d.kind), (Action::Hold, "steady"));
     }
 
     #[test]
