@@ -13,6 +13,15 @@ cargo clippy --quiet --all-targets -- -D warnings
 say "starting the SSH test hosts (network namespaces with sshd)"
 tests/services/sshhosts/start.sh 3
 export MUSTER_REQUIRE_SSH_HOSTS=1
+say "building (cached) and starting the test Kubernetes (tests/services/kubernetes)"
+tests/services/kubernetes/build.sh
+tests/services/kubernetes/images.sh
+k8s_env="${MUSTER_K8S_RUN:-/run/muster-k8s}/env.sh"
+# stopped at the end unless it was already running (someone else's, then)
+[ -e "$k8s_env" ] || trap 'tests/services/kubernetes/stop.sh || true' EXIT
+tests/services/kubernetes/start.sh >/dev/null
+. "$k8s_env"   # KUBECONFIG, MUSTER_K8S_DASK_IMAGE, MUSTER_K8S_{KUBECTL,HELM,KUBECONFORM}
+export MUSTER_REQUIRE_KUBERNETES=1
 say "cargo test"
 cargo test --quiet --workspace
 say "starting the real SLURM (+ Torque-compatible PBS commands) for the batch backends"

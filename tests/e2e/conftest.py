@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from kube import kube, kube_namespace  # noqa: F401  (fixtures for the Kubernetes tests)
+
 REPO = Path(__file__).resolve().parents[2]
 
 
