@@ -13,8 +13,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
             Ok(())
         }
         Some(OperatorAction::Crds { dir: Some(dir) }) => {
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             for crd in muster_kube::crds::all() {
                 let path = dir.join(muster_kube::crds::file_name(&crd));
                 std::fs::write(&path, muster_kube::crds::to_yaml(&crd)?)

@@ -54,7 +54,9 @@ fn slim(crd: CustomResourceDefinition) -> CustomResourceDefinition {
             Value::Object(m) => {
                 if let Some(kind) = core_kind(m) {
                     m.values_mut().for_each(strip);
-                    let doc = format!("A core/v1 {kind}; `kubectl explain` its core type for the fields.");
+                    let doc = format!(
+                        "A core/v1 {kind}; `kubectl explain` its core type for the fields."
+                    );
                     m.insert("description".into(), Value::String(doc));
                 } else {
                     m.values_mut().for_each(walk);
