@@ -51,10 +51,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [""]
   resources: [pods, services]
   verbs: [get, list, watch, create, patch, delete]
-# the scheduler's HTTP API (retire_workers, adaptive_target) through the API server
 - apiGroups: [""]
-  resources: [services/proxy]
-  verbs: [get, create]
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]

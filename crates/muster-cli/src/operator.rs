@@ -21,6 +21,33 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        None => anyhow::bail!("the operator itself is not built yet"),
+        None => {
+            let identity = std::env::var("POD_NAME")
+                .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
+            let leader_election = if args.no_leader_election {
+                None
+            } else {
+                Some(
+                    args.leader_election_namespace
+                        .clone()
+                        .or_else(|| args.namespace.clone())
+                        .unwrap_or_else(|| "default".into()),
+                )
+            };
+            let config = muster_kube::operator::Config {
+                listen: args.listen,
+                namespace: args.namespace,
+                leader_election,
+                identity,
+            };
+            muster_kube::operator::run(config).await?;
+            Ok(())
+        }
     }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "muster".into())
 }

@@ -14,3 +14,4 @@ pub use resources::{
     DaskClusterStatus, DaskJob, DaskJobSpec, DaskJobStatus, DaskWorkerGroup, DaskWorkerGroupSpec,
     DaskWorkerGroupStatus,
 };
+pub mod operator;
