@@ -51,7 +51,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [""]
   resources: [pods, services]
   verbs: [get, list, watch, create, patch, delete]
+# worker logs for `muster logs`
 - apiGroups: [""]
+  resources: [pods/log]
+  verbs: [get]
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
