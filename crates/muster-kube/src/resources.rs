@@ -225,6 +225,11 @@ pub struct DaskWorkerGroupStatus {
     /// `Ready` (all desired workers connected) and `Progressing`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The reconciler's record of the group (its worker pods, the policy's
+    /// memory): muster-core's `ClusterStore` kept in the resource (opaque).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "opaque_object")]
+    pub record: Option<serde_json::Value>,
 }
 
 /// The client pod of a DaskJob.

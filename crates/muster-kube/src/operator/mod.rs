@@ -8,7 +8,9 @@
 //! going quiet. It knows the Kubernetes API; the Dask-side decisions are
 //! muster-core's.
 
+pub mod backend;
 pub mod cluster;
+pub mod group;
 pub mod http;
 pub mod lease;
 
@@ -54,6 +56,9 @@ pub enum Error {
     /// the new leader (its pod is restarted and waits its turn).
     #[error("lost the leader Lease {0}")]
     LostLease(String),
+    /// The reconciler's round failed.
+    #[error("reconciler round: {0}")]
+    Round(String),
 }
 
 impl Error {
@@ -84,6 +89,19 @@ pub struct Context {
     pub recorder: Recorder,
     /// Counters for `/metrics`.
     pub metrics: http::Metrics,
+    /// One lock per worker group, so that its rounds never overlap.
+    locks: tokio::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Context {
+    /// The lock of one worker group.
+    pub async fn group_lock(&self, namespace: &str, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().await;
+        locks
+            .entry(format!("{namespace}/{name}"))
+            .or_default()
+            .clone()
+    }
 }
 
 fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
@@ -124,23 +142,36 @@ pub async fn run(config: Config) -> Result<(), Error> {
         recorder: Recorder::new(client.clone(), Reporter::from(MANAGER)),
         client: client.clone(),
         metrics,
+        locks: Default::default(),
     });
     let owned = watcher::Config::default()
         .labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"))
         .timeout(WATCH_TIMEOUT_SECS);
     let main = watcher::Config::default().timeout(WATCH_TIMEOUT_SECS);
-    Controller::new(api::<DaskCluster>(&client, &config.namespace), main)
+    let clusters = Controller::new(api::<DaskCluster>(&client, &config.namespace), main.clone())
         .owns(api::<Pod>(&client, &config.namespace), owned.clone())
         .owns(api::<Service>(&client, &config.namespace), owned.clone())
-        .owns(api::<DaskWorkerGroup>(&client, &config.namespace), owned)
+        .owns(
+            api::<DaskWorkerGroup>(&client, &config.namespace),
+            owned.clone(),
+        )
         .shutdown_on_signal()
-        .run(cluster::reconcile, cluster::error_policy, ctx)
+        .run(cluster::reconcile, cluster::error_policy, ctx.clone())
         .for_each(|res| async move {
             if let Err(e) = res {
                 tracing::debug!("reconcile: {e}");
             }
-        })
-        .await;
+        });
+    let groups = Controller::new(api::<DaskWorkerGroup>(&client, &config.namespace), main)
+        .owns(api::<Pod>(&client, &config.namespace), owned)
+        .shutdown_on_signal()
+        .run(group::reconcile, group::error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!("reconcile: {e}");
+            }
+        });
+    futures::join!(clusters, groups);
     tracing::info!("operator stopped");
     Ok(())
 }
