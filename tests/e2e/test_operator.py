@@ -7,9 +7,8 @@ The operator image is the muster binary on a minimal root, built and imported
 by tests/services/kubernetes/mkimage.sh. The chart is installed with
 rbac.cluster=false, so the operator watches only the test's namespace.
 
-Not covered yet (the operator does not run worker pods until it runs
-muster-core's reconciler round per worker group): workers, a client
-computation, scale-down, the autoscaler."""
+Not covered yet: the autoscaler burst, a second group with its own autoscaler,
+DaskJob, Python KubeCluster, the operator killed mid-reconcile."""
 
 import json
 import os
@@ -99,6 +98,37 @@ def example_cluster(name):
     return doc
 
 
+def assert_workers(kube, ns, cluster, n):
+    """Exactly n Running worker pods of the default group, each named with its
+    Dask worker name and owned by the group, and the scale subresource says n."""
+    sel = f"dask.org/cluster-name={cluster},dask.org/component=worker"
+
+    def settled():
+        pods = [p for p in kube.pods(ns, sel) if not p["metadata"].get("deletionTimestamp")]
+        return pods if len(pods) == n and all(pod_ready(p) for p in pods) else None
+
+    pods = wait_for(f"{n} worker pods of {cluster}", settled, timeout=180)
+    group = kube.json("get", "daskworkergroup", f"{cluster}-default", "-n", ns)
+    for p in pods:
+        name = p["metadata"]["name"]
+        labels = p["metadata"]["labels"]
+        assert labels["dask.org/workergroup-name"] == f"{cluster}-default"
+        env = {e["name"]: e.get("value") for e in p["spec"]["containers"][0]["env"]}
+        assert env["DASK_WORKER_NAME"] == name
+        assert env["DASK_SCHEDULER_ADDRESS"] == f"tcp://{cluster}-scheduler.{ns}.svc.cluster.local:8786"
+        assert [o["uid"] for o in p["metadata"]["ownerReferences"]] == [group["metadata"]["uid"]]
+    wait_for(
+        f"the scale subresource to report {n}",
+        lambda: json.loads(
+            kube.kubectl(
+                "get", "--raw",
+                f"/apis/kubernetes.dask.org/v1/namespaces/{ns}/daskclusters/{cluster}/scale",
+            ).stdout
+        )["status"].get("replicas") == n,
+    )
+    return pods
+
+
 def operator_pod(kube, ns):
     pods = kube.pods(ns, "app.kubernetes.io/name=muster-operator")
     assert len(pods) == 1, pods
@@ -138,6 +168,7 @@ def test_daskcluster_lifecycle_through_the_chart(kube, operator):
             ("DaskCluster", uid, True)
         ]
     assert group["spec"]["worker"]["replicas"] == 2
+    assert_workers(kube, ns, "demo", 2)
 
     # the scale subresource reports a status and a selector (dask-kubernetes's reads 0)
     scale = json.loads(
@@ -148,14 +179,31 @@ def test_daskcluster_lifecycle_through_the_chart(kube, operator):
     assert scale["spec"]["replicas"] == 2
     assert "dask.org/workergroup-name=demo-default" in scale["status"]["selector"]
 
-    kube.kubectl("scale", "daskcluster/demo", "--replicas", "4", "-n", ns)
-    wait_for(
-        "the default group to follow kubectl scale",
-        lambda: kube.json("get", "daskworkergroup", "demo-default", "-n", ns)["spec"]["worker"]["replicas"] == 4,
-    )
+    # a client computes, and holds data on the workers across the scaling
+    from distributed import Client
+
+    address = f"tcp://{svc['spec']['clusterIP']}:8786"
+    client = Client(address, timeout=30)
+    try:
+        assert client.submit(sum, [1, 2, 3]).result(timeout=60) == 6
+        held = client.submit(lambda n: list(range(n)), 10_000, pure=False)
+        held.result(timeout=60)
+
+
+        kube.kubectl("scale", "daskcluster/demo", "--replicas", "4", "-n", ns)
+        assert_workers(kube, ns, "demo", 4)
+        client.wait_for_workers(4, timeout=60)
+        kube.kubectl("scale", "daskcluster/demo", "--replicas", "1", "-n", ns)
+        assert_workers(kube, ns, "demo", 1)
+        assert client.submit(sum, held).result(timeout=60) == sum(range(10_000))
+        assert len(client.scheduler_info()["workers"]) == 1
+    finally:
+        client.close()
     events = kube.json("get", "events.events.k8s.io", "-n", ns)["items"]
     reasons = {e.get("reason") for e in events if e["regarding"]["name"] == "demo"}
     assert {"Running", "Scaling"} <= reasons, reasons
+    group_reasons = {e.get("reason") for e in events if e["regarding"]["name"] == "demo-default"}
+    assert {"Launched", "ScaleUp", "ScaleDown"} <= group_reasons, group_reasons
 
     kube.kubectl("delete", "daskcluster", "demo", "-n", ns, "--wait=true")
 
