@@ -67,6 +67,9 @@ def operator(kube, kube_namespace):
         check=True, capture_output=True, text=True,
     )
     env = {**os.environ, "KUBECONFIG": kube.kubeconfig}
+    # Helm installs crds/ only when absent and never upgrades them: apply the
+    # current ones, so the test never runs against an older schema.
+    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
     subprocess.run(
         [
             helm(), "install", "muster-e2e", str(CHART), "-n", kube_namespace,
