@@ -39,6 +39,10 @@ tests/services/kubernetes/start.sh >/dev/null
 export MUSTER_REQUIRE_KUBERNETES=1
 say "cargo test"
 cargo test --quiet --workspace
+# Kubernetes operator: generated CRDs and manifests/ up to date, helm lint,
+# helm template | kubeconform -strict with local schemas (scripts/generate.sh).
+say "operator chart and CRDs: drift, helm lint, kubeconform"
+scripts/generate.sh --check
 say "starting the real SLURM (+ Torque-compatible PBS commands) for the batch backends"
 tests/services/slurm/start.sh
 # Its own configuration, never the machine's: every SLURM command below uses it.

@@ -81,6 +81,42 @@ pub enum Command {
     /// Run a cluster's agent in the foreground (started by `up`; internal)
     #[command(hide = true)]
     Agent(AgentArgs),
+    /// Run the Kubernetes operator (in a pod, or anywhere with a kubeconfig), or print its CRDs
+    #[command(
+        after_help = "Examples:\n  KUBECONFIG=~/.kube/config muster operator --no-leader-election\n  muster operator crds --dir charts/muster-operator/crds"
+    )]
+    Operator(OperatorArgs),
+}
+
+/// `muster operator`: run the controllers, or `crds`.
+#[derive(Debug, Clone, Args)]
+pub struct OperatorArgs {
+    /// Print the CustomResourceDefinitions instead of running
+    #[command(subcommand)]
+    pub action: Option<OperatorAction>,
+    /// Address of the HTTP endpoint for /metrics, /healthz and /readyz
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// Watch this namespace only (default: every namespace)
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// Namespace of the leader-election Lease (default: the kubeconfig's namespace)
+    #[arg(long, value_name = "NS")]
+    pub leader_election_namespace: Option<String>,
+    /// Act without electing a leader (only one replica may run)
+    #[arg(long)]
+    pub no_leader_election: bool,
+}
+
+/// What `muster operator` can print.
+#[derive(Debug, Clone, Subcommand)]
+pub enum OperatorAction {
+    /// Print the four kubernetes.dask.org/v1 CRDs as YAML (or write one file each)
+    Crds {
+        /// Write `<plural>.yaml` files into this directory instead of stdout
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// How to print results.

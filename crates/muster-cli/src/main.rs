@@ -5,6 +5,7 @@
 mod cli;
 mod commands;
 mod contract;
+mod operator;
 mod output;
 mod progress;
 
@@ -30,6 +31,10 @@ fn init_logging(verbose: u8) {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // The operator keeps no local state: it needs no $MUSTER_HOME.
+    if let Command::Operator(a) = cli.command {
+        return operator::run(a).await;
+    }
     let home = commands::home(cli.home.as_deref())?;
     match cli.command {
         Command::Up(a) => commands::up(&home, a).await,
@@ -42,6 +47,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Adapt(a) => commands::adapt(&home, a).await,
         Command::Events(a) => commands::events(&home, a).await,
         Command::Agent(a) => commands::agent(&home, a).await,
+        Command::Operator(_) => unreachable!("handled above"),
     }
 }
 
@@ -58,7 +64,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The agent logs what it does to its log file by default.
     let verbose = match cli.command {
-        Command::Agent(_) => cli.verbose.max(1),
+        Command::Agent(_) | Command::Operator(_) => cli.verbose.max(1),
         _ => cli.verbose,
     };
     init_logging(verbose);

@@ -1,0 +1,180 @@
+//! The operator: controllers for the Dask resources, run by `muster
+//! operator` in a pod from the chart or anywhere with a kubeconfig. It
+//! elects a leader through a Lease ([`lease`]), so two replicas never act at
+//! once; serves `/metrics`, `/healthz` and `/readyz` ([`http`]); and
+//! reconciles each DaskCluster ([`cluster`]): its scheduler pod and Service,
+//! its default worker group, and its status, written by server-side apply.
+//! Watches carry a server-side timeout, so they are renewed rather than
+//! going quiet. It knows the Kubernetes API; the Dask-side decisions are
+//! muster-core's.
+
+pub mod backend;
+pub mod cluster;
+pub mod group;
+pub mod http;
+pub mod lease;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::runtime::Controller;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+
+use crate::children::MANAGER;
+use crate::resources::{DaskCluster, DaskWorkerGroup, LABEL_MANAGED_BY};
+
+/// What can go wrong while operating.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("Kubernetes API: {context}")]
+    Kube {
+        /// What was being done.
+        context: String,
+        /// The client's error.
+        #[source]
+        source: kube::Error,
+    },
+    /// No kubeconfig or in-cluster configuration.
+    #[error("no Kubernetes configuration (set KUBECONFIG or run in a pod)")]
+    Config(#[source] kube::Error),
+    /// The HTTP endpoint could not listen.
+    #[error("listening on {addr}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Leadership was lost: the process stops so that it never acts beside
+    /// the new leader (its pod is restarted and waits its turn).
+    #[error("lost the leader Lease {0}")]
+    LostLease(String),
+    /// The reconciler's round failed.
+    #[error("reconciler round: {0}")]
+    Round(String),
+}
+
+impl Error {
+    pub(crate) fn kube(context: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Kube { context, source }
+    }
+}
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub listen: SocketAddr,
+    /// Watch this namespace only.
+    pub namespace: Option<String>,
+    /// Elect a leader through a Lease in this namespace (`None`: no election).
+    pub leader_election: Option<String>,
+    /// This replica's identity in the Lease (the pod name).
+    pub identity: String,
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// Publishes Kubernetes Events.
+    pub recorder: Recorder,
+    /// Counters for `/metrics`.
+    pub metrics: http::Metrics,
+    /// One lock per worker group, so that its rounds never overlap.
+    locks: tokio::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Context {
+    /// The lock of one worker group.
+    pub async fn group_lock(&self, namespace: &str, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().await;
+        locks
+            .entry(format!("{namespace}/{name}"))
+            .or_default()
+            .clone()
+    }
+}
+
+fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// A server-side watch timeout well under the API server's own, so that a
+/// watch that silently died is noticed and reopened (dask-kubernetes#620).
+const WATCH_TIMEOUT_SECS: u32 = 120;
+
+/// Runs until a signal (or a lost Lease).
+pub async fn run(config: Config) -> Result<(), Error> {
+    let client = Client::try_default().await.map_err(Error::Config)?;
+    let metrics = http::Metrics::default();
+    let health = http::serve(config.listen, metrics.clone()).await?;
+    if let Some(ns) = &config.leader_election {
+        lease::acquire(&client, ns, &config.identity).await?;
+        tokio::spawn(lease::hold(
+            client.clone(),
+            ns.clone(),
+            config.identity.clone(),
+        ));
+    }
+    health.set_ready(true);
+    metrics.set_leader(true);
+    tracing::info!(namespace = ?config.namespace, "operator running");
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), Reporter::from(MANAGER)),
+        client: client.clone(),
+        metrics,
+        locks: Default::default(),
+    });
+    let owned = watcher::Config::default()
+        .labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"))
+        .timeout(WATCH_TIMEOUT_SECS);
+    let main = watcher::Config::default().timeout(WATCH_TIMEOUT_SECS);
+    let clusters = Controller::new(api::<DaskCluster>(&client, &config.namespace), main.clone())
+        .owns(api::<Pod>(&client, &config.namespace), owned.clone())
+        .owns(api::<Service>(&client, &config.namespace), owned.clone())
+        .owns(
+            api::<DaskWorkerGroup>(&client, &config.namespace),
+            owned.clone(),
+        )
+        .shutdown_on_signal()
+        .run(cluster::reconcile, cluster::error_policy, ctx.clone())
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!("reconcile: {e}");
+            }
+        });
+    let groups = Controller::new(api::<DaskWorkerGroup>(&client, &config.namespace), main)
+        .owns(api::<Pod>(&client, &config.namespace), owned)
+        .shutdown_on_signal()
+        .run(group::reconcile, group::error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!("reconcile: {e}");
+            }
+        });
+    futures::join!(clusters, groups);
+    tracing::info!("operator stopped");
+    Ok(())
+}
+
+/// How long to wait before looking at a resource again when nothing changes.
+pub const RESYNC: Duration = Duration::from_secs(60);
