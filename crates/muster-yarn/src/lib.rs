@@ -10,9 +10,11 @@
 pub mod client;
 pub mod error;
 pub mod model;
+pub mod ops;
 pub mod options;
 pub mod service;
 
 pub use client::YarnClient;
 pub use error::YarnError;
+pub use ops::YarnOps;
 pub use options::{ResourceManagers, YarnOptions};
