@@ -25,13 +25,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use muster_core::cluster::{Removal, group_by_job};
-use muster_core::{Backend, Error, Home, JobId, ManagedCluster, Phase, Result};
+use muster_core::legacy::Backend;
+use muster_core::{Error, Home, JobId, ManagedCluster, Phase, Result};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use crate::events;
-use crate::policy::{Action, Mode, Observation, Policy, PolicyState, decide};
+use muster_core::policy::{Action, Mode, Observation, Policy, PolicyState, decide};
 
 /// What the agent writes about itself every round.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -10,7 +10,7 @@
 
 pub mod agent;
 pub mod events;
-pub mod policy;
+pub use muster_core::policy;
 
 pub use agent::{AgentHealth, AgentState};
 pub use events::Event;

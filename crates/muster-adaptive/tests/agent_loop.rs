@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use muster_adaptive::{agent, events};
-use muster_core::backend::{Backend, LaunchRequest, Rendered, Role};
 use muster_core::dask::SchedulerEndpoint;
+use muster_core::legacy::{Backend, LaunchRequest, Rendered, Role};
 use muster_core::{ClusterRecord, ClusterSpec, Error, Home, JobId, JobStatus, Phase, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

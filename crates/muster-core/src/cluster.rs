@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde::Serialize;
 
-use crate::backend::{Backend, LaunchRequest, Role, SchedulerContact};
 use crate::dask::{SchedulerClient, SchedulerEndpoint, WorkerInfo, job_of_worker};
 use crate::error::{Error, Result};
 use crate::job::{JobId, JobStatus};
+use crate::legacy::{Backend, LaunchRequest, Role, SchedulerContact};
 use crate::registry::{ClusterLock, ClusterRecord, Home, Phase};
 use crate::spec::{AdaptSpec, ClusterSpec, MAX_WORKERS};
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::SchedulerContact;
+use crate::backend::{SchedulerContact, WorkerName};
 use crate::error::{Error, Result};
 use crate::spec::ClusterSpec;
 
@@ -34,6 +34,18 @@ pub struct ProcessCommand {
     pub env: BTreeMap<String, String>,
 }
 
+/// The argv word that stands for the value of an environment variable,
+/// filled in where the command runs ([`ProcessCommand::to_shell`] writes it
+/// as `"$VAR"`; a Kubernetes manifest as `$(VAR)`).
+pub fn env_word(var: &str) -> String {
+    format!("\u{1}{var}\u{1}")
+}
+
+/// The variable an argv word made by [`env_word`] stands for.
+pub fn env_of_word(word: &str) -> Option<&str> {
+    word.strip_prefix('\u{1}')?.strip_suffix('\u{1}')
+}
+
 impl ProcessCommand {
     /// The command as one POSIX-shell line (`VAR=value ... prog args`), with
     /// every element quoted as needed.
@@ -42,7 +54,10 @@ impl ProcessCommand {
             .env
             .iter()
             .map(|(k, v)| format!("{k}={}", shell_words::quote(v)));
-        let argv = self.argv.iter().map(|a| shell_words::quote(a).into_owned());
+        let argv = self.argv.iter().map(|a| match env_of_word(a) {
+            Some(var) => format!("\"${var}\""),
+            None => shell_words::quote(a).into_owned(),
+        });
         env.chain(argv).collect::<Vec<_>>().join(" ")
     }
 }
@@ -78,9 +93,13 @@ pub fn scheduler_command(spec: &ClusterSpec, host: &str, scheduler_file: &Path) 
 /// job runs several processes).
 pub fn worker_command(
     spec: &ClusterSpec,
-    name: &str,
+    name: impl Into<WorkerName>,
     contact: &SchedulerContact,
 ) -> ProcessCommand {
+    let name = match name.into() {
+        WorkerName::Fixed(n) => n,
+        WorkerName::FromEnv(var) => env_word(&var),
+    };
     let w = &spec.worker;
     let mut argv = vec![
         w.python.clone(),
@@ -96,7 +115,7 @@ pub fn worker_command(
     }
     argv.extend([
         "--name".into(),
-        name.to_string(),
+        name,
         "--nthreads".into(),
         w.threads_per_process().to_string(),
     ]);

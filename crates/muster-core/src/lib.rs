@@ -6,24 +6,40 @@
 //! Dask-specific (command lines and the scheduler's HTTP API). It knows nothing
 //! of any particular cluster manager: no process spawning, ssh, kube or YARN.
 
+pub mod access;
 pub mod backend;
 pub mod cluster;
 pub mod dask;
 pub mod error;
 pub mod hpcspec;
 pub mod job;
+pub mod kinds;
+pub mod legacy;
+pub mod ops;
+pub mod policy;
+pub mod reconcile;
 pub mod registry;
+mod rounds;
 pub mod runner;
 pub mod spec;
 pub mod ssh_spec;
 pub mod units;
 
-pub use backend::{Backend, LaunchRequest, Rendered, RenderedItem, Role, SchedulerContact};
+pub use access::{Direct, SchedulerAccess};
+pub use backend::{
+    Backend, Capabilities, Discovered, Launched, Rendered, RenderedItem, Role, SchedulerContact,
+    Supervisor, Warnings, WorkerName,
+};
 pub use cluster::{Cluster, ClusterStatus, DownReport, ManagedCluster, Progress, Quiet, WorkerRow};
 pub use error::{Error, Result};
 pub use hpcspec::{HpcSpec, PbsFlavor};
 pub use job::{JobId, JobStatus};
-pub use registry::{ClusterRecord, Home, Phase};
+pub use kinds::{BackendKind, Kinds};
+pub use legacy::LaunchRequest;
+pub use reconcile::{
+    AgentControl, Clock, ClusterStore, RoundContext, RoundOutcome, Timeline, round,
+};
+pub use registry::{ClusterRecord, FileStore, Home, Observed, Phase, PolicyMemory};
 pub use runner::{CommandOutput, CommandRunner, CommandSpec, LocalRunner};
 pub use spec::{
     AdaptSpec, BackendSpec, ClusterSpec, Placement, SchedulerSpec, SpecError, WorkerSpec,

@@ -11,8 +11,10 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::SchedulerContact;
 use crate::error::{Error, Result};
 use crate::job::JobId;
+use crate::policy::PolicyState;
 use crate::spec::{ClusterSpec, check_name};
 
 /// The root of muster's state: `$MUSTER_HOME`, else `$XDG_STATE_HOME/muster`,
@@ -168,6 +170,49 @@ impl Home {
     }
 }
 
+/// The file registry as a [`ClusterStore`](crate::reconcile::ClusterStore):
+/// the agent's and the CLI's store.
+#[derive(Debug, Clone)]
+pub struct FileStore {
+    home: Home,
+    name: String,
+}
+
+impl FileStore {
+    /// The store of cluster `name` under `home`.
+    pub fn new(home: Home, name: &str) -> Self {
+        FileStore {
+            home,
+            name: name.to_string(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::reconcile::ClusterStore for FileStore {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    async fn lock(&self) -> Result<crate::reconcile::StoreGuard> {
+        let home = self.home.clone();
+        let name = self.name.clone();
+        // flock may wait for another command: off the async threads.
+        let lock = tokio::task::spawn_blocking(move || home.lock(&name))
+            .await
+            .map_err(|e| Error::io("waiting for the cluster lock", std::io::Error::other(e)))??;
+        Ok(crate::reconcile::StoreGuard(Box::new(lock)))
+    }
+    async fn load(&self) -> Result<Option<ClusterRecord>> {
+        self.home.load(&self.name)
+    }
+    async fn save(&self, record: &ClusterRecord) -> Result<()> {
+        self.home.save(record)
+    }
+    async fn remove(&self) -> Result<()> {
+        self.home.remove(&self.name)
+    }
+}
+
 /// Holds a cluster's lock until dropped.
 #[derive(Debug)]
 pub struct ClusterLock {
@@ -228,6 +273,51 @@ pub struct ClusterRecord {
     /// `ManagedCluster::prune_ended`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub launching: bool,
+    /// How new workers reach the scheduler, as its launch said (a scheduler
+    /// file they wait for); absent: its address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<SchedulerContact>,
+    /// Bumped whenever the adaptive settings are set (`muster adapt`), even
+    /// to the same values: the policy then starts afresh, unpaused.
+    #[serde(default)]
+    pub adapt_generation: u64,
+    /// What the last round observed (kept apart from the desired size in
+    /// `spec`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<Observed>,
+    /// What the policy remembers between rounds, so a restarted agent
+    /// resumes paused and backed off as it was.
+    #[serde(default)]
+    pub policy: PolicyMemory,
+}
+
+/// One round's observation, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Observed {
+    /// Worker jobs launched and not ended.
+    pub jobs: u32,
+    /// Of those, jobs with a Dask worker registered.
+    pub connected: u32,
+    /// The scheduler's adaptive target (Dask workers), when it answered.
+    pub target: Option<u32>,
+    /// When (Unix seconds).
+    pub at: u64,
+}
+
+/// The policy's persisted memory.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PolicyMemory {
+    /// The `adapt_generation` this memory belongs to.
+    pub generation: u64,
+    /// The policy's state (times since the Unix epoch).
+    pub state: PolicyState,
+    /// The kind of the last event written, so a situation that persists is
+    /// written once.
+    #[serde(default)]
+    pub last_kind: String,
+    /// The last decision's reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_decision: Option<String>,
 }
 
 impl ClusterRecord {
@@ -244,6 +334,10 @@ impl ClusterRecord {
             next_worker_index: 0,
             created_at: unix_now(),
             launching: false,
+            contact: None,
+            adapt_generation: 0,
+            observed: None,
+            policy: PolicyMemory::default(),
         }
     }
 

@@ -350,6 +350,16 @@ impl ClusterSpec {
 
     /// Checks every field and returns all problems at once.
     pub fn validate(&self) -> Result<(), SpecError> {
+        let errs = self.problems();
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(SpecError::Invalid(errs))
+        }
+    }
+
+    /// Every problem of the backend-independent fields.
+    pub fn problems(&self) -> Vec<FieldError> {
         let mut errs = Vec::new();
         let mut bad = |field: &str, value: &dyn fmt::Display, reason: &str| {
             errs.push(FieldError {
@@ -540,12 +550,7 @@ impl ClusterSpec {
             BackendSpec::Pbs(h) => h.validate(HpcKind::Pbs, &mut errs),
             BackendSpec::Ssh(ssh) => ssh.validate(&mut errs),
         }
-
-        if errs.is_empty() {
-            Ok(())
-        } else {
-            Err(SpecError::Invalid(errs))
-        }
+        errs
     }
 }
 

@@ -28,9 +28,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use muster_core::backend::{Backend, LaunchRequest, Rendered, RenderedItem, Role};
 use muster_core::dask::{self, SchedulerEndpoint};
 use muster_core::hpcspec::{HpcSpec, PbsFlavor, is_plain_path};
+use muster_core::legacy::{Backend, LaunchRequest, Rendered, RenderedItem, Role};
 use muster_core::runner::{CommandRunner, CommandSpec, LocalRunner};
 use muster_core::spec::{BackendSpec, ClusterSpec, Placement};
 use muster_core::{Error, Home, JobId, JobStatus, Result};
@@ -495,6 +495,7 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
                         title: format!("{what}: {}{on}", shell_words::join(&argv)),
                         text,
                     }],
+                    contact: None,
                 })
             }
         }

@@ -10,7 +10,7 @@
 
 use std::fmt::Write as _;
 
-use muster_core::backend::SchedulerContact;
+use muster_core::backend::{SchedulerContact, WorkerName};
 use muster_core::dask::{self, ProcessCommand};
 use muster_core::hpcspec::{HpcSpec, PbsFlavor};
 use muster_core::spec::ClusterSpec;
@@ -21,9 +21,6 @@ use crate::dialect::Dialect;
 pub const SLURM_TEMPLATE: &str = include_str!("../../../hpc-templates/slurm.sh");
 /// The built-in PBS template.
 pub const PBS_TEMPLATE: &str = include_str!("../../../hpc-templates/pbs.sh");
-
-/// The word in a Dask command line replaced by the job's own id at run time.
-const NAME_PLACEHOLDER: &str = "\u{1}MUSTER_JOB\u{1}";
 
 /// What one script starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,7 +242,7 @@ pub fn dask_command(spec: &ClusterSpec, role: &ScriptRole) -> ProcessCommand {
             dask::scheduler_command(spec, host, std::path::Path::new(scheduler_file))
         }
         ScriptRole::Workers { contact, .. } => {
-            dask::worker_command(spec, NAME_PLACEHOLDER, contact)
+            dask::worker_command(spec, WorkerName::FromEnv("MUSTER_JOB".into()), contact)
         }
     }
 }
@@ -272,12 +269,9 @@ fn command_line(input: &ScriptInput<'_>, cmd: &ProcessCommand) -> String {
     let words: Vec<String> = cmd
         .argv
         .iter()
-        .map(|a| {
-            if a == NAME_PLACEHOLDER {
-                "\"$MUSTER_JOB\"".to_string()
-            } else {
-                sh_quote(a)
-            }
+        .map(|a| match dask::env_of_word(a) {
+            Some(var) => format!("\"${var}\""),
+            None => sh_quote(a),
         })
         .collect();
     let line = words.join(" ");

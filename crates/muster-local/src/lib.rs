@@ -20,8 +20,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use muster_core::backend::{Backend, LaunchRequest, Rendered, RenderedItem, Role};
 use muster_core::dask::{self, ProcessCommand, SchedulerEndpoint};
+use muster_core::legacy::{Backend, LaunchRequest, Rendered, RenderedItem, Role};
 use muster_core::runner::LocalRunner;
 use muster_core::spec::ClusterSpec;
 use muster_core::{Error, Home, JobId, JobStatus, Result};
@@ -233,7 +233,10 @@ impl Backend for LocalBackend {
                 text: cmd.to_shell(),
             })
             .collect();
-        Ok(Rendered { items })
+        Ok(Rendered {
+            items,
+            contact: None,
+        })
     }
 
     async fn launch(&self, req: &LaunchRequest<'_>) -> Result<Vec<JobId>> {

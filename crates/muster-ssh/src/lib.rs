@@ -29,8 +29,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::future::join_all;
-use muster_core::backend::{Backend, LaunchRequest, Rendered, RenderedItem, Role};
 use muster_core::dask::{self, ProcessCommand, SchedulerEndpoint};
+use muster_core::legacy::{Backend, LaunchRequest, Rendered, RenderedItem, Role};
 use muster_core::spec::SpecError;
 use muster_core::{ClusterSpec, Error, JobId, JobStatus, Result, SchedulerContact, SshSpec};
 use serde_json::{Value, json};
@@ -655,7 +655,10 @@ impl Backend for SshBackend {
                 ),
             });
         }
-        Ok(Rendered { items })
+        Ok(Rendered {
+            items,
+            contact: None,
+        })
     }
 
     async fn launch(&self, req: &LaunchRequest<'_>) -> Result<Vec<JobId>> {

@@ -20,13 +20,17 @@
 use std::sync::Arc;
 
 pub use muster_adaptive as adaptive;
+pub use muster_core::legacy::Backend;
 pub use muster_core::{
-    AdaptSpec, Backend, BackendSpec, Cluster, ClusterRecord, ClusterSpec, ClusterStatus,
-    DownReport, Error, Home, JobId, JobStatus, LaunchRequest, ManagedCluster, Memory, Phase,
-    Progress, Quiet, Rendered, RenderedItem, Result, Role, SchedulerContact, SchedulerSpec,
-    Seconds, SpecError, SshSpec, WorkerRow, WorkerSpec,
+    AdaptSpec, BackendSpec, Cluster, ClusterRecord, ClusterSpec, ClusterStatus, DownReport, Error,
+    Home, JobId, JobStatus, LaunchRequest, ManagedCluster, Memory, Phase, Progress, Quiet,
+    Rendered, RenderedItem, Result, Role, SchedulerContact, SchedulerSpec, Seconds, SpecError,
+    SshSpec, WorkerRow, WorkerSpec,
 };
-pub use muster_core::{backend, cluster as cluster_api, dask, registry, runner, spec, units};
+pub use muster_core::{
+    access, backend, cluster as cluster_api, dask, kinds, legacy, ops, policy, reconcile, registry,
+    runner, spec, units,
+};
 pub use muster_hpc::HpcBackend;
 pub use muster_local::LocalBackend;
 pub use muster_ssh::{SshBackend, SshOptions, SshRunner};

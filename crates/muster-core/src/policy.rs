@@ -20,7 +20,7 @@
 
 use std::time::Duration;
 
-use muster_core::spec::{AdaptSpec, ClusterSpec};
+use crate::spec::{AdaptSpec, ClusterSpec};
 use serde::{Deserialize, Serialize};
 
 /// What the policy aims for.
@@ -395,9 +395,9 @@ mod tests {
     fn adaptive(minimum: u32, maximum: u32) -> Policy {
         let mut spec = ClusterSpec::from_yaml("name: t", None).unwrap();
         spec.adapt = Some(AdaptSpec {
-            interval: muster_core::Seconds::from_secs(1),
-            scale_down_wait: muster_core::Seconds::from_secs(5),
-            cooldown: muster_core::Seconds::from_secs(10),
+            interval: crate::units::Seconds::from_secs(1),
+            scale_down_wait: crate::units::Seconds::from_secs(5),
+            cooldown: crate::units::Seconds::from_secs(10),
             max_pending: 4,
             ..AdaptSpec::new(minimum, maximum)
         });

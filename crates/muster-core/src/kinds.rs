@@ -1,0 +1,111 @@
+//! How a backend plugs in: a [`BackendKind`] names the `kind` it serves,
+//! validates its own `backend:` options (owned by its own crate) together
+//! with whatever else of the spec it depends on, and builds the cluster's
+//! [`Backend`] from the whole validated spec. The one table of kinds
+//! ([`Kinds`]) is assembled by the `muster` facade crate, the only crate that
+//! knows every backend; core knows none of them.
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+use crate::backend::Backend;
+use crate::error::Result;
+use crate::registry::Home;
+use crate::spec::{ClusterSpec, FieldError, SpecError};
+
+/// One kind of cluster manager.
+pub trait BackendKind: Send + Sync {
+    /// The `kind` name in specs and on the command line (`slurm`).
+    fn kind(&self) -> &'static str;
+
+    /// Checks the spec's `backend:` options (see [`parse_options`]) and the
+    /// rest of the spec as far as this backend constrains it (e.g. batch
+    /// backends need `worker.memory`). Every problem names its full path.
+    /// Called only after the backend-independent checks.
+    fn validate(&self, spec: &ClusterSpec) -> Vec<FieldError>;
+
+    /// The backend for one cluster, from its validated spec, keeping local
+    /// state under `home`. Connects nothing yet.
+    fn build(&self, spec: &ClusterSpec, home: &Home) -> Result<Arc<dyn Backend>>;
+}
+
+/// The table of every kind muster knows.
+#[derive(Clone, Copy)]
+pub struct Kinds(pub &'static [&'static dyn BackendKind]);
+
+impl std::fmt::Debug for Kinds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.names()).finish()
+    }
+}
+
+impl Kinds {
+    /// The kind called `name`.
+    pub fn get(&self, name: &str) -> Option<&'static dyn BackendKind> {
+        self.0.iter().copied().find(|k| k.kind() == name)
+    }
+
+    /// Every kind's name, in table order.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.0.iter().map(|k| k.kind()).collect()
+    }
+
+    /// Every problem of the spec at once: the backend-independent checks,
+    /// an unknown kind, and the backend's own.
+    pub fn validate(&self, spec: &ClusterSpec) -> Result<(), SpecError> {
+        let mut errs = spec.problems();
+        match self.get(spec.backend.kind()) {
+            Some(k) => errs.extend(k.validate(spec)),
+            None => errs.push(FieldError {
+                field: "backend.kind".into(),
+                value: spec.backend.kind().to_string(),
+                reason: format!("unknown kind; one of: {}", self.names().join(", ")),
+            }),
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(SpecError::Invalid(errs))
+        }
+    }
+
+    /// Validates the spec, then builds its backend.
+    pub fn build(&self, spec: &ClusterSpec, home: &Home) -> Result<Arc<dyn Backend>> {
+        self.validate(spec)?;
+        let kind = self.get(spec.backend.kind()).expect("validated above");
+        kind.build(spec, home)
+    }
+}
+
+/// Reads a backend's typed options from its `backend:` section (the keys
+/// besides `kind`). A problem names its full path from `prefix`
+/// (`backend.hosts[0].port`), and an unknown key is one too when `T` denies
+/// unknown fields (`backend.bogus`).
+pub fn parse_options<T: DeserializeOwned>(
+    prefix: &str,
+    options: &serde_json::Map<String, serde_json::Value>,
+) -> Result<T, FieldError> {
+    let value = serde_json::Value::Object(options.clone());
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let inner = e.inner().to_string();
+        let path = e.path().to_string();
+        let mut field = if path == "." || path.is_empty() {
+            prefix.to_string()
+        } else {
+            format!("{prefix}.{path}")
+        };
+        // serde names an unknown key only in its message: put it in the path.
+        if let Some(key) = inner
+            .strip_prefix("unknown field `")
+            .and_then(|r| r.split('`').next())
+        {
+            field = format!("{field}.{key}");
+        }
+        FieldError {
+            field,
+            value: String::new(),
+            reason: inner,
+        }
+    })
+}
