@@ -114,6 +114,19 @@ pub enum Error {
         /// The jobs still found.
         jobs: Vec<String>,
     },
+    /// A backend's own typed error (e.g. a REST API's refusal), kept as the
+    /// source so the cause chain shows it; `transient` says whether retrying
+    /// may help.
+    #[error("{kind}")]
+    Backend {
+        /// The backend's kind (`yarn`).
+        kind: &'static str,
+        /// Whether retrying later may succeed.
+        transient: bool,
+        /// The backend's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl Error {
@@ -128,7 +141,9 @@ impl Error {
     /// True when retrying the same operation later may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Scheduler { transient, .. } | Error::Host { transient, .. } => *transient,
+            Error::Scheduler { transient, .. }
+            | Error::Host { transient, .. }
+            | Error::Backend { transient, .. } => *transient,
             Error::Timeout { .. } => true,
             Error::Io { source, .. } => matches!(
                 source.kind(),

@@ -7,6 +7,7 @@
 //! service JSON, the parsers of the RM/NM answers, a typed REST client and
 //! the backend built on them. It knows nothing of other cluster managers.
 
+pub mod backend;
 pub mod client;
 pub mod error;
 pub mod model;
@@ -14,6 +15,7 @@ pub mod ops;
 pub mod options;
 pub mod service;
 
+pub use backend::YarnBackend;
 pub use client::YarnClient;
 pub use error::YarnError;
 pub use ops::YarnOps;

@@ -37,8 +37,6 @@ pub struct YarnOps {
     pub down_timeout: Duration,
 }
 
-// `..Default::default()` on `Rendered`: its fields differ between core versions.
-#[allow(clippy::needless_update)]
 impl YarnOps {
     /// The operations of cluster `spec` (validated) with its YARN options.
     pub fn new(spec: &ClusterSpec, opts: &YarnOptions) -> Self {
