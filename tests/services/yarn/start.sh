@@ -25,7 +25,7 @@ die() {
     for f in "$LOGS"/*.log; do
         [ -f "$f" ] || continue
         echo "--- tail $f" >&2
-        tail -n 30 "$f" >&2
+        tail -n 8 "$f" >&2
     done
     exit 1
 }
@@ -33,7 +33,7 @@ die() {
 mkdir -p "$STATE" "$CONF" "$LOGS" "$PIDS" "$NM_LOCAL" "$NM_LOGS" "$STATE/tmp" "$STATE/zk"
 # Serialise concurrent start/stop runs (parallel test processes).
 exec 9>"$STATE/.lock"
-flock -w 300 9 || die "could not lock $STATE/.lock"
+flock -w 300 9 || { echo "yarn-start: ERROR: could not lock $STATE/.lock" >&2; exit 1; }
 
 # --- 1. Java and Maven ----------------------------------------------------------
 need=()
@@ -201,7 +201,7 @@ start_daemon() { # name heap main-class [args...]
     setsid java "-Xmx$heap" -XX:+UseSerialGC -XX:TieredStopAtLevel=1 "${JAVA_OPENS[@]}" \
         "-Dmuster.yarn.state=$STATE" "-Dhadoop.log.dir=$LOGS" "-Dyarn.log.dir=$LOGS" \
         "-Dzookeeper.log.dir=$LOGS" -Dlog4j.configuration=log4j.properties \
-        -cp "$CONF:$LIB/*" "$@" </dev/null >>"$LOGS/$name.log" 2>&1 &
+        -cp "$CONF:$LIB/*" "$@" </dev/null >>"$LOGS/$name.log" 2>&1 9>&- &
     echo $! >"$PIDS/$name.pid"
 }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
