@@ -190,24 +190,69 @@ impl YarnOps {
         if remove.is_empty() {
             return Ok(());
         }
+        let containers = self.containers_of(&status, &remove).await;
         self.client.decommission(&self.service, &remove).await?;
-        let deadline = Instant::now() + Duration::from_secs(60);
+        self.wait_done(containers, Duration::from_secs(60))
+            .await
+            .map_err(|left| YarnError::LeftBehind {
+                service: self.service.clone(),
+                containers: left,
+            })
+    }
+
+    /// The containers (with their NodeManager) running these instances now.
+    async fn containers_of(
+        &self,
+        status: &ServiceStatus,
+        instances: &[String],
+    ) -> Vec<crate::model::AttemptContainer> {
+        let ids: BTreeSet<&str> = instances
+            .iter()
+            .filter_map(|n| status.container(n).map(|c| c.id.as_str()))
+            .collect();
+        let Some(app) = &status.id else {
+            return Vec::new();
+        };
+        match self.client.app_containers(app).await {
+            Ok(all) => all
+                .into_iter()
+                .filter(|c| ids.contains(c.container_id.as_str()))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list the containers to wait for");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Waits until each container's NodeManager reports it DONE (or no
+    /// longer knows it); returns those still running after `timeout`.
+    async fn wait_done(
+        &self,
+        mut left: Vec<crate::model::AttemptContainer>,
+        timeout: Duration,
+    ) -> Result<(), Vec<String>> {
+        let deadline = Instant::now() + timeout;
         loop {
-            let s = self.client.service(&self.service).await?;
-            let left: Vec<String> = remove
-                .iter()
-                .filter(|n| s.as_ref().is_some_and(|s| s.container(n).is_some()))
-                .cloned()
-                .collect();
-            if left.is_empty() {
+            let mut still = Vec::new();
+            for c in left {
+                let node = crate::model::node_url(&c.node_http_address);
+                match self.client.node_container(&node, &c.container_id).await {
+                    Ok(Some(nc)) if !nc.is_done() => still.push(c),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, container = %c.container_id, "NodeManager did not answer");
+                        still.push(c)
+                    }
+                }
+            }
+            if still.is_empty() {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(YarnError::Timeout {
-                    what: format!("decommissioned containers {} to stop", left.join(", ")),
-                    secs: 60,
-                });
+                return Err(still.into_iter().map(|c| c.container_id).collect());
             }
+            left = still;
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
@@ -227,41 +272,26 @@ impl YarnOps {
         };
         tracing::info!(service = %self.service, containers = containers.len(), "destroying the YARN service");
         self.client.destroy(&self.service).await?;
-        let deadline = Instant::now() + self.down_timeout;
-        let mut left: Vec<_> = containers;
-        loop {
-            let mut still = Vec::new();
-            for c in left {
-                let node = crate::model::node_url(&c.node_http_address);
-                match self.client.node_container(&node, &c.container_id).await {
-                    Ok(Some(nc)) if !nc.is_done() => still.push(c),
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::debug!(error = %e, container = %c.container_id, "NodeManager did not answer");
-                        still.push(c)
-                    }
-                }
-            }
-            let app_live = match &app {
-                Some(id) => self
-                    .client
-                    .apps("yarn-service", LIVE_APP_STATES)
-                    .await?
-                    .iter()
-                    .any(|a| &a.id == id),
-                None => false,
-            };
-            if still.is_empty() && !app_live {
-                return Ok(());
+        let mut left = self.wait_done(containers, self.down_timeout).await.err();
+        // The application itself must have ended too (its master gone).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Some(id) = &app {
+            let live = self.client.apps("yarn-service", LIVE_APP_STATES).await?;
+            if !live.iter().any(|a| &a.id == id) {
+                break;
             }
             if Instant::now() >= deadline {
-                return Err(YarnError::LeftBehind {
-                    service: self.service.clone(),
-                    containers: still.into_iter().map(|c| c.container_id).collect(),
-                });
+                left.get_or_insert_with(Vec::new).push(id.clone());
+                break;
             }
-            left = still;
             tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        match left {
+            None => Ok(()),
+            Some(containers) => Err(YarnError::LeftBehind {
+                service: self.service.clone(),
+                containers,
+            }),
         }
     }
 
