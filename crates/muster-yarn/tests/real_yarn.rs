@@ -27,6 +27,10 @@ fn rm() -> Option<String> {
     None
 }
 
+/// The tests share one YARN and one of them restarts its ResourceManager:
+/// they run one at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn python() -> String {
     std::env::var("MUSTER_PYTHON").expect("MUSTER_PYTHON (scripts/setup.sh exports it)")
 }
@@ -80,6 +84,7 @@ fn cluster_pids(cluster: &str) -> Vec<u32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flex_decommission_discover_logs_and_destroy_on_a_real_yarn() {
     let Some(rm) = rm() else { return };
+    let _one = ONE_AT_A_TIME.lock().await;
     let name = format!("rt{}", std::process::id());
     let spec = ClusterSpec::from_yaml(
         &format!(
@@ -183,6 +188,7 @@ async fn flex_decommission_discover_logs_and_destroy_on_a_real_yarn() {
 #[tokio::test]
 async fn refusals_name_the_field_and_leave_nothing() {
     let Some(rm) = rm() else { return };
+    let _one = ONE_AT_A_TIME.lock().await;
     let name = format!("rf{}", std::process::id());
     let spec = ClusterSpec::from_yaml(&format!("name: {name}\n"), None).unwrap();
     for (opts, field) in [
@@ -203,4 +209,175 @@ async fn refusals_name_the_field_and_leave_nothing() {
         assert!(ops.discover().await.unwrap().is_empty());
         ops.destroy().await.unwrap();
     }
+}
+
+fn repo() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Runs examples/compute.py (a real Dask computation) and checks its answer.
+fn compute(address: &str, n: u64) {
+    let out = std::process::Command::new(python())
+        .arg(repo().join("examples/compute.py"))
+        .arg(address)
+        .arg(n.to_string())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let expected = (n - 1) * n * (2 * n - 1) / 6;
+    assert!(
+        text.contains(&format!("sum of squares below {n} = {expected} (correct)")),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn pid_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+async fn up_with_two_workers(
+    rm: &str,
+    name: &str,
+    port: u16,
+) -> (YarnOps, String, SchedulerClient) {
+    let spec = ClusterSpec::from_yaml(
+        &format!(
+            "name: {name}\nworker: {{python: {py}, memory: 512MiB}}\nscheduler: {{port: {port}, dashboard_port: {}}}\n",
+            port + 1,
+            py = python()
+        ),
+        None,
+    )
+    .unwrap();
+    let opts: YarnOptions = serde_json::from_value(
+        serde_json::json!({"resource_manager": rm, "scheduler_memory": "512MiB"}),
+    )
+    .unwrap();
+    let ops = YarnOps::new(&spec, &opts);
+    ops.launch_scheduler().await.unwrap();
+    let endpoint = wait("the scheduler READY", 180, || async {
+        ops.scheduler_endpoint().await.unwrap()
+    })
+    .await;
+    let dask = SchedulerClient::new(&endpoint.http_url);
+    ops.launch_workers(2).await.unwrap();
+    wait("2 workers", 120, || async {
+        (dask_names(&dask).await == set(&["worker-0", "worker-1"])).then_some(())
+    })
+    .await;
+    (ops, endpoint.address, dask)
+}
+
+/// Work-preserving recovery: with the ResourceManager gone, the Dask cluster
+/// keeps computing and muster's calls fail as transient; once it is back,
+/// the same processes are still there and muster can flex again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_manager_restart_mid_run() {
+    let Some(rm) = rm() else { return };
+    let _one = ONE_AT_A_TIME.lock().await;
+    let name = format!("rr{}", std::process::id());
+    let (ops, address, dask) = up_with_two_workers(&rm, &name, 23792).await;
+    let before = cluster_pids(&name);
+    assert!(before.len() >= 2, "{before:?}");
+
+    let state = std::env::var("MUSTER_YARN_STATE").unwrap_or_else(|_| "/tmp/muster-yarn".into());
+    let rm_pid: u32 = std::fs::read_to_string(format!("{state}/pids/rm.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix_kill(rm_pid);
+    wait("the RM to exit", 60, || async {
+        (!pid_alive(rm_pid)).then_some(())
+    })
+    .await;
+
+    let err = ops.status(&[JobId::from("worker-0")]).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    compute(&address, 300);
+
+    let start = std::process::Command::new(repo().join("tests/services/yarn/start.sh"))
+        .output()
+        .unwrap();
+    assert!(
+        start.status.success(),
+        "{}",
+        String::from_utf8_lossy(&start.stderr)
+    );
+    let st = wait("the service's status after the restart", 180, || async {
+        let st = ops
+            .status(&["scheduler-0", "worker-0", "worker-1"].map(JobId::from))
+            .await
+            .ok()?;
+        st.values().all(|s| *s == JobStatus::Running).then_some(st)
+    })
+    .await;
+    assert_eq!(st.len(), 3);
+    for pid in &before {
+        assert!(
+            pid_alive(*pid),
+            "process {pid} did not survive the RM restart"
+        );
+    }
+    let added = wait("a flex after the restart", 120, || async {
+        ops.launch_workers(1).await.ok()
+    })
+    .await;
+    assert_eq!(added, [JobId::from("worker-2")]);
+    wait("3 workers", 120, || async {
+        (dask_names(&dask).await.len() == 3).then_some(())
+    })
+    .await;
+    compute(&address, 300);
+    ops.destroy().await.unwrap();
+    assert_eq!(cluster_pids(&name), Vec::<u32>::new());
+}
+
+/// The scheduler's container killed: YARN relaunches it at the same
+/// instance name and address, and the workers come back to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduler_killed_is_relaunched_and_workers_return() {
+    let Some(rm) = rm() else { return };
+    let _one = ONE_AT_A_TIME.lock().await;
+    let name = format!("sk{}", std::process::id());
+    let (ops, address, dask) = up_with_two_workers(&rm, &name, 23794).await;
+    let scheduler_pid = cluster_pids(&name)
+        .into_iter()
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains("dask_scheduler"))
+                .unwrap_or(false)
+        })
+        .expect("the scheduler's process");
+    nix_kill(scheduler_pid);
+    wait("a new scheduler process", 120, || async {
+        cluster_pids(&name).into_iter().find(|pid| {
+            *pid != scheduler_pid
+                && std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|c| String::from_utf8_lossy(&c).contains("dask_scheduler"))
+                    .unwrap_or(false)
+        })
+    })
+    .await;
+    wait("both workers back at the new scheduler", 180, || async {
+        (dask_names(&dask).await == set(&["worker-0", "worker-1"])).then_some(())
+    })
+    .await;
+    assert_eq!(
+        ops.scheduler_endpoint().await.unwrap().unwrap().address,
+        address
+    );
+    compute(&address, 300);
+    ops.destroy().await.unwrap();
+    assert_eq!(cluster_pids(&name), Vec::<u32>::new());
+}
+
+fn nix_kill(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .arg("-KILL")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
 }
