@@ -1,10 +1,10 @@
 //! The per-cluster agent: a detached process (the `muster` binary run as
 //! `muster agent NAME`, in a session of its own) that outlives the command
-//! that started it. Every `interval` it takes the cluster's lock, observes the
-//! backend's jobs and the scheduler, [`decide`]s, and acts through
-//! muster-core's generic building blocks (`add_workers`, `remove_workers`:
-//! retire through the scheduler first, then cancel), so it works on every
-//! backend the same way.
+//! that started it. It loops muster-core's [`round`] (observe once, decide
+//! with the pure policy, act, record) with the file registry as its store,
+//! `events.jsonl` as its timeline and the real clock, so it works on every
+//! backend the same way and resumes a pause or backoff after a restart (the
+//! policy's memory is in the cluster's record).
 //!
 //! Liveness is an advisory lock (`locks/<name>.agent.lock`) the agent holds for
 //! its whole life: the kernel drops it when the agent dies, even by SIGKILL,
@@ -24,15 +24,15 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use muster_core::cluster::{Removal, group_by_job};
-use muster_core::legacy::Backend;
-use muster_core::{Error, Home, JobId, ManagedCluster, Phase, Result};
+use muster_core::policy::{Mode, Policy};
+use muster_core::reconcile::{AgentControl, Clock, RoundContext, SystemClock, round};
+use muster_core::{Backend, Error, FileStore, Home, Phase, Result};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 use crate::events;
-use muster_core::policy::{Action, Mode, Observation, Policy, PolicyState, decide};
 
 /// What the agent writes about itself every round.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,19 +71,6 @@ fn lock_path(home: &Home, cluster: &str) -> PathBuf {
 /// The agent's state file.
 pub fn state_path(home: &Home, cluster: &str) -> PathBuf {
     home.cluster_dir(cluster).join("agent.json")
-}
-
-fn reset_path(home: &Home, cluster: &str) -> PathBuf {
-    home.cluster_dir(cluster).join("agent.reset")
-}
-
-/// Asks the running agent to forget what its policy remembers (failure
-/// counts, a pause, the scale-down window) at its next round, as if its
-/// settings had changed. `muster adapt` does this, so running it again
-/// resumes a paused cluster even with the same settings.
-pub fn request_reset(home: &Home, cluster: &str) -> Result<()> {
-    let path = reset_path(home, cluster);
-    fs::write(&path, b"").map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }
 
 /// The agent's log.
@@ -191,7 +178,7 @@ pub fn spawn(exe: &Path, home: &Home, cluster: &str) -> Result<u32> {
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);
-    muster_local::detach(&mut command);
+    muster_core::runner::detach(&mut command);
     let mut child = command
         .spawn()
         .map_err(|e| Error::io(format!("starting {}", argv.join(" ")), e))?;
@@ -274,74 +261,53 @@ fn is_zombie(pid: i32) -> bool {
         .unwrap_or(true)
 }
 
-/// What one round observed besides the policy's inputs.
-struct Round {
-    obs: Observation,
-    states: std::collections::BTreeMap<JobId, muster_core::JobStatus>,
+/// Starts and stops agents by running `exe agent NAME` (the `muster`
+/// binary) for clusters under `home`: the [`AgentControl`] the CLI and the
+/// library hand to their clusters.
+#[derive(Debug, Clone)]
+pub struct ProcessAgent {
+    exe: PathBuf,
+    home: Home,
 }
 
-async fn observe(
-    cluster: &mut ManagedCluster,
-    policy: &Policy,
-    home: &Home,
-    name: &str,
-) -> Result<Round> {
-    let (states, ended) = cluster.prune_ended().await?;
-    for (id, status) in &ended {
-        events::append(
+impl ProcessAgent {
+    /// Agents run as `exe agent NAME` with clusters under `home`.
+    pub fn new(exe: impl Into<PathBuf>, home: Home) -> Self {
+        ProcessAgent {
+            exe: exe.into(),
             home,
-            name,
-            "died",
-            &format!("worker job {id} ended on its own: {status}"),
-        )?;
-    }
-    let jobs = cluster.record().workers.len() as u32;
-    let mut obs = Observation {
-        target: None,
-        jobs,
-        connected: 0,
-        died: ended.len() as u32,
-        idle_for: None,
-    };
-    let client = cluster.scheduler_client().await?;
-    let workers = match client.workers().await {
-        Ok(w) => w,
-        Err(e) if e.is_transient() => {
-            tracing::debug!("scheduler unreachable: {e}");
-            return Ok(Round { obs, states });
         }
-        Err(e) => return Err(e),
-    };
-    let by_job = group_by_job(&workers, cluster.record().spec.worker.processes);
-    obs.connected = cluster
-        .record()
-        .workers
-        .iter()
-        .filter(|id| by_job.contains_key(*id))
-        .count() as u32;
-    let target = match policy.mode {
-        Mode::Adaptive { .. } => match client.adaptive_target().await {
-            Ok(t) => t,
-            Err(e) if e.is_transient() => return Ok(Round { obs, states }),
-            Err(e) => return Err(e),
-        },
-        Mode::Fixed { .. } => 0,
-    };
-    obs.target = Some(target);
-    if policy.idle_timeout.is_some()
-        && let Ok(Some(since)) = client.idle_since().await
-    {
-        obs.idle_for = Some(Duration::from_secs_f64(
-            (events::unix_now() - since).max(0.0),
-        ));
     }
-    Ok(Round { obs, states })
 }
 
-/// Runs the agent of `name` until the cluster is gone or not Running.
-/// Holds the agent lock for its whole life; returns at once if another agent
-/// holds it.
+impl AgentControl for ProcessAgent {
+    fn ensure(&self, cluster: &str) -> Result<Option<u32>> {
+        let ran_before = read_state(&self.home, cluster).is_some();
+        let pid = ensure(&self.exe, &self.home, cluster)?;
+        if let (Some(pid), true) = (pid, ran_before) {
+            events::append(
+                &self.home,
+                cluster,
+                "agent",
+                &format!("the agent was not running: restarted it (pid {pid})"),
+            )?;
+        }
+        Ok(pid)
+    }
+    fn stop(&self, cluster: &str) -> Result<bool> {
+        stop(&self.home, cluster)
+    }
+}
+
+/// Runs the agent of `name` until the cluster is gone or not Running: one
+/// [`round`] after another, each in a span naming the cluster. Holds the
+/// agent lock for its whole life; returns at once if another agent holds it.
 pub async fn run(home: Home, name: &str, backend: Arc<dyn Backend>) -> Result<()> {
+    let span = tracing::info_span!("agent", cluster = %name);
+    run_inner(home, name, backend).instrument(span).await
+}
+
+async fn run_inner(home: Home, name: &str, backend: Arc<dyn Backend>) -> Result<()> {
     let lock = open_lock(&home, name)?;
     match lock.try_lock() {
         Ok(()) => {}
@@ -351,8 +317,6 @@ pub async fn run(home: Home, name: &str, backend: Arc<dyn Backend>) -> Result<()
         }
         Err(fs::TryLockError::Error(e)) => return Err(Error::io("taking the agent lock", e)),
     }
-    let mut cluster = ManagedCluster::open(name, backend, home.clone())?;
-    let origin = Instant::now();
     let mut me = AgentState {
         pid: std::process::id(),
         started_at: events::unix_now(),
@@ -368,144 +332,41 @@ pub async fn run(home: Home, name: &str, backend: Arc<dyn Backend>) -> Result<()
         "agent",
         &format!("agent started (pid {})", me.pid),
     )?;
-    let mut state = PolicyState::default();
-    let mut policy: Option<Policy> = None;
-    let mut last_kind = "";
+    let store = FileStore::new(home.clone(), name);
+    let timeline = events::FileTimeline::new(home.clone(), name);
+    let clock = SystemClock;
+    let ctx = RoundContext {
+        backend: backend.as_ref(),
+        store: &store,
+        timeline: &timeline,
+        clock: &clock,
+    };
     loop {
-        let sleep_for;
-        {
-            let _guard = cluster.lock()?;
-            if !cluster.reload()? || cluster.record().phase != Phase::Running {
-                tracing::info!("cluster {name} is gone or stopping: the agent exits");
-                return Ok(());
-            }
-            let current = Policy::from_spec(&cluster.record().spec);
-            let reset_asked = fs::remove_file(reset_path(&home, name)).is_ok();
-            if policy.as_ref() != Some(&current) || reset_asked {
-                // New settings (`muster adapt`): start afresh, unpaused.
-                if let Some(old) = &policy {
-                    tracing::info!(?old.mode, ?current.mode, "settings changed");
-                }
-                state = PolicyState::default();
-                last_kind = "";
-                policy = Some(current.clone());
-            }
-            let policy = policy.as_ref().expect("set above");
-            let now = origin.elapsed();
-            let round = match observe(&mut cluster, policy, &home, name).await {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    tracing::warn!("observing {name}: {e}");
-                    if last_kind != "observe-failed" {
-                        events::append(
-                            &home,
-                            name,
-                            "observe-failed",
-                            &format!("cannot observe the cluster, holding steady: {e}"),
-                        )?;
-                        last_kind = "observe-failed";
-                    }
-                    None
-                }
-            };
-            let Some(round) = round else {
-                drop(_guard);
-                tokio::time::sleep(policy.backoff(1)).await;
+        let outcome = match round(&ctx).await {
+            Ok(o) => o,
+            // The round could not even read or write the cluster's state.
+            Err(e) if e.is_transient() => {
+                tracing::warn!("round failed, retrying: {e}");
+                clock.sleep(Duration::from_secs(1)).await;
                 continue;
-            };
-            let d = decide(policy, &state, &round.obs, now);
-            state = d.state.clone();
-            if d.action != Action::Hold || d.kind != last_kind {
-                events::append(&home, name, d.kind, &d.reason)?;
             }
-            last_kind = d.kind;
-            match d.action {
-                Action::Hold => {}
-                Action::Launch(n) => match cluster.add_workers(n).await {
-                    Ok(ids) => {
-                        state = state.after_launch(policy, now, None);
-                        events::append(
-                            &home,
-                            name,
-                            "launched",
-                            &format!("launched {}", id_list(&ids)),
-                        )?;
-                    }
-                    Err(e) => {
-                        state = state.after_launch(policy, now, Some(&e.to_string()));
-                        events::append(
-                            &home,
-                            name,
-                            "launch-failed",
-                            &format!("launching {n} failed: {e}"),
-                        )?;
-                        if let Some(why) = &state.paused {
-                            events::append(&home, name, "paused", why)?;
-                        }
-                    }
-                },
-                Action::Remove(n) => {
-                    match cluster
-                        .remove_workers(n as usize, &round.states, Removal::SchedulerChooses)
-                        .await
-                    {
-                        Ok(ids) => events::append(
-                            &home,
-                            name,
-                            "retired",
-                            &format!(
-                                "retired through the scheduler, then cancelled {}",
-                                id_list(&ids)
-                            ),
-                        )?,
-                        Err(e) => {
-                            events::append(
-                                &home,
-                                name,
-                                "retire-failed",
-                                &format!("removing {n} failed: {e}"),
-                            )?;
-                        }
-                    }
-                }
-                Action::ShutDown => {
-                    drop(_guard);
-                    let backend = cluster.backend().clone();
-                    match ManagedCluster::down_by_name(name, backend, home.clone()).await {
-                        Ok(_) => tracing::info!("brought {name} down after idling"),
-                        Err(e) => {
-                            events::append(&home, name, "shutdown-failed", &e.to_string())?;
-                            return Err(e);
-                        }
-                    }
-                    return Ok(());
-                }
-            }
-            if matches!(policy.mode, Mode::Adaptive { .. }) {
-                let n = cluster.record().workers.len() as u32;
-                if cluster.record().spec.workers != n {
-                    cluster.record_mut().spec.workers = n;
-                    cluster.save()?;
-                }
-            }
-            me.heartbeat = events::unix_now();
-            me.mode = Some(policy.mode);
-            me.paused = state.paused.clone();
-            me.last_decision = Some(d.reason.clone());
-            write_state(&home, name, &me)?;
-            sleep_for = d.next_poll;
+            Err(e) => return Err(e),
+        };
+        if outcome.finished {
+            tracing::info!("cluster {name} is gone or stopping: the agent exits");
+            return Ok(());
         }
-        tokio::time::sleep(sleep_for).await;
-    }
-}
-
-fn id_list(ids: &[JobId]) -> String {
-    let names: Vec<&str> = ids.iter().map(JobId::as_str).collect();
-    match names.len() {
-        0 => "nothing".into(),
-        1 => names[0].to_string(),
-        n if n > 6 => format!("{n} jobs ({} … {})", names[0], names[n - 1]),
-        _ => names.join(", "),
+        if let Some(e) = &outcome.failure {
+            tracing::warn!("{e}");
+        }
+        if let Ok(Some(record)) = home.load(name) {
+            me.mode = Some(Policy::from_spec(&record.spec).mode);
+            me.paused = record.policy.state.paused.clone();
+            me.last_decision = record.policy.last_decision.clone();
+        }
+        me.heartbeat = events::unix_now();
+        write_state(&home, name, &me)?;
+        clock.sleep(outcome.next_poll).await;
     }
 }
 
@@ -549,8 +410,5 @@ mod tests {
             argv,
             ["/usr/bin/muster", "--home", "/h o/me", "agent", "demo"]
         );
-        assert_eq!(id_list(&[JobId::from("a"), JobId::from("b")]), "a, b");
-        let many: Vec<JobId> = (0..8).map(|i| JobId(format!("d-w{i}"))).collect();
-        assert_eq!(id_list(&many), "8 jobs (d-w0 … d-w7)");
     }
 }

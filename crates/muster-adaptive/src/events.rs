@@ -83,6 +83,30 @@ fn trim(file: &Path) -> Result<()> {
     fs::rename(&tmp, file).map_err(|e| Error::io("replacing events", e))
 }
 
+/// A cluster's `events.jsonl` as the reconciler's [`Timeline`](muster_core::Timeline).
+#[derive(Debug, Clone)]
+pub struct FileTimeline {
+    home: Home,
+    cluster: String,
+}
+
+impl FileTimeline {
+    /// The timeline of `cluster` under `home`.
+    pub fn new(home: Home, cluster: &str) -> Self {
+        FileTimeline {
+            home,
+            cluster: cluster.to_string(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl muster_core::Timeline for FileTimeline {
+    async fn record(&self, kind: &str, message: &str) -> Result<()> {
+        append(&self.home, &self.cluster, kind, message)
+    }
+}
+
 /// Parses a timeline; lines that are not events are skipped.
 pub fn parse(text: &str) -> Vec<Event> {
     text.lines()

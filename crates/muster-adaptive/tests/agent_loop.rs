@@ -1,20 +1,20 @@
 //! The agent's loop against a fake backend whose launches fail and a fake
 //! scheduler API (a tiny HTTP server on loopback): the loop must back off,
 //! pause after `max_launch_failures`, say so in its state file and timeline,
-//! hold steady while the scheduler is gone, and exit once the cluster's record
+//! hold steady while the scheduler is gone, resume paused after a restart
+//! (the policy's memory is in the record), and exit once the cluster's record
 //! is removed. The real-service tier (tests/e2e/test_adaptive.py) covers the
 //! working path with real Dask.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use muster_adaptive::{agent, events};
+use muster_core::backend::{Backend, Capabilities, Discovered, Launched, Rendered, Role, Warnings};
 use muster_core::dask::SchedulerEndpoint;
-use muster_core::legacy::{Backend, LaunchRequest, Rendered, Role};
 use muster_core::{ClusterRecord, ClusterSpec, Error, Home, JobId, JobStatus, Phase, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -29,14 +29,20 @@ impl Backend for FailingBackend {
     fn kind(&self) -> &'static str {
         "local"
     }
-    async fn preflight(&self, _: &ClusterSpec) -> Result<()> {
-        Ok(())
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
     }
-    fn render(&self, _: &LaunchRequest<'_>) -> Result<Rendered> {
+    fn scheduler_access(&self) -> Arc<dyn muster_core::SchedulerAccess> {
+        Arc::new(muster_core::Direct)
+    }
+    async fn preflight(&self) -> Result<Warnings> {
+        Ok(Vec::new())
+    }
+    fn render(&self, _: &Role) -> Result<Rendered> {
         Ok(Rendered::default())
     }
-    async fn launch(&self, req: &LaunchRequest<'_>) -> Result<Vec<JobId>> {
-        assert!(matches!(req.role, Role::Workers { .. }));
+    async fn launch(&self, role: &Role) -> Result<Launched> {
+        assert!(matches!(role, Role::Workers { .. }));
         self.launches.fetch_add(1, Ordering::SeqCst);
         Err(Error::CommandFailed {
             program: "sbatch".into(),
@@ -44,33 +50,26 @@ impl Backend for FailingBackend {
             stderr: "sbatch: error: invalid partition specified: nope".into(),
         })
     }
-    async fn status(&self, _: &str, ids: &[JobId]) -> Result<BTreeMap<JobId, JobStatus>> {
+    async fn status(&self, ids: &[JobId]) -> Result<BTreeMap<JobId, JobStatus>> {
         Ok(ids
             .iter()
             .map(|i| (i.clone(), JobStatus::Unknown))
             .collect())
     }
-    async fn cancel(&self, _: &str, _: &[JobId]) -> Result<()> {
+    async fn cancel(&self, _: &[JobId]) -> Result<()> {
         Ok(())
     }
-    async fn discover(&self, _: &str) -> Result<Vec<(JobId, JobStatus)>> {
-        Ok(Vec::new())
+    async fn discover(&self) -> Result<Discovered> {
+        Ok(Discovered::default())
     }
-    async fn logs(&self, _: &str, _: &JobId) -> Result<String> {
+    async fn logs(&self, _: &JobId) -> Result<String> {
         Ok(String::new())
     }
-    fn scheduler_file(&self, _: &ClusterSpec) -> Option<PathBuf> {
-        None
-    }
-    async fn scheduler_endpoint(
-        &self,
-        _: &ClusterSpec,
-        _: &JobId,
-    ) -> Result<Option<SchedulerEndpoint>> {
+    async fn scheduler_endpoint(&self, _: &JobId) -> Result<Option<SchedulerEndpoint>> {
         Ok(None)
     }
-    async fn forget(&self, _: &str) -> Result<()> {
-        Ok(())
+    async fn forget(&self) -> Result<Warnings> {
+        Ok(Vec::new())
     }
 }
 
@@ -148,7 +147,6 @@ async fn failed_launches_back_off_then_pause_visibly_and_the_agent_exits_with_th
 
     let backend = Arc::new(FailingBackend::default());
     let task = tokio::spawn(agent::run(home.clone(), "fake", backend.clone()));
-
     // Paused after 3 failures (100 ms, then 200 ms and 400 ms of backoff).
     let paused = wait_for("the pause", || {
         agent::read_state(&home, "fake").and_then(|s| s.paused)
@@ -160,6 +158,28 @@ async fn failed_launches_back_off_then_pause_visibly_and_the_agent_exits_with_th
     );
     assert!(paused.contains("invalid partition"), "{paused}");
     assert!(agent::is_alive(&home, "fake").unwrap());
+    // A restarted agent resumes paused: its policy's memory is in the record.
+    task.abort();
+    wait_for("the old agent to let go", || {
+        (!agent::is_alive(&home, "fake").unwrap()).then_some(())
+    })
+    .await;
+    let task = tokio::spawn(agent::run(home.clone(), "fake", backend.clone()));
+    wait_for("the restarted agent", || {
+        agent::read_state(&home, "fake")
+            .and_then(|s| s.paused)
+            .filter(|_| agent::is_alive(&home, "fake").unwrap())
+    })
+    .await;
+    assert_eq!(
+        home.load("fake")
+            .unwrap()
+            .unwrap()
+            .policy
+            .state
+            .launch_failures,
+        3
+    );
     // A second agent for the same cluster gives way at once.
     agent::run(home.clone(), "fake", backend.clone())
         .await
@@ -198,7 +218,13 @@ async fn failed_launches_back_off_then_pause_visibly_and_the_agent_exits_with_th
     // `muster adapt` again, even with the same settings, resumes: launches
     // are tried anew.
     *up.lock().unwrap() = true;
-    agent::request_reset(&home, "fake").unwrap();
+    {
+        // What `Cluster::adapt` does with the same settings.
+        let _lock = home.lock("fake").unwrap();
+        let mut r = home.load("fake").unwrap().unwrap();
+        r.adapt_generation += 1;
+        home.save(&r).unwrap();
+    }
     wait_for("a new launch attempt", || {
         (backend.launches.load(Ordering::SeqCst) > 3).then_some(())
     })
@@ -223,8 +249,12 @@ async fn failed_launches_back_off_then_pause_visibly_and_the_agent_exits_with_th
     })
     .await;
 
-    // The cluster is brought down: the agent exits and drops its lock.
-    home.remove("fake").unwrap();
+    // The cluster is brought down (under its lock, as `down` does): the
+    // agent exits and drops its lock.
+    {
+        let _lock = home.lock("fake").unwrap();
+        home.remove("fake").unwrap();
+    }
     tokio::time::timeout(Duration::from_secs(20), task)
         .await
         .unwrap()

@@ -105,7 +105,7 @@ pub struct SpecArgs {
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: Option<PathBuf>,
     /// Cluster manager to use
-    #[arg(long, value_name = "KIND", value_parser = clap::builder::PossibleValuesParser::new(muster::BackendSpec::KINDS))]
+    #[arg(long, value_name = "KIND", value_parser = clap::builder::PossibleValuesParser::new(muster::KINDS.names()))]
     pub backend: Option<String>,
     /// Number of worker jobs
     #[arg(long, value_name = "N")]
@@ -222,7 +222,7 @@ pub struct DownArgs {
     #[arg(long)]
     pub all: bool,
     /// Backend to search when the cluster is not in the registry
-    #[arg(long, value_name = "KIND", default_value = "local", value_parser = clap::builder::PossibleValuesParser::new(muster::BackendSpec::KINDS))]
+    #[arg(long, value_name = "KIND", default_value = "local", value_parser = clap::builder::PossibleValuesParser::new(muster::KINDS.names()))]
     pub backend: String,
     /// Spec file whose backend section says where to search when the cluster
     /// is not in the registry (e.g. the SSH hosts)

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use muster::adaptive::{self, agent as adaptive_agent, events as timeline};
+use muster::adaptive::{ProcessAgent, agent as adaptive_agent, events as timeline};
 use muster::{
     AdaptSpec, Backend, BackendSpec, Cluster, ClusterSpec, Error, Home, JobId, ManagedCluster,
-    Phase, SchedulerContact,
+    SchedulerContact, Supervisor,
 };
 
 use crate::cli::*;
@@ -32,8 +32,7 @@ pub fn build_spec(args: &SpecArgs) -> Result<ClusterSpec, Error> {
     if let Some(kind) = &args.backend
         && kind != spec.backend.kind()
     {
-        spec.backend = BackendSpec::from_kind(kind)
-            .ok_or_else(|| Error::Usage(format!("unknown backend {kind:?}")))?;
+        spec.backend = BackendSpec::of_kind(kind);
     }
     if let Some(n) = args.workers {
         spec.workers = n;
@@ -51,7 +50,7 @@ pub fn build_spec(args: &SpecArgs) -> Result<ClusterSpec, Error> {
         spec.worker.processes = p;
     }
     muster::apply_site_defaults(&mut spec);
-    spec.validate()?;
+    muster::validate(&spec)?;
     Ok(spec)
 }
 
@@ -68,58 +67,29 @@ pub fn home(flag: Option<&Path>) -> Result<Home, Error> {
     }
 }
 
+/// Opens a cluster of the registry, wired with its timeline and agent.
+/// Opening starts nothing: read-only commands (`get`, `logs`, `events`)
+/// never restart an agent; commands that change the cluster do.
 fn open(home: &Home, name: &str) -> Result<ManagedCluster, Error> {
-    let cluster = open_quietly(home, name)?;
-    ensure_agent(home, &cluster);
-    Ok(cluster)
-}
-
-/// Opens a cluster without (re)starting its agent.
-fn open_quietly(home: &Home, name: &str) -> Result<ManagedCluster, Error> {
     muster::spec::check_name(name)
         .map_err(|r| Error::Usage(format!("cluster name {name:?}: {r}")))?;
     let record = home
         .load(name)?
         .ok_or_else(|| Error::NotFound(name.to_string()))?;
     let backend = muster::backend_for_spec(&record.spec, home)?;
-    ManagedCluster::open(name, backend, home.clone())
+    Ok(muster::wire(
+        ManagedCluster::open(name, backend, home.clone())?,
+        home,
+        this_exe()?,
+    ))
 }
 
 fn this_exe() -> Result<PathBuf, Error> {
     std::env::current_exe().map_err(|e| Error::io("finding the muster binary", e))
 }
 
-/// Starts the cluster's agent if its backend wants one and it is not running
-/// (it died, or was never started). Returns the new agent's pid. Failing to
-/// start it is reported, not fatal: the command itself can still succeed.
-fn ensure_agent(home: &Home, cluster: &ManagedCluster) -> Option<u32> {
-    let r = cluster.record();
-    if !adaptive::runs_agent(r.backend()) || r.phase != Phase::Running {
-        return None;
-    }
-    let ran_before = adaptive_agent::read_state(home, &r.name).is_some();
-    let started = this_exe().and_then(|exe| adaptive_agent::ensure(&exe, home, &r.name));
-    match started {
-        Ok(Some(pid)) => {
-            if ran_before {
-                let _ = timeline::append(
-                    home,
-                    &r.name,
-                    "agent",
-                    &format!("the agent was not running: restarted it (pid {pid})"),
-                );
-            }
-            Some(pid)
-        }
-        Ok(None) => None,
-        Err(e) => {
-            eprintln!(
-                "warning: cannot start the agent of cluster {:?}: {e}",
-                r.name
-            );
-            None
-        }
-    }
+fn agent_control(home: &Home) -> Result<ProcessAgent, Error> {
+    Ok(ProcessAgent::new(this_exe()?, home.clone()))
 }
 
 /// Applies adaptive-scaling flags to a spec's `adapt` section (creating it
@@ -187,24 +157,17 @@ pub async fn up(home: &Home, args: UpArgs) -> Result<()> {
             .clamp(a.minimum, a.maximum);
     }
     let backend = muster::backend_for_spec(&spec, home)?;
-    let mut cluster =
-        ManagedCluster::new(spec, backend, home.clone())?.with_timeout(args.timeout.duration());
+    let mut cluster = muster::wire(
+        ManagedCluster::new(spec, backend, home.clone())?,
+        home,
+        this_exe()?,
+    )
+    .with_timeout(args.timeout.duration());
     let bar = Bar::new(matches!(args.output, Output::Table | Output::Wide));
+    // `up` also starts the agent and records adaptive settings.
     let result = cluster.up(&bar).await;
     bar.finish();
     result.with_context(|| format!("bringing up cluster {:?}", cluster.name()))?;
-    if let Some(a) = &cluster.record().spec.adapt {
-        let _ = timeline::append(
-            home,
-            cluster.name(),
-            "adapt",
-            &format!(
-                "adaptive scaling on: {} to {} worker jobs",
-                a.minimum, a.maximum
-            ),
-        );
-    }
-    ensure_agent(home, &cluster);
     // `up` returns once every launched worker is registered (a backend may
     // launch fewer than asked when hosts are unreachable, and says so).
     let connected =
@@ -249,32 +212,30 @@ pub async fn down(home: &Home, args: DownArgs) -> Result<()> {
                 })?;
                 muster::backend_for_spec(&spec, home)?
             }
-            (None, None) => muster::backend_for(
-                &BackendSpec::from_kind(&args.backend).expect("clap checked the kind"),
-                home,
-            )?,
+            (None, None) => {
+                let mut spec = ClusterSpec::from_yaml("{}", None)?;
+                spec.name = name.clone();
+                spec.backend = BackendSpec::of_kind(&args.backend);
+                muster::backend_for_spec(&spec, home)?
+            }
         };
         vec![(name, backend)]
     };
     let mut reports = Vec::new();
     let mut failures = Vec::new();
+    let agent = agent_control(home)?;
     for (name, backend) in targets {
-        // Stop the agent first so it cannot relaunch workers; it also checks
-        // the record under the cluster lock before every action, and exits
-        // once `down` has marked the cluster Stopping or removed it.
-        let stopped_agent = adaptive_agent::stop(home, &name);
-        let result = match stopped_agent {
-            Ok(_) => ManagedCluster::down_by_name(&name, backend.clone(), home.clone()).await,
-            Err(e) => Err(e),
-        };
-        // An agent restarted by a concurrent command meanwhile finds the
-        // record gone and exits; stop it now rather than a round later.
-        let result = result.and_then(|r| adaptive_agent::stop(home, &name).map(|_| r));
-        for note in backend.take_notes() {
-            eprintln!("warning: {note}");
-        }
+        // The library stops the agent first (so it cannot relaunch workers)
+        // and again after; rounds also re-read the record under the cluster
+        // lock, and finish once `down` has marked it Stopping or removed it.
+        let result = ManagedCluster::down_named(&name, backend.as_ref(), home, Some(&agent)).await;
         match result {
-            Ok(r) => reports.push(r),
+            Ok(r) => {
+                for w in &r.warnings {
+                    eprintln!("warning: {w}");
+                }
+                reports.push(r)
+            }
             Err(e) => failures
                 .push(anyhow::Error::new(e).context(format!("bringing down cluster {name:?}"))),
         }
@@ -303,15 +264,15 @@ pub async fn get(home: &Home, args: GetArgs) -> Result<()> {
 }
 
 pub async fn describe(home: &Home, args: DescribeArgs) -> Result<()> {
-    let cluster = open_quietly(home, &args.name)?;
+    let cluster = open(home, &args.name)?;
     // Report the agent as found, then restart it if it died.
     let health = adaptive_agent::health(home, &args.name)?;
-    let restarted = ensure_agent(home, &cluster);
+    let restarted = cluster.ensure_agent();
     let status = cluster.status().await?;
     let dir = home.cluster_dir(&args.name).display().to_string();
     let events = timeline::read(home, &args.name)?;
     let view = output::AgentView::new(
-        adaptive::runs_agent(cluster.record().backend()),
+        cluster.backend().capabilities().supervisor == Supervisor::Agent,
         &health,
         restarted,
         &events,
@@ -326,7 +287,7 @@ pub async fn describe(home: &Home, args: DescribeArgs) -> Result<()> {
 
 pub async fn adapt(home: &Home, args: AdaptArgs) -> Result<()> {
     let name = args.name.clone();
-    let mut cluster = open_quietly(home, &name)?;
+    let mut cluster = open(home, &name)?;
     let adapt = if args.off {
         None
     } else {
@@ -340,20 +301,9 @@ pub async fn adapt(home: &Home, args: AdaptArgs) -> Result<()> {
         apply_adapt(&mut spec, &args.flags, true)?;
         spec.adapt
     };
-    cluster.set_adapt(adapt)?;
-    adaptive_agent::request_reset(home, &name)?;
-    let message = match &cluster.record().spec.adapt {
-        Some(a) => format!(
-            "adaptive scaling on: {} to {} worker jobs",
-            a.minimum, a.maximum
-        ),
-        None => format!(
-            "adaptive scaling off: holding at {} worker jobs",
-            cluster.record().spec.workers
-        ),
-    };
-    timeline::append(home, &name, "adapt", &message)?;
-    ensure_agent(home, &cluster);
+    // The library saves the settings (resuming a paused policy), records
+    // them in the timeline and makes sure the agent runs.
+    cluster.adapt(adapt).await?;
     let agent_pid = adaptive_agent::read_state(home, &name).map(|s| s.pid);
     print!(
         "{}",
@@ -431,21 +381,16 @@ pub async fn logs(home: &Home, args: LogsArgs) -> Result<()> {
 pub async fn render(home: &Home, args: RenderArgs) -> Result<()> {
     let spec = build_spec(&args.spec)?;
     let backend = muster::backend_for_spec(&spec, home)?;
-    let contact = backend
-        .scheduler_file(&spec)
-        .map(SchedulerContact::File)
+    let mut all = backend.render(&muster::Role::Scheduler)?;
+    // Workers get what the scheduler's launch would hand them.
+    let contact = all
+        .contact
+        .clone()
         .unwrap_or_else(|| SchedulerContact::Address("tcp://<scheduler-address>".into()));
-    let mut all = backend.render(&muster::LaunchRequest {
-        spec: &spec,
-        role: muster::Role::Scheduler,
-    })?;
-    let workers = backend.render(&muster::LaunchRequest {
-        spec: &spec,
-        role: muster::Role::Workers {
-            first_index: 0,
-            count: spec.workers,
-            contact,
-        },
+    let workers = backend.render(&muster::Role::Workers {
+        first_index: 0,
+        count: spec.workers,
+        contact,
     })?;
     all.items.extend(workers.items);
     print!("{}", output::rendered(&all, args.output));

@@ -797,11 +797,13 @@ mod tests {
                 name: "demo".into(),
                 stopped: vec![JobId::from("demo-w0"), JobId::from("demo-scheduler")],
                 existed: true,
+                warnings: vec![],
             },
             DownReport {
                 name: "gone".into(),
                 stopped: vec![],
                 existed: false,
+                warnings: vec![],
             },
         ];
         insta::assert_snapshot!("down_table", down(&reports, Output::Table));

@@ -88,24 +88,44 @@ pub fn parse_options<T: DeserializeOwned>(
 ) -> Result<T, FieldError> {
     let value = serde_json::Value::Object(options.clone());
     serde_path_to_error::deserialize(value).map_err(|e| {
-        let inner = e.inner().to_string();
         let path = e.path().to_string();
-        let mut field = if path == "." || path.is_empty() {
-            prefix.to_string()
-        } else {
-            format!("{prefix}.{path}")
-        };
-        // serde names an unknown key only in its message: put it in the path.
-        if let Some(key) = inner
-            .strip_prefix("unknown field `")
-            .and_then(|r| r.split('`').next())
-        {
-            field = format!("{field}.{key}");
-        }
+        let (field, reason) = crate::spec::error_path(&path, &e.into_inner().to_string());
         FieldError {
-            field,
+            field: match field {
+                Some(f) => format!("{prefix}.{f}"),
+                None => prefix.to_string(),
+            },
             value: String::new(),
-            reason: inner,
+            reason,
         }
     })
+}
+
+/// The problem of a spec that asks a backend without batch jobs to run the
+/// scheduler as a job (`scheduler.placement: job`), if it does.
+pub fn placement_needs_batch(spec: &ClusterSpec) -> Option<FieldError> {
+    (spec.scheduler.placement == crate::spec::Placement::Job).then(|| FieldError {
+        field: "scheduler.placement".into(),
+        value: "job".into(),
+        reason: format!(
+            "only batch backends (slurm, pbs) can run the scheduler as a job, not {}",
+            spec.backend.kind()
+        ),
+    })
+}
+
+/// The problems of a backend that takes no options.
+pub fn no_options(spec: &ClusterSpec) -> Vec<FieldError> {
+    spec.backend
+        .options
+        .keys()
+        .map(|k| FieldError {
+            field: format!("backend.{k}"),
+            value: String::new(),
+            reason: format!(
+                "unknown field: the {} backend takes no options",
+                spec.backend.kind()
+            ),
+        })
+        .collect()
 }

@@ -11,10 +11,9 @@ pub mod backend;
 pub mod cluster;
 pub mod dask;
 pub mod error;
-pub mod hpcspec;
 pub mod job;
 pub mod kinds;
-pub mod legacy;
+pub mod managed;
 pub mod ops;
 pub mod policy;
 pub mod reconcile;
@@ -22,20 +21,19 @@ pub mod registry;
 mod rounds;
 pub mod runner;
 pub mod spec;
-pub mod ssh_spec;
 pub mod units;
+pub mod waits;
 
 pub use access::{Direct, SchedulerAccess};
 pub use backend::{
     Backend, Capabilities, Discovered, Launched, Rendered, RenderedItem, Role, SchedulerContact,
     Supervisor, Warnings, WorkerName,
 };
-pub use cluster::{Cluster, ClusterStatus, DownReport, ManagedCluster, Progress, Quiet, WorkerRow};
+pub use cluster::{Cluster, ClusterStatus, DownReport, Progress, Quiet, WorkerRow};
 pub use error::{Error, Result};
-pub use hpcspec::{HpcSpec, PbsFlavor};
 pub use job::{JobId, JobStatus};
 pub use kinds::{BackendKind, Kinds};
-pub use legacy::LaunchRequest;
+pub use managed::{LogTimeline, ManagedCluster};
 pub use reconcile::{
     AgentControl, Clock, ClusterStore, RoundContext, RoundOutcome, Timeline, round,
 };
@@ -44,5 +42,4 @@ pub use runner::{CommandOutput, CommandRunner, CommandSpec, LocalRunner};
 pub use spec::{
     AdaptSpec, BackendSpec, ClusterSpec, Placement, SchedulerSpec, SpecError, WorkerSpec,
 };
-pub use ssh_spec::{SshHost, SshHostMap, SshSpec};
 pub use units::{Memory, Seconds};

@@ -199,12 +199,9 @@ pub async fn remove_workers(
 /// Brings down whatever of the cluster the backend finds, with or without a
 /// record: marks it Stopping (so no round acts again), cancels the workers
 /// and then the scheduler, checks nothing is left, and forgets it. Call it
-/// holding the store's lock. Warnings go to `warn`.
-pub async fn bring_down(
-    backend: &dyn Backend,
-    store: &dyn ClusterStore,
-    warn: &mut dyn FnMut(String),
-) -> Result<DownReport> {
+/// holding the store's lock. The report carries the backend's warnings.
+pub async fn bring_down(backend: &dyn Backend, store: &dyn ClusterStore) -> Result<DownReport> {
+    let mut warnings = Vec::new();
     let name = store.name().to_string();
     let mut record = store.load().await?;
     if let Some(r) = record.as_mut() {
@@ -212,7 +209,7 @@ pub async fn bring_down(
         store.save(r).await?;
     }
     let live = backend.discover().await?;
-    live.warnings.into_iter().for_each(&mut *warn);
+    warnings.extend(live.warnings);
     let existed = record.is_some() || !live.jobs.is_empty();
     // Workers first, while the scheduler is there to see them leave cleanly.
     let scheduler = record.as_ref().and_then(|r| r.scheduler_job.clone());
@@ -230,7 +227,7 @@ pub async fn bring_down(
     // With nothing cancelled (and the lock held) there is nothing to check.
     if !ids.is_empty() {
         let left = backend.discover().await?;
-        left.warnings.into_iter().for_each(&mut *warn);
+        warnings.extend(left.warnings);
         if !left.jobs.is_empty() {
             return Err(Error::LeftBehind {
                 cluster: name,
@@ -238,11 +235,12 @@ pub async fn bring_down(
             });
         }
     }
-    backend.forget().await?.into_iter().for_each(&mut *warn);
+    warnings.extend(backend.forget().await?);
     store.remove().await?;
     Ok(DownReport {
         name,
         stopped: ids.into_iter().collect(),
         existed,
+        warnings,
     })
 }

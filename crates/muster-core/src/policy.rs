@@ -335,6 +335,20 @@ pub fn decide(policy: &Policy, state: &PolicyState, obs: &Observation, now: Dura
         };
     }
 
+    if wanted < jobs && matches!(policy.mode, Mode::Fixed { .. }) {
+        // A fixed size is what the user asked for: no window to wait out.
+        s.below_since = None;
+        s.below.clear();
+        let n = jobs - wanted;
+        return Decision {
+            action: Action::Remove(n),
+            kind: "scale-down",
+            reason: format!("{describe_target} < {jobs} workers: retiring {n}"),
+            state: s,
+            next_poll: policy.interval,
+        };
+    }
+
     if wanted < jobs && matches!(policy.mode, Mode::Adaptive { .. }) {
         let since = *s.below_since.get_or_insert(now);
         s.below.push((now, wanted));
@@ -714,9 +728,13 @@ mod tests {
             "{}",
             actions[2].1
         );
-        // A fixed size never shrinks by itself (scale does that).
+        // Above a fixed size (what `scale` down asks for), the surplus is
+        // retired at once: no window to wait out, no cooldown.
         let d = decide(&p, &PolicyState::default(), &obs(Some(0), 5, 5), t(100));
-        assert_eq!(d.action, Action::Hold);
+        assert_eq!(d.action, Action::Remove(2));
+        assert_eq!(d.reason, "fixed size 3 < 5 workers: retiring 2");
+        let d = decide(&p, &PolicyState::default(), &obs(Some(0), 3, 3), t(100));
+        assert_eq!((d.action, d.kind), (Action::Hold, "steady"));
     }
 
     #[test]

@@ -107,7 +107,7 @@ pub struct RoundContext<'a> {
 }
 
 /// What a round did.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct RoundOutcome {
     /// The policy's decision; `None` when the cluster could not be observed
     /// (the error is in the timeline) or is gone.
@@ -121,6 +121,9 @@ pub struct RoundOutcome {
     pub jobs: u32,
     /// Of those, jobs with a Dask worker registered (as observed).
     pub connected: u32,
+    /// The action that failed, if one did (it is in the timeline, and the
+    /// policy backs off; `scale` reports it to its caller).
+    pub failure: Option<crate::error::Error>,
 }
 
 /// One round: observe once, decide, act, record. Holds the store's lock

@@ -140,10 +140,19 @@ impl Home {
     /// Removes a cluster's directory (record, logs, job files).
     pub fn remove(&self, name: &str) -> Result<()> {
         let dir = self.cluster_dir(name);
-        match fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(format!("removing {}", dir.display()), e)),
+        // A process that does not hold the lock (an agent writing its
+        // heartbeat as it exits) may add a file meanwhile: try again.
+        let mut tries = 0;
+        loop {
+            match fs::remove_dir_all(&dir) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty && tries < 20 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(Error::io(format!("removing {}", dir.display()), e)),
+            }
         }
     }
 
@@ -309,6 +318,9 @@ pub struct Observed {
 pub struct PolicyMemory {
     /// The `adapt_generation` this memory belongs to.
     pub generation: u64,
+    /// The settings it was built under; other settings start it afresh.
+    #[serde(default)]
+    pub settings: String,
     /// The policy's state (times since the Unix epoch).
     pub state: PolicyState,
     /// The kind of the last event written, so a situation that persists is
@@ -342,7 +354,7 @@ impl ClusterRecord {
     }
 
     /// The backend kind.
-    pub fn backend(&self) -> &'static str {
+    pub fn backend(&self) -> &str {
         self.spec.backend.kind()
     }
 

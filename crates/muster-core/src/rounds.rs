@@ -7,10 +7,10 @@ use std::time::Duration;
 use tracing::Instrument;
 
 use crate::cluster::group_by_job;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ops::{self, Removal};
 use crate::policy::{Action, Mode, Observation, Policy, PolicyState, decide};
-use crate::reconcile::{RoundContext, RoundOutcome};
+use crate::reconcile::{RoundContext, RoundOutcome, StoreGuard};
 use crate::registry::{ClusterRecord, Observed, Phase, PolicyMemory, unix_now};
 
 /// Longest wait after an observation failed for a reason retrying will not
@@ -24,16 +24,27 @@ fn finished(next_poll: Duration) -> RoundOutcome {
         finished: true,
         jobs: 0,
         connected: 0,
+        failure: None,
     }
 }
 
 pub(crate) async fn run(ctx: &RoundContext<'_>) -> Result<RoundOutcome> {
     let span = tracing::info_span!("round", cluster = %ctx.store.name());
-    one(ctx).instrument(span).await
+    async {
+        let guard = ctx.store.lock().await?;
+        one(ctx, Some(guard)).await
+    }
+    .instrument(span)
+    .await
 }
 
-async fn one(ctx: &RoundContext<'_>) -> Result<RoundOutcome> {
-    let guard = ctx.store.lock().await?;
+/// A round by a caller that holds the store's lock already (`scale`).
+pub(crate) async fn run_held(ctx: &RoundContext<'_>) -> Result<RoundOutcome> {
+    let span = tracing::info_span!("round", cluster = %ctx.store.name());
+    one(ctx, None).instrument(span).await
+}
+
+async fn one(ctx: &RoundContext<'_>, guard: Option<StoreGuard>) -> Result<RoundOutcome> {
     let Some(mut rec) = ctx.store.load().await? else {
         tracing::info!("the cluster is gone: nothing to reconcile");
         return Ok(finished(Duration::ZERO));
@@ -46,10 +57,15 @@ async fn one(ctx: &RoundContext<'_>) -> Result<RoundOutcome> {
         return Ok(finished(Duration::ZERO));
     }
     let policy = Policy::from_spec(&rec.spec);
-    if rec.policy.generation != rec.adapt_generation {
-        // New settings (`muster adapt`): start afresh, unpaused.
+    let settings = format!("{policy:?}");
+    if rec.policy.generation != rec.adapt_generation || rec.policy.settings != settings {
+        // New settings, or `muster adapt` again: start afresh, unpaused.
+        if !rec.policy.settings.is_empty() {
+            tracing::info!(%settings, "settings changed: the policy starts afresh");
+        }
         rec.policy = PolicyMemory {
             generation: rec.adapt_generation,
+            settings,
             ..PolicyMemory::default()
         };
     }
@@ -86,6 +102,7 @@ async fn one(ctx: &RoundContext<'_>) -> Result<RoundOutcome> {
                 finished: false,
                 jobs: rec.workers.len() as u32,
                 connected: 0,
+                failure: None,
             });
         }
     };
@@ -95,10 +112,13 @@ async fn one(ctx: &RoundContext<'_>) -> Result<RoundOutcome> {
         ctx.timeline.record(d.kind, &d.reason).await?;
     }
     rec.policy.last_kind = d.kind.to_string();
+    let mut failure = None;
     match d.action {
         Action::Hold => {}
         Action::Launch(n) => {
-            state = launch(ctx, &mut rec, &policy, &state, n, now).await?;
+            let (next, failed) = launch(ctx, &mut rec, &policy, &state, n, now).await?;
+            state = next;
+            failure = failed;
         }
         Action::Remove(n) => {
             let choice = match policy.mode {
@@ -129,20 +149,20 @@ async fn one(ctx: &RoundContext<'_>) -> Result<RoundOutcome> {
                 Err(e) => {
                     ctx.timeline
                         .record("retire-failed", &format!("removing {n} failed: {e}"))
-                        .await?
+                        .await?;
+                    failure = Some(e);
                 }
             }
         }
         Action::ShutDown => {
-            drop(guard);
-            let _guard = ctx.store.lock().await?;
-            let mut warnings = Vec::new();
-            let result = ops::bring_down(ctx.backend, ctx.store, &mut |w| warnings.push(w)).await;
-            for w in warnings {
-                tracing::warn!("{w}");
-            }
+            // Brought down under the lock the round holds (or its caller).
+            let _guard = guard;
+            let result = ops::bring_down(ctx.backend, ctx.store).await;
             return match result {
-                Ok(_) => {
+                Ok(report) => {
+                    for w in report.warnings {
+                        tracing::warn!("{w}");
+                    }
                     tracing::info!("brought the cluster down after idling");
                     Ok(RoundOutcome {
                         decision: Some(d),
@@ -173,6 +193,7 @@ async fn one(ctx: &RoundContext<'_>) -> Result<RoundOutcome> {
         finished: false,
         jobs: rec.workers.len() as u32,
         connected: seen.obs.connected,
+        failure,
     })
 }
 
@@ -183,7 +204,7 @@ async fn launch(
     state: &PolicyState,
     n: u32,
     now: Duration,
-) -> Result<PolicyState> {
+) -> Result<(PolicyState, Option<Error>)> {
     match ops::launch_workers(ctx.backend, ctx.store, rec, n).await {
         Ok(l) => {
             ctx.timeline
@@ -192,7 +213,7 @@ async fn launch(
             for w in &l.warnings {
                 ctx.timeline.record("warning", w).await?;
             }
-            Ok(state.after_launch(policy, now, None))
+            Ok((state.after_launch(policy, now, None), None))
         }
         Err(e) => {
             let next = state.after_launch(policy, now, Some(&e.to_string()));
@@ -207,7 +228,7 @@ async fn launch(
             {
                 ctx.timeline.record("paused", why).await?;
             }
-            Ok(next)
+            Ok((next, Some(e)))
         }
     }
 }

@@ -76,14 +76,6 @@ pub trait CommandRunner: Send + Sync {
     /// [`Error::CommandNotFound`] or [`Error::Io`]; a non-zero exit is *not* an
     /// error here (see [`CommandOutput::check`]).
     async fn run(&self, cmd: &CommandSpec) -> Result<CommandOutput>;
-
-    /// An address on this machine through which `host:port`, as the
-    /// runner's host sees it, can be reached: the same address for runners
-    /// on this machine; a tunnel's local end for remote ones (a scheduler
-    /// inside a cluster that only its login node can reach).
-    async fn reach(&self, host: &str, port: u16) -> Result<(String, u16)> {
-        Ok((host.to_string(), port))
-    }
 }
 
 /// Runs commands on this machine.
@@ -142,6 +134,24 @@ impl CommandRunner for LocalRunner {
         };
         tracing::debug!(program = %program, code = out.code, "done");
         Ok(out)
+    }
+}
+
+/// Puts the child in a session of its own, so it survives the terminal and the
+/// command that started it, and its whole tree shares one process group.
+/// The one place in muster that runs code between fork and exec (local jobs
+/// and the per-cluster agent both start this way).
+#[allow(unsafe_code)]
+pub fn detach(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent;
+    // it is the only call made between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+        });
     }
 }
 

@@ -8,7 +8,6 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::hpcspec::{HpcKind, HpcSpec};
 use crate::units::{Memory, Seconds};
 
 /// Everything needed to bring one Dask cluster up.
@@ -39,64 +38,65 @@ fn default_workers() -> u32 {
     1
 }
 
-/// The cluster manager section of a spec, tagged by `kind`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-// A spec exists once per command: boxing variants would only make them
-// clumsier to build and match.
-#[allow(clippy::large_enum_variant)]
-pub enum BackendSpec {
-    /// Processes on this machine.
-    Local(LocalSpec),
-    /// Batch jobs on a SLURM cluster (`sbatch`/`squeue`/`scancel`).
-    Slurm(HpcSpec),
-    /// Batch jobs on a PBS or TORQUE cluster (`qsub`/`qstat`/`qdel`).
-    Pbs(HpcSpec),
-    /// Processes on SSH hosts.
-    Ssh(crate::ssh_spec::SshSpec),
+/// The cluster manager section of a spec: its `kind` and that backend's
+/// own options (every other key), which core does not read. The backend's
+/// crate parses and validates them (see [`crate::kinds`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendSpec {
+    /// Which cluster manager: `local`, `ssh`, `slurm`, `pbs`, ...
+    pub kind: String,
+    /// The backend's options, as written.
+    pub options: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Default for BackendSpec {
     fn default() -> Self {
-        BackendSpec::Local(LocalSpec::default())
+        BackendSpec::of_kind("local")
     }
 }
 
 impl BackendSpec {
+    /// A section of this kind with no options.
+    pub fn of_kind(kind: &str) -> Self {
+        BackendSpec {
+            kind: kind.to_string(),
+            options: serde_json::Map::new(),
+        }
+    }
+
     /// The `kind` string of this backend, as written in specs and shown in tables.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            BackendSpec::Local(_) => "local",
-            BackendSpec::Slurm(_) => "slurm",
-            BackendSpec::Pbs(_) => "pbs",
-            BackendSpec::Ssh(_) => "ssh",
-        }
-    }
-
-    /// The default backend section for a `kind` name given on the command line.
-    pub fn from_kind(kind: &str) -> Option<Self> {
-        match kind {
-            "local" => Some(BackendSpec::Local(LocalSpec::default())),
-            "slurm" => Some(BackendSpec::Slurm(HpcSpec::default())),
-            "pbs" => Some(BackendSpec::Pbs(HpcSpec::default())),
-            "ssh" => Some(BackendSpec::Ssh(Default::default())),
-            _ => None,
-        }
-    }
-
-    /// The names accepted by [`BackendSpec::from_kind`].
-    pub const KINDS: &'static [&'static str] = &["local", "ssh", "slurm", "pbs"];
-
-    /// True for batch schedulers, which can run the Dask scheduler as a job.
-    pub fn is_batch(&self) -> bool {
-        matches!(self, BackendSpec::Slurm(_) | BackendSpec::Pbs(_))
+    pub fn kind(&self) -> &str {
+        &self.kind
     }
 }
 
-/// Options of the local backend (none yet: it runs on this machine).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LocalSpec {}
+impl Serialize for BackendSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.options.len() + 1))?;
+        m.serialize_entry("kind", &self.kind)?;
+        for (k, v) in &self.options {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for BackendSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut options = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        let kind = match options.remove("kind") {
+            Some(serde_json::Value::String(k)) => k,
+            Some(other) => {
+                return Err(serde::de::Error::custom(format!(
+                    "kind: expected a backend name, found {other}"
+                )));
+            }
+            None => return Err(serde::de::Error::missing_field("kind")),
+        };
+        Ok(BackendSpec { kind, options })
+    }
+}
 
 /// Options of the Dask scheduler.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -337,9 +337,17 @@ pub const MAX_WORKERS: u32 = 10_000;
 impl ClusterSpec {
     /// Reads a spec from YAML text. `source_name` (a file name) is used in errors.
     pub fn from_yaml(text: &str, source_name: Option<&str>) -> Result<Self, SpecError> {
-        serde_yaml_ng::from_str(text).map_err(|e| SpecError::Parse {
-            source_name: source_name.map(str::to_string),
-            message: e.to_string(),
+        let de = serde_yaml_ng::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let (field, inner) = error_path(&path, &e.into_inner().to_string());
+            SpecError::Parse {
+                source_name: source_name.map(str::to_string),
+                message: match field {
+                    Some(f) => format!("{f}: {inner}"),
+                    None => inner,
+                },
+            }
         })
     }
 
@@ -397,34 +405,6 @@ impl ClusterSpec {
         }
         check_env("scheduler.env", &self.scheduler.env, &mut bad);
         check_args("scheduler.extra_args", &self.scheduler.extra_args, &mut bad);
-        if self.backend.is_batch() && self.worker.memory.is_none() {
-            bad(
-                "worker.memory",
-                &"",
-                "is required on batch backends: it is the job's memory request and the workers' limit",
-            );
-        }
-        if self.scheduler.placement == Placement::Job && !self.backend.is_batch() {
-            bad(
-                "scheduler.placement",
-                &"job",
-                &format!(
-                    "only batch backends (slurm, pbs) can run the scheduler as a job, not {}",
-                    self.backend.kind()
-                ),
-            );
-        }
-        if let BackendSpec::Slurm(h) | BackendSpec::Pbs(h) = &self.backend
-            && h.submit_host.is_some()
-            && self.scheduler.placement != Placement::Job
-        {
-            bad(
-                "scheduler.placement",
-                &"host",
-                "must be `job` with backend.submit_host: the scheduler has to run inside the cluster, where its workers can reach it",
-            );
-        }
-
         // Worker.
         let w = &self.worker;
         if w.cores == 0 || w.cores > 4096 {
@@ -544,14 +524,30 @@ impl ClusterSpec {
             }
         }
 
-        match &self.backend {
-            BackendSpec::Local(_) => {}
-            BackendSpec::Slurm(h) => h.validate(HpcKind::Slurm, &mut errs),
-            BackendSpec::Pbs(h) => h.validate(HpcKind::Pbs, &mut errs),
-            BackendSpec::Ssh(ssh) => ssh.validate(&mut errs),
-        }
         errs
     }
+}
+
+/// The full path of a deserialisation error's field (`None` at the top)
+/// and its message without the parser's own location prefix. serde names an
+/// unknown key only in its message; it becomes part of the path.
+pub fn error_path(path: &str, message: &str) -> (Option<String>, String) {
+    let inner = match message.split_once(": ") {
+        Some((at, rest)) if path.starts_with(at) => rest.to_string(),
+        _ => message.to_string(),
+    };
+    let unknown = inner
+        .strip_prefix("unknown field `")
+        .and_then(|r| r.split('`').next())
+        .filter(|k| !path.ends_with(k))
+        .map(str::to_string);
+    let field = match (path, unknown) {
+        (".", Some(k)) => Some(k),
+        (".", None) => None,
+        (p, Some(k)) => Some(format!("{p}.{k}")),
+        (p, None) => Some(p.to_string()),
+    };
+    (field, inner)
 }
 
 /// Checks a cluster name: a DNS-1123 label of at most 63 characters.
@@ -687,7 +683,7 @@ adapt: {minimum: 0, maximum: 8}
     fn a_minimal_spec_gets_defaults() {
         let spec = ClusterSpec::from_yaml("name: x", None).unwrap();
         spec.validate().unwrap();
-        assert_eq!(spec.backend, BackendSpec::Local(LocalSpec {}));
+        assert_eq!(spec.backend, BackendSpec::of_kind("local"));
         assert_eq!(spec.worker.python, "python3");
         assert_eq!(spec.worker.death_timeout, Seconds::from_secs(60));
         assert!(spec.worker.nanny);
@@ -726,11 +722,23 @@ adapt: {minimum: 0, maximum: 8}
     #[test]
     fn unknown_fields_and_kinds_are_named() {
         let msg = problems("name: x\nworker: {coress: 2}").join("");
-        assert!(msg.contains("coress"), "{msg}");
-        let msg = problems("name: x\nbackend: {kind: mainframe}").join("");
-        assert!(msg.contains("mainframe"), "{msg}");
+        assert!(msg.contains("worker.coress: unknown field"), "{msg}");
+        let msg = problems("name: x\nbogus: 1").join("");
+        assert!(msg.contains("bogus: unknown field"), "{msg}");
         let msg = problems("name: x\nworker: {memory: 2XB}").join("");
-        assert!(msg.contains("worker") && msg.contains("XB"), "{msg}");
+        assert!(
+            msg.contains("worker.memory: ") && msg.contains("XB"),
+            "{msg}"
+        );
+        let msg = problems("name: x\nadapt: {maximum: 2, interval: soon}").join("");
+        assert!(msg.contains("adapt.interval: "), "{msg}");
+        // The backend's own keys are its crate's to check (see kinds.rs).
+        let spec =
+            ClusterSpec::from_yaml("name: x\nbackend: {kind: mainframe, bogus: 1}", None).unwrap();
+        assert_eq!(spec.backend.kind(), "mainframe");
+        assert_eq!(spec.backend.options["bogus"], 1);
+        let msg = problems("name: x\nbackend: {queue: q}").join("");
+        assert!(msg.contains("backend: missing field `kind`"), "{msg}");
     }
 
     #[test]
@@ -822,20 +830,5 @@ worker:
         .unwrap();
         assert_eq!(spec.worker.threads_per_process(), 2);
         assert_eq!(spec.worker.memory_per_process(), Some(Memory(2 << 30)));
-    }
-    #[test]
-    fn a_login_node_needs_the_scheduler_in_a_job() {
-        let yaml = "name: x\nbackend: {kind: slurm, submit_host: login, log_directory: /s}\nworker: {memory: 1GiB}";
-        let err = ClusterSpec::from_yaml(yaml, None)
-            .unwrap()
-            .validate()
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("scheduler.placement"), "{err}");
-        let ok = format!("{yaml}\nscheduler: {{placement: job}}");
-        ClusterSpec::from_yaml(&ok, None)
-            .unwrap()
-            .validate()
-            .unwrap();
     }
 }

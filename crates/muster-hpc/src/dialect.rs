@@ -9,8 +9,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::hpcspec::PbsFlavor;
 use muster_core::JobStatus;
-use muster_core::hpcspec::PbsFlavor;
 
 /// A batch system's command language.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,9 @@
 
 use std::path::{Path, PathBuf};
 
-use muster_core::spec::{BackendSpec, ClusterSpec, WorkerSpec};
+use muster_core::spec::{ClusterSpec, WorkerSpec};
+
+use crate::hpcspec::{HpcKind, HpcSpec};
 use muster_core::units::{Memory, Seconds};
 use serde_yaml_ng::{Mapping, Value};
 
@@ -121,10 +123,14 @@ fn number(m: &Mapping, key: &str) -> Option<u32> {
 pub fn apply(spec: &mut ClusterSpec, section: &Mapping) -> Vec<&'static str> {
     let mut used = Vec::new();
     let defaults = WorkerSpec::default();
-    let hpc = match &mut spec.backend {
-        BackendSpec::Slurm(h) | BackendSpec::Pbs(h) => h,
-        _ => return used,
+    if HpcKind::of(spec).is_none() {
+        return used;
+    }
+    // Options that do not parse are left for validation to report.
+    let Ok(mut options) = HpcSpec::of(spec) else {
+        return used;
     };
+    let hpc = &mut options;
     macro_rules! opt {
         ($field:expr, $value:expr, $key:literal) => {
             if $field.is_none()
@@ -186,6 +192,7 @@ pub fn apply(spec: &mut ClusterSpec, section: &Mapping) -> Vec<&'static str> {
         "job-script-prologue"
     );
 
+    options.store(spec);
     // Worker options: only where the spec still holds muster's default.
     let w = &mut spec.worker;
     if w.cores == defaults.cores
@@ -238,10 +245,10 @@ pub fn apply(spec: &mut ClusterSpec, section: &Mapping) -> Vec<&'static str> {
 
 /// Applies the machine's dask-jobqueue configuration to a slurm/pbs spec.
 pub fn apply_from_environment(spec: &mut ClusterSpec) {
-    let kind = match &spec.backend {
-        BackendSpec::Slurm(_) => "slurm",
-        BackendSpec::Pbs(_) => "pbs",
-        _ => return,
+    let kind = match HpcKind::of(spec) {
+        Some(HpcKind::Slurm) => "slurm",
+        Some(HpcKind::Pbs) => "pbs",
+        None => return,
     };
     let used = apply(spec, &load_section(kind));
     if !used.is_empty() {
@@ -338,9 +345,7 @@ jobqueue:
         )
         .unwrap();
         let used = apply(&mut spec, &section(&docs(), "slurm"));
-        let BackendSpec::Slurm(h) = &spec.backend else {
-            panic!()
-        };
+        let h = HpcSpec::of(&spec).unwrap();
         assert_eq!(h.queue.as_deref(), Some("gpu"));
         assert_eq!(h.account.as_deref(), Some("proj42"));
         assert_eq!(h.walltime.as_deref(), Some("02:00:00"));
@@ -363,9 +368,7 @@ jobqueue:
     fn pbs_reads_its_own_section_and_local_ignores_it() {
         let mut spec = ClusterSpec::from_yaml("name: x\nbackend: {kind: pbs}", None).unwrap();
         apply(&mut spec, &section(&docs(), "pbs"));
-        let BackendSpec::Pbs(h) = &spec.backend else {
-            panic!()
-        };
+        let h = HpcSpec::of(&spec).unwrap();
         assert_eq!(
             h.resource_spec.as_deref(),
             Some("select=1:ncpus=8:mem=16GB")

@@ -19,25 +19,33 @@
 
 pub mod dialect;
 pub mod files;
+pub mod hpcspec;
 pub mod jobqueue;
+mod kind;
 pub mod script;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use muster_core::access::{Direct, SchedulerAccess};
+use muster_core::backend::{
+    Backend, Capabilities, Discovered, Launched, Rendered, RenderedItem, Role, SchedulerContact,
+    Warnings,
+};
 use muster_core::dask::{self, SchedulerEndpoint};
-use muster_core::hpcspec::{HpcSpec, PbsFlavor, is_plain_path};
-use muster_core::legacy::{Backend, LaunchRequest, Rendered, RenderedItem, Role};
 use muster_core::runner::{CommandRunner, CommandSpec, LocalRunner};
-use muster_core::spec::{BackendSpec, ClusterSpec, Placement};
+use muster_core::spec::{ClusterSpec, Placement, SpecError};
 use muster_core::{Error, Home, JobId, JobStatus, Result};
 use muster_local::LocalBackend;
 
 pub use dialect::Dialect;
 use dialect::{QueueEntry, Tasks, resolve};
+use hpcspec::is_plain_path;
+pub use hpcspec::{HpcKind, HpcSpec, PbsFlavor};
+pub use kind::{PBS, SLURM};
 use script::{ScriptInput, ScriptRole};
 
 /// How long a submit or listing command may take.
@@ -45,40 +53,68 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long `cancel` waits for cancelled jobs to leave the queue's active states.
 const CANCEL_WAIT: Duration = Duration::from_secs(90);
 
-/// A SLURM or PBS cluster, reached through `runner`.
+/// One SLURM or PBS cluster, reached through `runner`.
 #[derive(Debug, Clone)]
 pub struct HpcBackend<R: CommandRunner = LocalRunner> {
     dialect: Dialect,
     hpc: HpcSpec,
+    spec: ClusterSpec,
     home: Home,
     runner: R,
+    access: Arc<dyn SchedulerAccess>,
     local: LocalBackend,
     user: Option<String>,
 }
 
 impl HpcBackend<LocalRunner> {
-    /// The backend of a `slurm` or `pbs` backend section, running commands on
-    /// this machine. `None` for other kinds.
-    pub fn for_spec(backend: &BackendSpec, home: Home) -> Option<Self> {
-        Self::for_spec_with(backend, home, LocalRunner)
+    /// The backend of a `slurm` or `pbs` cluster spec, running commands on
+    /// this machine.
+    pub fn for_spec(spec: &ClusterSpec, home: Home) -> Result<Self> {
+        Self::for_spec_with(spec, home, LocalRunner, Arc::new(Direct))
     }
 }
 
 impl<R: CommandRunner> HpcBackend<R> {
-    /// The backend of a `slurm` or `pbs` backend section, running commands
-    /// through `runner` (e.g. over SSH on the section's `submit_host`).
-    /// `None` for other kinds.
-    pub fn for_spec_with(backend: &BackendSpec, home: Home, runner: R) -> Option<Self> {
-        let (dialect, hpc) = match backend {
-            BackendSpec::Slurm(h) => (Dialect::Slurm, h),
-            BackendSpec::Pbs(h) => (Dialect::Pbs(h.flavor.unwrap_or(PbsFlavor::Torque)), h),
-            _ => return None,
+    /// The backend of a `slurm` or `pbs` cluster spec, running commands
+    /// through `runner` (e.g. over SSH on the section's `submit_host`) and
+    /// reaching the scheduler through `access`.
+    pub fn for_spec_with(
+        spec: &ClusterSpec,
+        home: Home,
+        runner: R,
+        access: Arc<dyn SchedulerAccess>,
+    ) -> Result<Self> {
+        let hpc = HpcSpec::of(spec).map_err(|e| SpecError::Invalid(vec![e]))?;
+        let dialect = match HpcKind::of(spec) {
+            Some(HpcKind::Slurm) => Dialect::Slurm,
+            Some(HpcKind::Pbs) => Dialect::Pbs(hpc.flavor.unwrap_or(PbsFlavor::Torque)),
+            None => {
+                return Err(Error::Usage(format!(
+                    "backend.kind: {:?} is not a batch scheduler",
+                    spec.backend.kind()
+                )));
+            }
         };
-        Some(HpcBackend::new(dialect, hpc.clone(), home, runner))
+        Ok(HpcBackend::new(
+            dialect,
+            hpc,
+            spec.clone(),
+            home,
+            runner,
+            access,
+        ))
     }
 
-    /// A backend speaking `dialect` through `runner`, with state under `home`.
-    pub fn new(dialect: Dialect, hpc: HpcSpec, home: Home, runner: R) -> Self {
+    /// A backend of the cluster `spec` speaking `dialect` through `runner`,
+    /// with state under `home`.
+    pub fn new(
+        dialect: Dialect,
+        hpc: HpcSpec,
+        spec: ClusterSpec,
+        home: Home,
+        runner: R,
+        access: Arc<dyn SchedulerAccess>,
+    ) -> Self {
         let user = std::env::var("USER")
             .or_else(|_| std::env::var("LOGNAME"))
             .ok()
@@ -86,11 +122,17 @@ impl<R: CommandRunner> HpcBackend<R> {
         HpcBackend {
             dialect,
             hpc,
-            local: LocalBackend::new(home.clone()),
+            local: LocalBackend::new(home.clone(), Self::host_scheduler_spec(&spec)),
+            spec,
             home,
             runner,
+            access,
             user,
         }
+    }
+
+    fn cluster(&self) -> &str {
+        &self.spec.name
     }
 
     /// Lists only this user's jobs (`None`: everybody's).
@@ -126,6 +168,13 @@ impl<R: CommandRunner> HpcBackend<R> {
                 .display()
                 .to_string(),
         }
+    }
+
+    /// Workers launched with the scheduler wait for its file on the shared
+    /// filesystem, so they start in parallel with it.
+    fn contact(&self, role: &Role) -> Option<SchedulerContact> {
+        matches!(role, Role::Scheduler)
+            .then(|| SchedulerContact::File(self.scheduler_path(&self.spec).into()))
     }
 
     /// The id of the scheduler when it runs on this host.
@@ -181,9 +230,9 @@ impl<R: CommandRunner> HpcBackend<R> {
     }
 
     /// The script of a batch submission and the role it was rendered for.
-    fn script_for(&self, req: &LaunchRequest<'_>) -> Result<Option<(ScriptRole, String)>> {
-        let spec = req.spec;
-        let role = match &req.role {
+    fn script_for(&self, role: &Role) -> Result<Option<(ScriptRole, String)>> {
+        let spec = &self.spec;
+        let role = match role {
             Role::Scheduler if spec.scheduler.placement == Placement::Host => return Ok(None),
             Role::Scheduler => ScriptRole::Scheduler {
                 scheduler_file: self.scheduler_path(spec),
@@ -456,27 +505,35 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
         }
     }
 
-    async fn preflight(&self, spec: &ClusterSpec) -> Result<()> {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+
+    fn scheduler_access(&self) -> Arc<dyn SchedulerAccess> {
+        self.access.clone()
+    }
+
+    async fn preflight(&self) -> Result<Warnings> {
+        let spec = &self.spec;
         self.template()?;
         self.checked_log_dir(&spec.name)?;
         // The submitting host's python (the login node's with submit_host):
         // compute nodes see the same shared software tree on the clusters
         // muster targets. Over SSH this is also the first connection, so a
         // bad host key or an unreachable login node stops `up` here.
-        dask::check_pythons(&self.runner, spec).await
+        dask::check_pythons(&self.runner, spec).await?;
+        Ok(Vec::new())
     }
 
-    fn render(&self, req: &LaunchRequest<'_>) -> Result<Rendered> {
-        match self.script_for(req)? {
-            None => {
-                let spec = Self::host_scheduler_spec(req.spec);
-                self.local.render(&LaunchRequest {
-                    spec: &spec,
-                    role: req.role.clone(),
-                })
-            }
+    fn render(&self, role: &Role) -> Result<Rendered> {
+        let contact = self.contact(role);
+        match self.script_for(role)? {
+            None => Ok(Rendered {
+                contact,
+                ..self.local.render(role)?
+            }),
             Some((role, text)) => {
-                let log_dir = self.log_dir(&req.spec.name);
+                let log_dir = self.log_dir(self.cluster());
                 let path = match self.dialect {
                     Dialect::Slurm => "<stdin>".to_string(),
                     Dialect::Pbs(_) => format!("{log_dir}/scripts/<script>.sh"),
@@ -495,15 +552,16 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
                         title: format!("{what}: {}{on}", shell_words::join(&argv)),
                         text,
                     }],
-                    contact: None,
+                    contact,
                 })
             }
         }
     }
 
-    async fn launch(&self, req: &LaunchRequest<'_>) -> Result<Vec<JobId>> {
-        let spec = req.spec;
-        if matches!(req.role, Role::Scheduler) {
+    async fn launch(&self, req: &Role) -> Result<Launched> {
+        let spec = &self.spec;
+        let contact = self.contact(req);
+        if matches!(req, Role::Scheduler) {
             let path = self.scheduler_path(spec);
             self.file_op(
                 "removing a stale scheduler file",
@@ -513,14 +571,11 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
             .await?;
         }
         let Some((role, text)) = self.script_for(req)? else {
-            let spec = Self::host_scheduler_spec(spec);
-            return self
-                .local
-                .launch(&LaunchRequest {
-                    spec: &spec,
-                    role: req.role.clone(),
-                })
-                .await;
+            let launched = self.local.launch(req).await?;
+            return Ok(Launched {
+                contact,
+                ..launched
+            });
         };
         if let (ScriptRole::Workers { count, .. }, Some(cap)) = (&role, self.hpc.max_queued_jobs) {
             let queued = self.queued_workers(&spec.name, &self.list().await?);
@@ -531,15 +586,21 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
             }
         }
         let array = self.submit(spec, &role, &text).await?;
-        Ok(match role {
+        let jobs = match role {
             ScriptRole::Scheduler { .. } => vec![Self::full(&spec.name, &array)],
             ScriptRole::Workers { count, .. } => (0..count)
                 .map(|i| Self::full(&spec.name, &self.dialect.task_id(&array, i)))
                 .collect(),
+        };
+        Ok(Launched {
+            jobs,
+            contact,
+            warnings: Vec::new(),
         })
     }
 
-    async fn status(&self, cluster: &str, ids: &[JobId]) -> Result<BTreeMap<JobId, JobStatus>> {
+    async fn status(&self, ids: &[JobId]) -> Result<BTreeMap<JobId, JobStatus>> {
+        let cluster = self.cluster();
         let (local, batch): (Vec<JobId>, Vec<JobId>) = ids
             .iter()
             .cloned()
@@ -547,7 +608,7 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
         let mut out = if local.is_empty() {
             BTreeMap::new()
         } else {
-            self.local.status(cluster, &local).await?
+            self.local.status(&local).await?
         };
         if !batch.is_empty() {
             let entries = self.list().await?;
@@ -557,7 +618,8 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
         Ok(out)
     }
 
-    async fn cancel(&self, cluster: &str, ids: &[JobId]) -> Result<()> {
+    async fn cancel(&self, ids: &[JobId]) -> Result<()> {
+        let cluster = self.cluster();
         let (local, batch): (Vec<JobId>, Vec<JobId>) = ids
             .iter()
             .cloned()
@@ -620,11 +682,12 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         }
-        self.local.cancel(cluster, &local).await
+        self.local.cancel(&local).await
     }
 
-    async fn discover(&self, cluster: &str) -> Result<Vec<(JobId, JobStatus)>> {
-        let mut found = self.local.discover(cluster).await?;
+    async fn discover(&self) -> Result<Discovered> {
+        let cluster = self.cluster();
+        let mut found = self.local.discover().await?.jobs;
         let marker = script::marker(cluster);
         for e in self.list().await? {
             if !e.name.starts_with(&marker) || !e.status.is_active() {
@@ -644,12 +707,16 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
         }
         found.sort_by(|a, b| a.0.cmp(&b.0));
         found.dedup_by(|a, b| a.0 == b.0);
-        Ok(found)
+        Ok(Discovered {
+            jobs: found,
+            warnings: Vec::new(),
+        })
     }
 
-    async fn logs(&self, cluster: &str, id: &JobId) -> Result<String> {
+    async fn logs(&self, id: &JobId) -> Result<String> {
+        let cluster = self.cluster();
         if Self::is_local(cluster, id) {
-            return self.local.logs(cluster, id).await;
+            return self.local.logs(id).await;
         }
         let dir = self.log_dir(cluster);
         let mut text = String::new();
@@ -670,32 +737,16 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
         }
     }
 
-    fn scheduler_file(&self, spec: &ClusterSpec) -> Option<PathBuf> {
-        Some(PathBuf::from(self.scheduler_path(spec)))
-    }
-
-    async fn scheduler_endpoint(
-        &self,
-        spec: &ClusterSpec,
-        _scheduler: &JobId,
-    ) -> Result<Option<SchedulerEndpoint>> {
-        let path = self.scheduler_path(spec);
+    async fn scheduler_endpoint(&self, _scheduler: &JobId) -> Result<Option<SchedulerEndpoint>> {
+        let path = self.scheduler_path(&self.spec);
         Ok(self
             .read_text(&path)
             .await?
             .and_then(|text| dask::parse_scheduler_file(&text)))
     }
 
-    async fn http_url(&self, url: &str) -> Result<String> {
-        let Some((host, port)) = dask::http_host_port(url) else {
-            return Ok(url.to_string());
-        };
-        let (near_host, near_port) = self.runner.reach(&host, port).await?;
-        Ok(dask::with_host_port(url, &near_host, near_port).unwrap_or_else(|| url.to_string()))
-    }
-
-    async fn forget(&self, cluster: &str) -> Result<()> {
-        self.local.forget(cluster).await
+    async fn forget(&self) -> Result<Warnings> {
+        self.local.forget().await
     }
 }
 

@@ -10,9 +10,9 @@
 
 use std::fmt::Write as _;
 
+use crate::hpcspec::{HpcSpec, PbsFlavor};
 use muster_core::backend::{SchedulerContact, WorkerName};
 use muster_core::dask::{self, ProcessCommand};
-use muster_core::hpcspec::{HpcSpec, PbsFlavor};
 use muster_core::spec::ClusterSpec;
 
 use crate::dialect::Dialect;

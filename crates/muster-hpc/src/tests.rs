@@ -4,6 +4,8 @@
 use std::sync::Mutex;
 
 use muster_core::backend::SchedulerContact;
+use std::path::PathBuf;
+
 use muster_core::{CommandOutput, CommandSpec};
 
 use super::*;
@@ -77,15 +79,9 @@ fn backend<R: CommandRunner>(
     runner: R,
     home: &std::path::Path,
 ) -> HpcBackend<R> {
-    let (dialect, hpc) = match &spec.backend {
-        BackendSpec::Slurm(h) => (Dialect::Slurm, h.clone()),
-        BackendSpec::Pbs(h) => (
-            Dialect::Pbs(h.flavor.unwrap_or(PbsFlavor::Torque)),
-            h.clone(),
-        ),
-        _ => panic!("not hpc"),
-    };
-    HpcBackend::new(dialect, hpc, Home::at(home), runner).with_user(Some("alice".into()))
+    HpcBackend::for_spec_with(spec, Home::at(home), runner, Arc::new(Direct))
+        .unwrap()
+        .with_user(Some("alice".into()))
 }
 
 fn workers(count: u32) -> Role {
@@ -104,7 +100,7 @@ fn render(spec: &ClusterSpec, role: Role) -> String {
         FakeRunner::default(),
         std::path::Path::new("/home/alice/.local/state/muster"),
     );
-    b.render(&LaunchRequest { spec, role })
+    b.render(&role)
         .unwrap()
         .items
         .iter()
@@ -193,12 +189,7 @@ fn a_user_template_is_used_and_checked() {
         bad.display()
     ));
     let b = backend(&s, FakeRunner::default(), dir.path());
-    let err = b
-        .render(&LaunchRequest {
-            spec: &s,
-            role: workers(1),
-        })
-        .unwrap_err();
+    let err = b.render(&workers(1)).unwrap_err();
     assert!(err.to_string().contains("{{command}}"), "{err}");
 }
 
@@ -208,13 +199,7 @@ async fn k_workers_are_one_array_submission() {
     let s = spec("name: demo\nbackend: {kind: slurm}");
     let runner = FakeRunner::default().reply("sbatch", 0, "41\n");
     let b = backend(&s, runner, dir.path());
-    let ids = b
-        .launch(&LaunchRequest {
-            spec: &s,
-            role: workers(4),
-        })
-        .await
-        .unwrap();
+    let ids = b.launch(&workers(4)).await.unwrap().jobs;
     assert_eq!(
         ids,
         ["demo-41_0", "demo-41_1", "demo-41_2", "demo-41_3"].map(JobId::from)
@@ -244,7 +229,7 @@ async fn one_listing_serves_every_status() {
     let ids: Vec<JobId> = ["demo-41_0", "demo-41_1", "41_2", "demo-41_3", "demo-41_9"]
         .map(JobId::from)
         .to_vec();
-    let st = b.status("demo", &ids).await.unwrap();
+    let st = b.status(&ids).await.unwrap();
     assert_eq!(b.runner.calls.lock().unwrap().len(), 1);
     assert_eq!(st[&ids[0]], JobStatus::Running);
     let JobStatus::Failed { reason } = &st[&ids[1]] else {
@@ -271,9 +256,10 @@ async fn one_listing_serves_every_status() {
 
     // Discovery: only this cluster's active jobs, pending tasks expanded.
     let found: Vec<String> = b
-        .discover("demo")
+        .discover()
         .await
         .unwrap()
+        .jobs
         .into_iter()
         .map(|(id, _)| id.0)
         .collect();
@@ -290,13 +276,7 @@ async fn the_queued_cap_refuses_a_scale_up() {
         FakeRunner::default().reply("squeue", 0, listing),
         dir.path(),
     );
-    let err = b
-        .launch(&LaunchRequest {
-            spec: &s,
-            role: workers(3),
-        })
-        .await
-        .unwrap_err();
+    let err = b.launch(&workers(3)).await.unwrap_err();
     assert!(
         err.to_string()
             .contains("max_queued_jobs is 5: 3 worker jobs are queued"),
@@ -326,7 +306,7 @@ async fn cancel_names_exactly_the_tasks_and_waits() {
         .reply("squeue", 0, after)
         .reply("scancel", 0, "");
     let b = backend(&s, runner, dir.path());
-    b.cancel("demo", &[JobId::from("41_1")]).await.unwrap();
+    b.cancel(&[JobId::from("41_1")]).await.unwrap();
     let calls = b.runner.calls.lock().unwrap().clone();
     let programs: Vec<&str> = calls.iter().map(|c| c[0].as_str()).collect();
     assert_eq!(programs, ["squeue", "scancel", "squeue", "squeue"]);
@@ -352,7 +332,7 @@ async fn pbs_wrapper_tasks_cancel_by_recorded_id_or_tombstone() {
         .reply("qdel", 0, "");
     let b = backend(&s, runner, dir.path());
     let ids = ["demo-16[0]", "demo-16[1]", "demo-16[2]"].map(JobId::from);
-    b.cancel("demo", &ids).await.unwrap();
+    b.cancel(&ids).await.unwrap();
     let calls = b.runner.calls.lock().unwrap().clone();
     let qdels: Vec<_> = calls.iter().filter(|c| c[0] == "qdel").collect();
     assert!(qdels.is_empty(), "{calls:?}");
@@ -369,7 +349,7 @@ async fn pbs_wrapper_tasks_cancel_by_recorded_id_or_tombstone() {
         .reply("qstat", 0, "")
         .reply("qdel", 0, "");
     let b = backend(&s, runner, dir.path());
-    b.cancel("demo", &["demo-19", "demo-16"].map(JobId::from))
+    b.cancel(&["demo-19", "demo-16"].map(JobId::from))
         .await
         .unwrap();
     let calls = b.runner.calls.lock().unwrap().clone();
@@ -389,12 +369,6 @@ async fn a_rejected_submission_reports_the_batch_systems_words() {
         "qsub: error: Memory specification can not be satisfied\n",
     );
     let b = backend(&s, runner, dir.path());
-    let err = b
-        .launch(&LaunchRequest {
-            spec: &s,
-            role: workers(2),
-        })
-        .await
-        .unwrap_err();
+    let err = b.launch(&workers(2)).await.unwrap_err();
     assert!(err.to_string().contains("Memory specification"), "{err}");
 }

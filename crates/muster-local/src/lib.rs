@@ -14,14 +14,17 @@ pub mod procs;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use muster_core::access::{Direct, SchedulerAccess};
+use muster_core::backend::{
+    Backend, Capabilities, Discovered, Launched, Rendered, RenderedItem, Role, SchedulerContact,
+    Warnings,
+};
 use muster_core::dask::{self, ProcessCommand, SchedulerEndpoint};
-use muster_core::legacy::{Backend, LaunchRequest, Rendered, RenderedItem, Role};
 use muster_core::runner::LocalRunner;
 use muster_core::spec::ClusterSpec;
 use muster_core::{Error, Home, JobId, JobStatus, Result};
@@ -36,16 +39,42 @@ const GRACE: Duration = Duration::from_secs(3);
 /// How long to wait after SIGKILL before declaring processes left behind.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
-/// The local backend.
+/// The `local` kind: no options of its own.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalKind;
+
+impl muster_core::kinds::BackendKind for LocalKind {
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+    fn validate(&self, spec: &ClusterSpec) -> Vec<muster_core::spec::FieldError> {
+        let mut errs = muster_core::kinds::no_options(spec);
+        errs.extend(muster_core::kinds::placement_needs_batch(spec));
+        errs
+    }
+    fn build(&self, spec: &ClusterSpec, home: &Home) -> Result<std::sync::Arc<dyn Backend>> {
+        Ok(std::sync::Arc::new(LocalBackend::new(
+            home.clone(),
+            spec.clone(),
+        )))
+    }
+}
+
+/// The local backend of one cluster.
 #[derive(Debug, Clone)]
 pub struct LocalBackend {
     home: Home,
+    spec: ClusterSpec,
 }
 
 impl LocalBackend {
-    /// A backend keeping its files under `home`.
-    pub fn new(home: Home) -> Self {
-        LocalBackend { home }
+    /// The backend of the cluster `spec`, keeping its files under `home`.
+    pub fn new(home: Home, spec: ClusterSpec) -> Self {
+        LocalBackend { home, spec }
+    }
+
+    fn cluster(&self) -> &str {
+        &self.spec.name
     }
 
     fn home_str(&self) -> String {
@@ -75,10 +104,17 @@ impl LocalBackend {
         self.home.cluster_dir(cluster).join("scheduler.json")
     }
 
+    /// Workers started with the scheduler wait for its file (this machine
+    /// shares its filesystem with itself).
+    fn contact(&self, role: &Role) -> Option<SchedulerContact> {
+        matches!(role, Role::Scheduler)
+            .then(|| SchedulerContact::File(self.scheduler_path(self.cluster())))
+    }
+
     /// The jobs a request launches, with their exact commands (pure).
-    fn plan(&self, req: &LaunchRequest<'_>) -> Vec<(JobId, ProcessCommand)> {
-        let spec = req.spec;
-        let mut jobs = match &req.role {
+    fn plan(&self, role: &Role) -> Vec<(JobId, ProcessCommand)> {
+        let spec = &self.spec;
+        let mut jobs = match role {
             Role::Scheduler => {
                 let host = spec.scheduler.host.as_deref().unwrap_or("127.0.0.1");
                 let id = JobId(format!("{}-scheduler", spec.name));
@@ -195,21 +231,7 @@ fn exit_reason(code: &str, log: &Path) -> String {
     format!("{what}; log: {}", log.display())
 }
 
-/// Puts the child in a session of its own, so it survives the terminal and the
-/// command that started it, and its whole tree shares one process group.
-/// The one place in muster that runs code between fork and exec.
-#[allow(unsafe_code)]
-pub fn detach(command: &mut Command) {
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent;
-    // it is the only call made between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            nix::unistd::setsid()
-                .map(|_| ())
-                .map_err(std::io::Error::from)
-        });
-    }
-}
+pub use muster_core::runner::detach;
 
 #[async_trait]
 impl Backend for LocalBackend {
@@ -217,31 +239,40 @@ impl Backend for LocalBackend {
         "local"
     }
 
-    async fn preflight(&self, spec: &ClusterSpec) -> Result<()> {
-        dask::check_pythons(&LocalRunner, spec).await
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
     }
 
-    fn render(&self, req: &LaunchRequest<'_>) -> Result<Rendered> {
+    fn scheduler_access(&self) -> std::sync::Arc<dyn SchedulerAccess> {
+        std::sync::Arc::new(Direct)
+    }
+
+    async fn preflight(&self) -> Result<Warnings> {
+        dask::check_pythons(&LocalRunner, &self.spec).await?;
+        Ok(Vec::new())
+    }
+
+    fn render(&self, role: &Role) -> Result<Rendered> {
         let items = self
-            .plan(req)
+            .plan(role)
             .into_iter()
             .map(|(id, cmd)| RenderedItem {
                 title: format!(
                     "{id} (detached; log {})",
-                    self.log_path(&req.spec.name, id.as_str()).display()
+                    self.log_path(self.cluster(), id.as_str()).display()
                 ),
                 text: cmd.to_shell(),
             })
             .collect();
         Ok(Rendered {
             items,
-            contact: None,
+            contact: self.contact(role),
         })
     }
 
-    async fn launch(&self, req: &LaunchRequest<'_>) -> Result<Vec<JobId>> {
-        let cluster = &req.spec.name;
-        if matches!(req.role, Role::Scheduler) {
+    async fn launch(&self, role: &Role) -> Result<Launched> {
+        let cluster = self.cluster();
+        if matches!(role, Role::Scheduler) {
             let path = self.scheduler_path(cluster);
             match fs::remove_file(&path) {
                 Ok(()) => {}
@@ -250,21 +281,27 @@ impl Backend for LocalBackend {
             }
         }
         let mut ids = Vec::new();
-        for (id, cmd) in self.plan(req) {
+        for (id, cmd) in self.plan(role) {
             self.spawn(cluster, &id, &cmd)?;
             ids.push(id);
         }
-        Ok(ids)
+        Ok(Launched {
+            jobs: ids,
+            contact: self.contact(role),
+            warnings: Vec::new(),
+        })
     }
 
-    async fn status(&self, cluster: &str, ids: &[JobId]) -> Result<BTreeMap<JobId, JobStatus>> {
+    async fn status(&self, ids: &[JobId]) -> Result<BTreeMap<JobId, JobStatus>> {
+        let cluster = self.cluster();
         Ok(ids
             .iter()
             .map(|id| (id.clone(), self.job_status(cluster, id)))
             .collect())
     }
 
-    async fn cancel(&self, cluster: &str, ids: &[JobId]) -> Result<()> {
+    async fn cancel(&self, ids: &[JobId]) -> Result<()> {
+        let cluster = self.cluster();
         if ids.is_empty() {
             return Ok(());
         }
@@ -314,15 +351,19 @@ impl Backend for LocalBackend {
         Ok(())
     }
 
-    async fn discover(&self, cluster: &str) -> Result<Vec<(JobId, JobStatus)>> {
-        let found = procs::scan(&self.home_str(), cluster);
-        Ok(procs::by_job(&found)
-            .into_keys()
-            .map(|job| (JobId::from(job), JobStatus::Running))
-            .collect())
+    async fn discover(&self) -> Result<Discovered> {
+        let found = procs::scan(&self.home_str(), self.cluster());
+        Ok(Discovered {
+            jobs: procs::by_job(&found)
+                .into_keys()
+                .map(|job| (JobId::from(job), JobStatus::Running))
+                .collect(),
+            warnings: Vec::new(),
+        })
     }
 
-    async fn logs(&self, cluster: &str, id: &JobId) -> Result<String> {
+    async fn logs(&self, id: &JobId) -> Result<String> {
+        let cluster = self.cluster();
         let path = self.log_path(cluster, id.as_str());
         match fs::read(&path) {
             Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
@@ -333,21 +374,13 @@ impl Backend for LocalBackend {
         }
     }
 
-    fn scheduler_file(&self, spec: &ClusterSpec) -> Option<PathBuf> {
-        Some(self.scheduler_path(&spec.name))
+    async fn scheduler_endpoint(&self, _scheduler: &JobId) -> Result<Option<SchedulerEndpoint>> {
+        dask::read_scheduler_file(&self.scheduler_path(self.cluster()))
     }
 
-    async fn scheduler_endpoint(
-        &self,
-        spec: &ClusterSpec,
-        _scheduler: &JobId,
-    ) -> Result<Option<SchedulerEndpoint>> {
-        dask::read_scheduler_file(&self.scheduler_path(&spec.name))
-    }
-
-    async fn forget(&self, _cluster: &str) -> Result<()> {
+    async fn forget(&self) -> Result<Warnings> {
         // Everything lives in the cluster directory, which the registry removes.
-        Ok(())
+        Ok(Vec::new())
     }
 }
 
@@ -363,8 +396,8 @@ mod tests {
     }
 
     fn render(spec: &ClusterSpec, role: Role) -> String {
-        let backend = LocalBackend::new(Home::at("/home/u/.local/state/muster"));
-        let r = backend.render(&LaunchRequest { spec, role }).unwrap();
+        let backend = LocalBackend::new(Home::at("/home/u/.local/state/muster"), spec.clone());
+        let r = backend.render(&role).unwrap();
         r.items
             .iter()
             .map(|i| format!("# {}\n{}\n", i.title, i.text))
@@ -424,17 +457,14 @@ worker:
     #[tokio::test]
     async fn jobs_are_detached_found_by_marker_and_cancelled() {
         let dir = tempfile::tempdir().unwrap();
-        let backend = LocalBackend::new(Home::at(dir.path()));
+        let backend = LocalBackend::new(Home::at(dir.path()), spec("name: t"));
         let id = JobId::from("t-w0");
         let cmd = marked(&backend, "t", "t-w0", &["sleep", "30"]);
         backend.spawn("t", &id, &cmd).unwrap();
-        let found = backend.discover("t").await.unwrap();
+        let found = backend.discover().await.unwrap().jobs;
         assert_eq!(found, vec![(id.clone(), JobStatus::Running)]);
         assert_eq!(
-            backend
-                .status("t", std::slice::from_ref(&id))
-                .await
-                .unwrap()[&id],
+            backend.status(std::slice::from_ref(&id)).await.unwrap()[&id],
             JobStatus::Running
         );
         // Its own session: not in ours.
@@ -449,29 +479,20 @@ worker:
                 .as_raw(),
             pid
         );
-        backend
-            .cancel("t", std::slice::from_ref(&id))
-            .await
-            .unwrap();
-        assert!(backend.discover("t").await.unwrap().is_empty());
+        backend.cancel(std::slice::from_ref(&id)).await.unwrap();
+        assert!(backend.discover().await.unwrap().jobs.is_empty());
         assert_eq!(
-            backend
-                .status("t", std::slice::from_ref(&id))
-                .await
-                .unwrap()[&id],
+            backend.status(std::slice::from_ref(&id)).await.unwrap()[&id],
             JobStatus::Finished
         );
         // Cancelling again, or an unknown job, is fine.
-        backend
-            .cancel("t", &[id, JobId::from("t-w9")])
-            .await
-            .unwrap();
+        backend.cancel(&[id, JobId::from("t-w9")]).await.unwrap();
     }
 
     #[tokio::test]
     async fn a_failing_job_reports_its_exit_code_and_log() {
         let dir = tempfile::tempdir().unwrap();
-        let backend = LocalBackend::new(Home::at(dir.path()));
+        let backend = LocalBackend::new(Home::at(dir.path()), spec("name: f"));
         let id = JobId::from("f-w0");
         let cmd = marked(
             &backend,
@@ -482,11 +503,7 @@ worker:
         backend.spawn("f", &id, &cmd).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         let status = loop {
-            let s = backend
-                .status("f", std::slice::from_ref(&id))
-                .await
-                .unwrap()[&id]
-                .clone();
+            let s = backend.status(std::slice::from_ref(&id)).await.unwrap()[&id].clone();
             if !s.is_active() || Instant::now() > deadline {
                 break s;
             }
@@ -498,9 +515,9 @@ worker:
             }
             other => panic!("expected Failed, got {other:?}"),
         }
-        assert_eq!(backend.logs("f", &id).await.unwrap(), "boom\n");
+        assert_eq!(backend.logs(&id).await.unwrap(), "boom\n");
         assert_eq!(
-            backend.status("f", &[JobId::from("nope")]).await.unwrap()[&JobId::from("nope")],
+            backend.status(&[JobId::from("nope")]).await.unwrap()[&JobId::from("nope")],
             JobStatus::Unknown
         );
     }

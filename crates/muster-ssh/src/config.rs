@@ -6,10 +6,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use muster_core::spec::{FieldError, SpecError};
-use muster_core::ssh_spec::{
+use crate::ssh_spec::{
     Destination, SshConnectSpec, SshHost, SshHostMap, SshSpec, host_label, parse_destination,
 };
+use muster_core::spec::{FieldError, SpecError};
 use muster_core::{Error, Result};
 use ssh2_config::{ParseRule, SshConfig};
 
@@ -459,10 +459,8 @@ Host *
         )
         .unwrap();
         spec.validate().unwrap();
-        let muster_core::BackendSpec::Ssh(ssh) = &spec.backend else {
-            panic!()
-        };
-        let mut ssh = ssh.clone();
+        let mut ssh: SshSpec =
+            muster_core::kinds::parse_options("backend", &spec.backend.options).unwrap();
         ssh.ssh_config = Some("/dev/null".into());
         let l = layout(&ssh).unwrap();
         assert_eq!((l.scheduler, l.worker_hosts.clone()), (0, vec![1, 2]));

@@ -20,6 +20,7 @@ pub mod config;
 pub mod placement;
 pub mod runner;
 pub mod session;
+pub mod ssh_spec;
 pub mod tunnel;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,11 +30,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::future::join_all;
+use muster_core::access::{Direct, SchedulerAccess};
+use muster_core::backend::{
+    Backend, Capabilities, Discovered, Launched, Rendered, RenderedItem, Role, Warnings,
+};
 use muster_core::dask::{self, ProcessCommand, SchedulerEndpoint};
-use muster_core::legacy::{Backend, LaunchRequest, Rendered, RenderedItem, Role};
 use muster_core::spec::SpecError;
-use muster_core::{ClusterSpec, Error, JobId, JobStatus, Result, SchedulerContact, SshSpec};
+use muster_core::{ClusterSpec, Error, JobId, JobStatus, Result, SchedulerContact};
 use serde_json::{Value, json};
+pub use ssh_spec::{SshConnectSpec, SshHost, SshHostMap, SshSpec};
 
 pub use config::{HostPlan, Layout, SshOptions};
 pub use runner::SshRunner;
@@ -72,9 +77,42 @@ fn default_start_method(spec: &ClusterSpec, cmd: &mut ProcessCommand) {
     }
 }
 
-/// The SSH backend.
+/// The `ssh` kind: its options are [`SshSpec`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SshKind;
+
+impl muster_core::kinds::BackendKind for SshKind {
+    fn kind(&self) -> &'static str {
+        "ssh"
+    }
+    fn validate(&self, spec: &ClusterSpec) -> Vec<muster_core::spec::FieldError> {
+        let mut errs = Vec::new();
+        match muster_core::kinds::parse_options::<SshSpec>("backend", &spec.backend.options) {
+            Ok(ssh) => ssh.validate(&mut errs),
+            Err(e) => errs.push(e),
+        }
+        errs.extend(muster_core::kinds::placement_needs_batch(spec));
+        errs
+    }
+    fn build(
+        &self,
+        spec: &ClusterSpec,
+        _home: &muster_core::Home,
+    ) -> Result<std::sync::Arc<dyn Backend>> {
+        Ok(std::sync::Arc::new(SshBackend::new(spec)?))
+    }
+}
+
+/// A request to launch part of the cluster (what to launch, for the spec).
+struct LaunchRequest<'a> {
+    spec: &'a ClusterSpec,
+    role: Role,
+}
+
+/// The SSH backend of one cluster.
 pub struct SshBackend {
     ssh: SshSpec,
+    spec: ClusterSpec,
     pool: SshPool,
     layout: OnceLock<std::result::Result<Layout, SpecError>>,
     /// The worker python of the spec, once seen (status and down get no spec).
@@ -134,14 +172,18 @@ fn is_unreachable(e: &Error) -> bool {
 }
 
 impl SshBackend {
-    /// A backend for this `ssh` section. Nothing connects until it is used.
-    pub fn new(ssh: SshSpec) -> Self {
+    /// The backend of the `ssh` cluster `spec`. Nothing connects until it
+    /// is used.
+    pub fn new(spec: &ClusterSpec) -> Result<Self> {
+        let ssh: SshSpec = muster_core::kinds::parse_options("backend", &spec.backend.options)
+            .map_err(|e| SpecError::Invalid(vec![e]))?;
         let pool = SshPool::new(ssh.parallelism as usize);
-        SshBackend {
+        Ok(SshBackend {
             ssh,
+            spec: spec.clone(),
             pool,
             layout: OnceLock::new(),
-            python: Mutex::new(None),
+            python: Mutex::new(Some(spec.worker.python.clone())),
             down: Mutex::default(),
             seen: Mutex::default(),
             probed: Mutex::default(),
@@ -150,15 +192,12 @@ impl SshBackend {
             scheduler_text: Mutex::new(None),
             pending: Mutex::new(None),
             notes: Mutex::default(),
-        }
+        })
     }
 
-    /// Tells the backend the cluster's `worker.python`, so that even calls
-    /// that get no spec (status, discover, down) run muster's helper with it
-    /// and can check Dask on the way.
-    pub fn with_python(self, python: impl Into<String>) -> Self {
-        *lock(&self.python) = Some(python.into());
-        self
+    /// The problems worked around since the last call, for its result.
+    fn take_notes(&self) -> Warnings {
+        std::mem::take(&mut *lock(&self.notes))
     }
 
     /// The resolved hosts (hostfile and ssh config read once).
@@ -440,11 +479,13 @@ impl SshBackend {
             }
         };
         let log_tail = self
-            .logs(&spec.name, &p.id)
+            .job_logs(&spec.name, &p.id)
             .await
             .ok()
             .map(|t| muster_core::cluster::tail_lines(&t, 15));
-        let _ = self.cancel(&spec.name, std::slice::from_ref(&p.id)).await;
+        let _ = self
+            .cancel_jobs(&spec.name, std::slice::from_ref(&p.id))
+            .await;
         Err(Error::JobFailed {
             what: format!("scheduler job {} on {}", p.id, host.target.describe()),
             reason,
@@ -539,7 +580,22 @@ impl Backend for SshBackend {
         "ssh"
     }
 
-    async fn preflight(&self, spec: &ClusterSpec) -> Result<()> {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            // Each check is a request to each host's helper and a scan of
+            // its /proc: cheap, but while workers start the CPU is theirs.
+            status_interval: Duration::from_secs(3),
+            ..Capabilities::default()
+        }
+    }
+
+    fn scheduler_access(&self) -> std::sync::Arc<dyn SchedulerAccess> {
+        // The scheduler runs on one of the hosts, which this machine reaches.
+        std::sync::Arc::new(Direct)
+    }
+
+    async fn preflight(&self) -> Result<Warnings> {
+        let spec = &self.spec;
         let layout = self.layout(Some(spec))?;
         let sched_python = spec.scheduler.python.clone();
         let hosts: Vec<&HostPlan> = {
@@ -627,10 +683,14 @@ impl Backend for SshBackend {
                 failures.join("\n  ")
             )));
         }
-        Ok(())
+        Ok(self.take_notes())
     }
 
-    fn render(&self, req: &LaunchRequest<'_>) -> Result<Rendered> {
+    fn render(&self, role: &Role) -> Result<Rendered> {
+        let req = &LaunchRequest {
+            spec: &self.spec,
+            role: role.clone(),
+        };
         let layout = self.layout(Some(req.spec))?;
         let slots = self.slots(layout);
         let (jobs, unplaced) = self.plan(req, layout, &slots);
@@ -657,11 +717,55 @@ impl Backend for SshBackend {
         }
         Ok(Rendered {
             items,
-            contact: None,
+            contact: scheduler_contact(role),
         })
     }
 
-    async fn launch(&self, req: &LaunchRequest<'_>) -> Result<Vec<JobId>> {
+    async fn launch(&self, role: &Role) -> Result<Launched> {
+        let jobs = self.launch_jobs(role).await?;
+        Ok(Launched {
+            jobs,
+            contact: scheduler_contact(role),
+            warnings: self.take_notes(),
+        })
+    }
+
+    async fn status(&self, ids: &[JobId]) -> Result<BTreeMap<JobId, JobStatus>> {
+        self.job_status(&self.spec.name, ids).await
+    }
+
+    async fn cancel(&self, ids: &[JobId]) -> Result<()> {
+        self.cancel_jobs(&self.spec.name, ids).await
+    }
+
+    async fn discover(&self) -> Result<Discovered> {
+        let jobs = self.find_jobs(&self.spec.name).await?;
+        Ok(Discovered {
+            jobs,
+            warnings: self.take_notes(),
+        })
+    }
+
+    async fn logs(&self, id: &JobId) -> Result<String> {
+        self.job_logs(&self.spec.name, id).await
+    }
+
+    async fn scheduler_endpoint(&self, _scheduler: &JobId) -> Result<Option<SchedulerEndpoint>> {
+        self.endpoint_of(&self.spec).await
+    }
+
+    async fn forget(&self) -> Result<Warnings> {
+        self.forget_files(&self.spec.name).await?;
+        Ok(self.take_notes())
+    }
+}
+
+impl SshBackend {
+    async fn launch_jobs(&self, role: &Role) -> Result<Vec<JobId>> {
+        let req = &LaunchRequest {
+            spec: &self.spec,
+            role: role.clone(),
+        };
         let spec = req.spec;
         let layout = self.layout(Some(spec))?;
         // Workers launched while the scheduler starts get its address when
@@ -846,7 +950,7 @@ impl Backend for SshBackend {
         Ok(started)
     }
 
-    async fn status(&self, cluster: &str, ids: &[JobId]) -> Result<BTreeMap<JobId, JobStatus>> {
+    async fn job_status(&self, cluster: &str, ids: &[JobId]) -> Result<BTreeMap<JobId, JobStatus>> {
         let layout = self.layout(None)?;
         // A scheduler whose launch is still waiting on its host runs (the
         // launch reports it if it stops); no need to ask over another
@@ -910,7 +1014,7 @@ impl Backend for SshBackend {
         Ok(out)
     }
 
-    async fn cancel(&self, cluster: &str, ids: &[JobId]) -> Result<()> {
+    async fn cancel_jobs(&self, cluster: &str, ids: &[JobId]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -967,7 +1071,7 @@ impl Backend for SshBackend {
         Ok(())
     }
 
-    async fn discover(&self, cluster: &str) -> Result<Vec<(JobId, JobStatus)>> {
+    async fn find_jobs(&self, cluster: &str) -> Result<Vec<(JobId, JobStatus)>> {
         let layout = self.layout(None)?;
         let hosts: Vec<&HostPlan> = layout.hosts.iter().collect();
         // With a known python, the same round trip also checks Dask there,
@@ -1009,7 +1113,7 @@ impl Backend for SshBackend {
         Ok(out)
     }
 
-    async fn logs(&self, cluster: &str, id: &JobId) -> Result<String> {
+    async fn job_logs(&self, cluster: &str, id: &JobId) -> Result<String> {
         let layout = self.layout(None)?;
         let host = host_of(cluster, id)
             .and_then(|l| layout.by_label(l))
@@ -1037,19 +1141,7 @@ impl Backend for SshBackend {
         }
     }
 
-    fn scheduler_file(&self, _spec: &ClusterSpec) -> Option<std::path::PathBuf> {
-        // Relative to each job's directory on its own host. Workers start
-        // with the scheduler and wait for this file; muster copies it from
-        // the scheduler's host to the others once it exists (hosts need not
-        // share a filesystem).
-        Some(SCHEDULER_FILE.into())
-    }
-
-    async fn scheduler_endpoint(
-        &self,
-        spec: &ClusterSpec,
-        _scheduler: &JobId,
-    ) -> Result<Option<SchedulerEndpoint>> {
+    async fn endpoint_of(&self, spec: &ClusterSpec) -> Result<Option<SchedulerEndpoint>> {
         if let Some(ep) = lock(&self.endpoint).clone() {
             return Ok(Some(ep));
         }
@@ -1082,7 +1174,7 @@ impl Backend for SshBackend {
         }
     }
 
-    async fn forget(&self, cluster: &str) -> Result<()> {
+    async fn forget_files(&self, cluster: &str) -> Result<()> {
         let layout = self.layout(None)?;
         let hosts: Vec<&HostPlan> = layout
             .hosts
@@ -1102,16 +1194,13 @@ impl Backend for SshBackend {
         }
         Ok(())
     }
+}
 
-    fn take_notes(&self) -> Vec<String> {
-        std::mem::take(&mut *lock(&self.notes))
-    }
-
-    fn status_interval(&self) -> Duration {
-        // Each check is a request to each host's helper and a scan of its
-        // /proc: cheap, but while workers start the CPU is theirs.
-        Duration::from_secs(3)
-    }
+/// Workers launched with the scheduler wait for its file, relative to each
+/// job's directory on its own host; muster copies it from the scheduler's
+/// host to the others once it exists (hosts need not share a filesystem).
+fn scheduler_contact(role: &Role) -> Option<SchedulerContact> {
+    matches!(role, Role::Scheduler).then(|| SchedulerContact::File(SCHEDULER_FILE.into()))
 }
 
 /// Runs muster's helper on a host. `python` is the interpreter to use; when
@@ -1206,11 +1295,8 @@ mod tests {
     }
 
     fn render(spec: &ClusterSpec, role: Role) -> String {
-        let muster_core::BackendSpec::Ssh(ssh) = &spec.backend else {
-            panic!("not ssh")
-        };
-        let backend = SshBackend::new(ssh.clone());
-        let r = backend.render(&LaunchRequest { spec, role }).unwrap();
+        let backend = SshBackend::new(spec).unwrap();
+        let r = backend.render(&role).unwrap();
         r.items
             .iter()
             .map(|i| format!("# {}\n{}\n", i.title, i.text))
@@ -1251,10 +1337,7 @@ scheduler: {env: {NOTE: "it's"}}
     #[test]
     fn the_scheduler_address_is_planned_from_a_probed_free_port() {
         let s = spec(HOSTILE);
-        let muster_core::BackendSpec::Ssh(ssh) = &s.backend else {
-            unreachable!()
-        };
-        let backend = SshBackend::new(ssh.clone());
+        let backend = SshBackend::new(&s).unwrap();
         let layout = backend.layout(Some(&s)).unwrap();
         assert_eq!(backend.planned_scheduler(&s, layout), None, "no probe yet");
         backend.remember_free_port("h1", &json!({"free_port": 41234}));
@@ -1262,12 +1345,7 @@ scheduler: {env: {NOTE: "it's"}}
             backend.planned_scheduler(&s, layout),
             Some((41234, "tcp://h1:41234".to_string()))
         );
-        let item = backend
-            .render(&LaunchRequest {
-                spec: &s,
-                role: Role::Scheduler,
-            })
-            .unwrap();
+        let item = backend.render(&Role::Scheduler).unwrap();
         assert!(
             item.items[0].text.contains("--port 41234"),
             "{}",

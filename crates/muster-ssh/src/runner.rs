@@ -77,7 +77,7 @@ pub struct SshRunner {
     target: Arc<SshTarget>,
     pool: SshPool,
     default_timeout: Duration,
-    /// Forwardings opened by [`CommandRunner::reach`], by remote address;
+    /// Forwardings opened by [`SshRunner::reach`], by remote address;
     /// shared by clones, closed with the last one.
     tunnels: Arc<tokio::sync::Mutex<HashMap<(String, u16), Tunnel>>>,
 }
@@ -143,10 +143,13 @@ impl CommandRunner for SshRunner {
             stderr,
         })
     }
+}
 
-    /// A tunnel through this host (opened on first use, reused, reopened
-    /// if its connection was lost).
-    async fn reach(&self, host: &str, port: u16) -> Result<(String, u16)> {
+impl SshRunner {
+    /// An address on this machine through which `host:port`, as this
+    /// runner's host sees it, is reached: a tunnel through the host (opened
+    /// on first use, reused, reopened if its connection was lost).
+    pub async fn reach(&self, host: &str, port: u16) -> Result<(String, u16)> {
         let mut tunnels = self.tunnels.lock().await;
         let key = (host.to_string(), port);
         if let Some(t) = tunnels.get(&key).filter(|t| t.is_open()) {
@@ -161,6 +164,22 @@ impl CommandRunner for SshRunner {
         let a = tunnel.local_addr();
         tunnels.insert(key, tunnel);
         Ok((a.ip().to_string(), a.port()))
+    }
+}
+
+/// A scheduler whose HTTP API only this runner's host can reach (inside a
+/// batch cluster behind its login node) is reached through a tunnel.
+#[async_trait]
+impl muster_core::access::SchedulerAccess for SshRunner {
+    async fn http_url(&self, published: &str) -> Result<String> {
+        let Some((host, port)) = muster_core::dask::http_host_port(published) else {
+            return Ok(published.to_string());
+        };
+        let (near_host, near_port) = self.reach(&host, port).await?;
+        Ok(
+            muster_core::dask::with_host_port(published, &near_host, near_port)
+                .unwrap_or_else(|| published.to_string()),
+        )
     }
 }
 

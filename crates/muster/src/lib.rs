@@ -1,8 +1,9 @@
 //! muster: deploy and scale Dask (a `dask scheduler` plus `dask worker`
 //! processes) on the cluster managers you already run, from Rust.
 //!
-//! This facade re-exports the public API of muster's crates and picks the
-//! right backend for a spec. It owns no logic of its own.
+//! This facade re-exports the public API of muster's crates, holds the one
+//! table of backend kinds ([`KINDS`]) and hands out clusters wired with the
+//! same agent and timeline the CLI uses. It owns no logic of its own.
 //!
 //! ```no_run
 //! use muster::{Cluster, ClusterSpec, Quiet};
@@ -13,63 +14,48 @@
 //! cluster.up(&Quiet).await?;
 //! println!("scheduler at {}", cluster.scheduler_address().unwrap());
 //! cluster.scale(4, &Quiet).await?;
+//! cluster.adapt(Some(muster::AdaptSpec::new(1, 8))).await?;
 //! cluster.down().await?;
 //! # Ok(()) }
 //! ```
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use muster_adaptive as adaptive;
-pub use muster_core::legacy::Backend;
 pub use muster_core::{
-    AdaptSpec, BackendSpec, Cluster, ClusterRecord, ClusterSpec, ClusterStatus, DownReport, Error,
-    Home, JobId, JobStatus, LaunchRequest, ManagedCluster, Memory, Phase, Progress, Quiet,
-    Rendered, RenderedItem, Result, Role, SchedulerContact, SchedulerSpec, Seconds, SpecError,
-    SshSpec, WorkerRow, WorkerSpec,
+    AdaptSpec, AgentControl, Backend, BackendKind, BackendSpec, Capabilities, Cluster,
+    ClusterRecord, ClusterSpec, ClusterStatus, DownReport, Error, Home, JobId, JobStatus, Kinds,
+    Launched, ManagedCluster, Memory, Phase, Progress, Quiet, Rendered, RenderedItem, Result, Role,
+    SchedulerContact, SchedulerSpec, Seconds, SpecError, Supervisor, WorkerRow, WorkerSpec,
 };
 pub use muster_core::{
-    access, backend, cluster as cluster_api, dask, kinds, legacy, ops, policy, reconcile, registry,
-    runner, spec, units,
+    access, backend, cluster as cluster_api, dask, kinds, ops, policy, reconcile, registry, runner,
+    spec, units,
 };
 pub use muster_hpc::HpcBackend;
 pub use muster_local::LocalBackend;
-pub use muster_ssh::{SshBackend, SshOptions, SshRunner};
+pub use muster_ssh::{SshBackend, SshOptions, SshRunner, SshSpec};
 
-/// The backend that runs clusters of this kind, keeping its state under
-/// `home`. Fails only when a `submit_host`'s ssh settings cannot be read
-/// (e.g. an unreadable ssh config); nothing is connected yet.
-pub fn backend_for(spec: &BackendSpec, home: &Home) -> Result<Arc<dyn Backend>> {
-    Ok(match spec {
-        BackendSpec::Local(_) => Arc::new(LocalBackend::new(home.clone())),
-        BackendSpec::Slurm(hpc) | BackendSpec::Pbs(hpc) => match &hpc.submit_host {
-            None => {
-                Arc::new(HpcBackend::for_spec(spec, home.clone()).expect("a batch backend section"))
-            }
-            Some(login) => {
-                let runner =
-                    SshRunner::connect_to(login, &SshOptions::for_login_node(hpc.ssh.as_ref()))?;
-                // Queue listings are filtered by the login node's user.
-                let user = runner.target().user.clone();
-                Arc::new(
-                    HpcBackend::for_spec_with(spec, home.clone(), runner)
-                        .expect("a batch backend section")
-                        .with_user(Some(user)),
-                )
-            }
-        },
-        BackendSpec::Ssh(ssh) => Arc::new(SshBackend::new(ssh.clone())),
-    })
+/// Every kind of cluster manager muster knows: the one table. A new backend
+/// adds its [`BackendKind`] here.
+pub const KINDS: Kinds = Kinds(&[
+    &muster_local::LocalKind,
+    &muster_ssh::SshKind,
+    &muster_hpc::SLURM,
+    &muster_hpc::PBS,
+]);
+
+/// Validates the whole spec (backend-independent fields, then the backend's
+/// own options), reporting every problem at once.
+pub fn validate(spec: &ClusterSpec) -> Result<()> {
+    Ok(KINDS.validate(spec)?)
 }
 
-/// The backend for a whole cluster spec: like [`backend_for`], and tells
-/// backends that run remote helpers which python the cluster uses.
+/// The backend of one cluster, built from its validated spec, keeping local
+/// state under `home`. Connects nothing yet.
 pub fn backend_for_spec(spec: &ClusterSpec, home: &Home) -> Result<Arc<dyn Backend>> {
-    match &spec.backend {
-        BackendSpec::Ssh(ssh) => Ok(Arc::new(
-            SshBackend::new(ssh.clone()).with_python(spec.worker.python.clone()),
-        )),
-        other => backend_for(other, home),
-    }
+    KINDS.build(spec, home)
 }
 
 /// Fills a spec's unset options from the machine's site configuration: for
@@ -80,15 +66,45 @@ pub fn apply_site_defaults(spec: &mut ClusterSpec) {
     muster_hpc::jobqueue::apply_from_environment(spec);
 }
 
+/// The `muster` binary that runs agents: `$MUSTER_BIN`, else a `muster`
+/// beside this program, else `muster` on `PATH`.
+pub fn agent_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("MUSTER_BIN").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("muster")))
+        .filter(|p| p.is_file());
+    beside.unwrap_or_else(|| PathBuf::from("muster"))
+}
+
+/// Wires a cluster with its timeline (`events.jsonl`) and its agent (run as
+/// `agent_exe agent NAME`).
+pub fn wire(cluster: ManagedCluster, home: &Home, agent_exe: PathBuf) -> ManagedCluster {
+    let name = cluster.name().to_string();
+    cluster
+        .with_timeline(Arc::new(adaptive::FileTimeline::new(home.clone(), &name)))
+        .with_agent(Arc::new(adaptive::ProcessAgent::new(
+            agent_exe,
+            home.clone(),
+        )))
+}
+
 /// A handle for a new cluster from a spec, with state under the default home
 /// (`$MUSTER_HOME`, else `$XDG_STATE_HOME/muster`, else
-/// `~/.local/state/muster`). Nothing is launched until [`Cluster::up`].
+/// `~/.local/state/muster`). Nothing is launched until [`Cluster::up`];
+/// after it, the cluster's agent keeps it (see [`agent_binary`]).
 pub fn cluster(spec: ClusterSpec) -> Result<ManagedCluster> {
     let home = Home::from_env()?;
     let mut spec = spec;
     apply_site_defaults(&mut spec);
     let backend = backend_for_spec(&spec, &home)?;
-    ManagedCluster::new(spec, backend, home)
+    Ok(wire(
+        ManagedCluster::new(spec, backend, home.clone())?,
+        &home,
+        agent_binary(),
+    ))
 }
 
 /// A handle for an existing cluster in the default home's registry.
@@ -98,5 +114,9 @@ pub fn open(name: &str) -> Result<ManagedCluster> {
         .load(name)?
         .ok_or_else(|| Error::NotFound(name.to_string()))?;
     let backend = backend_for_spec(&record.spec, &home)?;
-    ManagedCluster::open(name, backend, home)
+    Ok(wire(
+        ManagedCluster::open(name, backend, home.clone())?,
+        &home,
+        agent_binary(),
+    ))
 }

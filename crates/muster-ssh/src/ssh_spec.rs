@@ -7,8 +7,8 @@ use std::fmt;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::spec::FieldError;
-use crate::units::Seconds;
+use muster_core::spec::FieldError;
+use muster_core::units::Seconds;
 
 /// Options of the SSH backend: which hosts, how to reach them, where to put
 /// the scheduler and how many workers each host takes.
@@ -550,12 +550,16 @@ mod tests {
 
 #[cfg(test)]
 mod spec_tests {
-    use crate::spec::{ClusterSpec, SpecError};
+    use muster_core::kinds::BackendKind;
+    use muster_core::spec::ClusterSpec;
 
     fn fields(yaml: &str) -> Vec<String> {
-        match ClusterSpec::from_yaml(yaml, None).and_then(|s| s.validate()) {
-            Ok(()) => vec![],
-            Err(SpecError::Invalid(errs)) => errs.into_iter().map(|e| e.field).collect(),
+        match ClusterSpec::from_yaml(yaml, None) {
+            Ok(s) => {
+                let mut errs = s.problems();
+                errs.extend(crate::SshKind.validate(&s));
+                errs.into_iter().map(|e| e.field).collect()
+            }
             Err(e) => vec![e.to_string()],
         }
     }

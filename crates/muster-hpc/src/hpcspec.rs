@@ -3,13 +3,13 @@
 //! them, and their validation. Every string here ends up in a job script: in
 //! a `#SBATCH`/`#PBS` directive, in the environment, or in the prologue, so
 //! anything that could break out of its place is rejected up front. How the
-//! options become a script lives in muster-hpc.
+//! options become a script lives in [`crate::script`]. Core never reads them.
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::FieldError;
-use crate::ssh_spec::{SshConnectSpec, parse_destination};
-use crate::units::Memory;
+use muster_core::spec::{ClusterSpec, FieldError, Placement};
+use muster_core::units::Memory;
+use muster_ssh::ssh_spec::{SshConnectSpec, parse_destination};
 
 /// Options shared by the SLURM and PBS backends (some are one dialect's only;
 /// validation names the ones that do not apply).
@@ -142,7 +142,59 @@ fn single_line(s: &str) -> Result<(), &'static str> {
     }
 }
 
+impl HpcKind {
+    /// The dialect of a spec's `backend.kind`, if it is a batch one.
+    pub fn of(spec: &ClusterSpec) -> Option<HpcKind> {
+        match spec.backend.kind() {
+            "slurm" => Some(HpcKind::Slurm),
+            "pbs" => Some(HpcKind::Pbs),
+            _ => None,
+        }
+    }
+}
+
 impl HpcSpec {
+    /// The batch options of a spec's `backend:` section.
+    pub fn of(spec: &ClusterSpec) -> Result<HpcSpec, FieldError> {
+        muster_core::kinds::parse_options("backend", &spec.backend.options)
+    }
+
+    /// Writes these options into the spec's `backend:` section.
+    pub fn store(&self, spec: &mut ClusterSpec) {
+        if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(self) {
+            spec.backend.options = map;
+        }
+    }
+
+    /// Every problem of a batch spec: its options, and what batch jobs need
+    /// of the rest of the spec.
+    pub fn problems(kind: HpcKind, spec: &ClusterSpec) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        let hpc = match HpcSpec::of(spec) {
+            Ok(h) => h,
+            Err(e) => {
+                errs.push(e);
+                HpcSpec::default()
+            }
+        };
+        hpc.validate(kind, &mut errs);
+        if spec.worker.memory.is_none() {
+            errs.push(FieldError {
+                field: "worker.memory".into(),
+                value: String::new(),
+                reason: "is required on batch backends: it is the job's memory request and the workers' limit".into(),
+            });
+        }
+        if hpc.submit_host.is_some() && spec.scheduler.placement != Placement::Job {
+            errs.push(FieldError {
+                field: "scheduler.placement".into(),
+                value: "host".into(),
+                reason: "must be `job` with backend.submit_host: the scheduler has to run inside the cluster, where its workers can reach it".into(),
+            });
+        }
+        errs
+    }
+
     /// Checks every option for this dialect; problems are pushed with their
     /// dotted field names under `backend.`.
     pub fn validate(&self, kind: HpcKind, errs: &mut Vec<FieldError>) {
@@ -389,7 +441,7 @@ mod tests {
             log_directory: None,
             ssh: Some(SshConnectSpec {
                 known_hosts: Some("a\nb".into()),
-                connect_timeout: Some(crate::units::Seconds::from_secs(0)),
+                connect_timeout: Some(muster_core::units::Seconds::from_secs(0)),
                 ..Default::default()
             }),
             ..Default::default()
