@@ -13,7 +13,9 @@ use muster_core::backend::{
     Backend, Capabilities, Discovered, Launched, Rendered, Role, Supervisor, Warnings,
 };
 use muster_core::dask::SchedulerEndpoint;
-use muster_core::{ClusterSpec, Error, JobId, JobStatus, Result};
+use muster_core::kinds::{BackendKind, parse_options};
+use muster_core::spec::{FieldError, SpecError};
+use muster_core::{ClusterSpec, Error, Home, JobId, JobStatus, Result};
 
 use crate::error::YarnError;
 use crate::ops::YarnOps;
@@ -21,6 +23,34 @@ use crate::options::YarnOptions;
 
 /// The `kind` name of this backend in specs.
 pub const KIND: &str = "yarn";
+
+/// `kind: yarn` in the kind table: reads and checks the `backend:` options
+/// (every problem with its full path) and builds the cluster's backend.
+#[derive(Debug, Clone, Copy)]
+pub struct YarnKind;
+
+/// The options of a spec whose `backend.kind` is `yarn`.
+pub fn options_of(spec: &ClusterSpec) -> std::result::Result<YarnOptions, FieldError> {
+    parse_options::<YarnOptions>("backend", &spec.backend.options)
+}
+
+impl BackendKind for YarnKind {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn validate(&self, spec: &ClusterSpec) -> Vec<FieldError> {
+        match options_of(spec) {
+            Ok(opts) => opts.validate("backend", spec),
+            Err(e) => vec![e],
+        }
+    }
+
+    fn build(&self, spec: &ClusterSpec, _home: &Home) -> Result<Arc<dyn Backend>> {
+        let opts = options_of(spec).map_err(|e| SpecError::Invalid(vec![e]))?;
+        Ok(Arc::new(YarnBackend::new(spec, &opts)))
+    }
+}
 
 /// One cluster on YARN.
 #[derive(Debug)]
