@@ -70,9 +70,12 @@ def component(svc, name):
 
 
 def cluster_pids(name):
-    """Processes whose environment names the cluster: the containers' Dask
-    processes carry MUSTER_CLUSTER (read from /proc, not from YARN)."""
+    """The cluster's container processes, read from /proc, not from YARN:
+    they run in a working directory under the NodeManager's local dir and
+    carry MUSTER_CLUSTER in their environment (muster's own agent process
+    carries it too, but runs elsewhere)."""
     needle = f"MUSTER_CLUSTER={name}".encode()
+    local = str(STATE / "nm-local") + "/"
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -80,9 +83,10 @@ def cluster_pids(name):
         try:
             env = open(f"/proc/{entry}/environ", "rb").read().split(b"\0")
             state = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[0]
+            cwd = os.readlink(f"/proc/{entry}/cwd")
         except OSError:
             continue
-        if needle in env and state not in ("Z", "X"):
+        if needle in env and state not in ("Z", "X") and cwd.startswith(local):
             found.append(int(entry))
     return found
 
@@ -216,7 +220,9 @@ def test_yarn_hostile_strings_stay_literal(muster, tmp_path):
     up = muster.json("up", "-f", spec, "--timeout", "300s")
     assert up["connected_workers"] == 1
     svc = service(name)
-    assert svc["description"] == f"muster cluster {name}; tags: {json.dumps(tags)}"
+    prefix, recorded = svc["description"].split("; tags: ", 1)
+    assert prefix == f"muster cluster {name}"
+    assert json.loads(recorded) == tags
     pids = cluster_pids(name)
     workers = [p for p in pids if b"dask_worker" in open(f"/proc/{p}/cmdline", "rb").read()]
     assert workers and len(workers) < len(pids)
