@@ -5,7 +5,7 @@
 //! recorded from a real Hadoop 3.4.2 (`tests/fixtures/`, see COMMANDS.txt
 //! there and `tests/services/yarn/record-fixtures.sh`). No I/O here.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use muster_core::JobStatus;
 use serde::Deserialize;
@@ -366,16 +366,6 @@ pub fn refused_field(diagnostics: &str) -> Option<&'static str> {
     } else {
         None
     }
-}
-
-/// Groups instance names by whether a status call asked for them.
-pub fn statuses_of(status: Option<&ServiceStatus>, ids: &[String]) -> BTreeMap<String, JobStatus> {
-    ids.iter()
-        .map(|id| {
-            let st = status.map_or(JobStatus::Unknown, |s| s.instance_status(id));
-            (id.clone(), st)
-        })
-        .collect()
 }
 
 #[cfg(test)]

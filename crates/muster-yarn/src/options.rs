@@ -266,13 +266,31 @@ impl YarnOptions {
     }
 }
 
-/// The local user, for `user.name` when the spec names none.
+/// The local user, for `user.name` when the spec names none: `$USER`,
+/// else `$LOGNAME`, else this process's uid looked up in /etc/passwd.
 pub fn local_user() -> String {
     std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .ok()
         .filter(|u| !u.is_empty())
+        .or_else(user_of_uid)
         .unwrap_or_else(|| "root".to_string())
+}
+
+fn user_of_uid() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .to_string();
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        (f.nth(1)? == uid).then(|| name.to_string())
+    })
 }
 
 fn check_rm_url(url: &str) -> Result<(), String> {
@@ -399,6 +417,16 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn the_uid_names_the_local_user() {
+        let id = std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .unwrap();
+        let expected = String::from_utf8(id.stdout).unwrap().trim().to_string();
+        assert_eq!(user_of_uid().as_deref(), Some(expected.as_str()));
     }
 
     #[test]

@@ -1,3 +1,6 @@
+//! Snapshots of the service JSON and the container scripts, and the proof
+//! that hostile strings survive the NodeManager's own shell wrapping.
+
 use super::*;
 
 use std::io::Write;
