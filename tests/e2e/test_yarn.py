@@ -236,3 +236,25 @@ def test_yarn_hostile_strings_stay_literal(muster, tmp_path):
             assert env[b"WORKER_ONLY"].decode() == hostile
     muster.run("down", name)
     assert_gone(name)
+
+
+def test_yarn_refusals_name_the_field_and_leave_nothing(muster, tmp_path):
+    name = unique("yq")
+    # YARN refuses the submission: the queue is stopped.
+    spec = spec_file(tmp_path, name, 1, backend_extra=", queue: closed")
+    out = muster.run("up", "-f", spec, "--timeout", "60s", check=False)
+    assert out.returncode != 0
+    assert "backend.queue" in out.stderr and "STOPPED" in out.stderr, out.stderr
+    assert service(name) is None
+    assert f"muster-{name}" not in live_services()
+    # muster refuses first: every bad option at once, each with its full path.
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        f"name: {name}\nbackend: {{kind: yarn, resource_manager: ['http://ok:8088', 'ftp://x'], "
+        "queue: 'a b', scheduler_memory: 1MiB}\n"
+    )
+    out = muster.run("up", "-f", bad, check=False)
+    assert out.returncode == 2, out.stderr
+    for field in ["backend.resource_manager[1]", "backend.queue", "backend.scheduler_memory"]:
+        assert field in out.stderr, out.stderr
+    assert service(name) is None
