@@ -117,7 +117,7 @@ pub enum Error {
     /// A backend's own typed error (e.g. a REST API's refusal), kept as the
     /// source so the cause chain shows it; `transient` says whether retrying
     /// may help.
-    #[error("{kind}")]
+    #[error("the {kind} backend failed")]
     Backend {
         /// The backend's kind (`yarn`).
         kind: &'static str,
