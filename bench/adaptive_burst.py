@@ -38,7 +38,10 @@ from pathlib import Path
 from distributed import Client
 
 REPO = Path(__file__).resolve().parents[1]
-MUSTER = os.environ.get("MUSTER_BIN", str(REPO / "target/release/muster"))
+sys.path.insert(0, str(REPO / "scripts"))
+import artifacts  # noqa: E402  (where cargo put the build)
+
+MUSTER = os.environ.get("MUSTER_BIN") or artifacts.build()["muster"]
 PYTHON = os.environ.get("MUSTER_PYTHON", sys.executable)
 MAXIMUM = 6
 
@@ -154,7 +157,7 @@ def run_muster(tasks, seconds, tuned=False):
         events = json.loads(subprocess.run(
             [MUSTER, "events", "burst", "-o", "json"], env=env, check=True,
             capture_output=True, text=True,
-        ).stdout)
+        ).stdout)["items"]
         launched = [e["time"] for e in events if e["kind"] == "launched" and e["time"] >= result["wall0"]]
         result["decided"] = launched[0] - result["wall0"] if launched else None
         return result

@@ -29,7 +29,10 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-MUSTER = os.environ.get("MUSTER_BIN", str(REPO / "target/release/muster"))
+sys.path.insert(0, str(REPO / "scripts"))
+import artifacts  # noqa: E402  (where cargo put the build)
+
+MUSTER = os.environ.get("MUSTER_BIN") or artifacts.build()["muster"]
 PYTHON = os.environ.get("MUSTER_PYTHON", sys.executable)
 N = 4
 ROUTES = (

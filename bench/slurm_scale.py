@@ -43,8 +43,15 @@ import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-MUSTER = os.environ.get("MUSTER_BIN", str(REPO / "target/release/muster"))
+sys.path.insert(0, str(REPO / "scripts"))
+import artifacts  # noqa: E402  (where cargo put the build)
+
+MUSTER = os.environ.get("MUSTER_BIN") or artifacts.build()["muster"]
 PYTHON = os.environ.get("MUSTER_PYTHON", sys.executable)
+# The test SLURM's own configuration (tests/services/slurm/env.sh), for muster,
+# dask-jobqueue and the sbatch/squeue calls here alike.
+SLURM_DIR = Path(os.environ.get("MUSTER_SLURM_DIR", "/run/muster-test-slurm"))
+os.environ["SLURM_CONF"] = str(SLURM_DIR / "slurm.conf")
 SIZES = (8, 32)
 # Dask's multiprocessing method for the nanny's worker process, applied to
 # both tools alike (--start-method); Dask's default is spawn.

@@ -50,7 +50,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-MUSTER = os.environ.get("MUSTER_BIN", str(REPO / "target/release/muster"))
+sys.path.insert(0, str(REPO / "scripts"))
+import artifacts  # noqa: E402  (where cargo put the build)
+
+MUSTER = os.environ.get("MUSTER_BIN") or artifacts.build()["muster"]
 PYTHON = os.environ.get("MUSTER_PYTHON", sys.executable)
 STATE = Path(os.environ.get("MUSTER_SSH_STATE", "/tmp/muster-sshhosts"))
 SPAWN = "{DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD: spawn}"

@@ -3,11 +3,19 @@ real SLURM started by tests/services/slurm/start.sh, an independent look at
 its queue (so "nothing is left" is checked without trusting muster's own
 discovery), spec files, and a real Dask computation on a cluster."""
 
+import os
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 from conftest import REPO
+
+# The test SLURM's own configuration (tests/services/slurm/env.sh): every
+# sbatch/squeue/qsub the tests run, and muster itself, reach that SLURM and
+# never the machine's (whatever SLURM_CONF the caller's shell had).
+SLURM_DIR = Path(os.environ.get("MUSTER_SLURM_DIR", "/run/muster-test-slurm"))
+os.environ["SLURM_CONF"] = str(SLURM_DIR / "slurm.conf")
 
 ACTIVE = {
     "PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED",

@@ -12,7 +12,20 @@ from pathlib import Path
 
 import pytest
 
+from kube import kube, kube_namespace  # noqa: F401  (fixtures for the Kubernetes tests)
+
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts"))
+import artifacts  # noqa: E402  (scripts/artifacts.py: where cargo put the build)
+
+
+def built(name, env_var):
+    """An executable of the release build: from `env_var` (scripts/setup.sh
+    exports them), else from cargo itself (which builds it if needed)."""
+    path = os.environ.get(env_var) or artifacts.build().get(name)
+    if not path or not os.access(path, os.X_OK):
+        pytest.fail(f"{name} executable {path!r} not found: run scripts/setup.sh first")
+    return path
 
 
 def marked_processes(home, cluster=None):
@@ -98,7 +111,11 @@ class Muster:
         return proc
 
     def json(self, *args):
-        return json.loads(self.run(*args, "-o", "json").stdout)
+        """A command's `-o json` document (contract muster/v1: an object with
+        `schema` and `kind`); a list document's items."""
+        doc = json.loads(self.run(*args, "-o", "json").stdout)
+        assert isinstance(doc, dict) and doc.get("schema") == "muster/v1", doc
+        return doc["items"] if doc.get("kind", "").endswith("List") else doc
 
     def popen(self, *args):
         return subprocess.Popen(
@@ -115,10 +132,7 @@ class Muster:
 
 @pytest.fixture(scope="session")
 def muster_bin():
-    binary = os.environ.get("MUSTER_BIN", str(REPO / "target" / "release" / "muster"))
-    if not os.access(binary, os.X_OK):
-        pytest.fail(f"muster binary {binary} not found: run scripts/setup.sh first")
-    return binary
+    return built("muster", "MUSTER_BIN")
 
 
 @pytest.fixture

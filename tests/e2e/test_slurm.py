@@ -230,3 +230,52 @@ def test_queued_jobs_cap_refuses_a_scale_up(muster, tmp_path):
     assert len(active(name)) == 1, "nothing more was submitted"
     muster.run("down", name)
     assert active(name) == []
+
+
+def worker_cmdlines(cluster):
+    """The command lines of the cluster's running `dask worker` processes (from
+    /proc, by the SLURM job name in their environment)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = dict(e.split(b"=", 1) for e in f.read().split(b"\0") if b"=" in e)
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = [a.decode() for a in f.read().split(b"\0") if a]
+        except OSError:
+            continue
+        if env.get(b"SLURM_JOB_NAME", b"").startswith(f"muster_{cluster}_".encode()) and "distributed.cli.dask_worker" in argv:
+            found.append(argv)
+    return found
+
+
+def test_host_scheduler_publishes_its_file_in_the_shared_log_directory(muster, tmp_path):
+    """Compute nodes may not share $MUSTER_HOME: with the scheduler on the
+    submit host, workers read its file from backend.log_directory, as they do
+    for a job-placed scheduler (issue 10, item 7)."""
+    name = unique("sf")
+    shared = tmp_path / "shared"
+    spec = tmp_path / f"{name}.yaml"
+    spec.write_text(
+        f"name: {name}\n"
+        f"backend: {{kind: slurm, log_directory: {shared}}}\n"
+        f"scheduler: {{host: 127.0.0.1, placement: host}}\n"
+        f"worker: {{python: {sys.executable}, memory: 512MiB, cores: 1}}\n"
+        f"workers: 2\n"
+    )
+    up = muster.json("up", "-f", spec, "--timeout", "120s")
+    assert up["connected_workers"] == 2
+    published = shared / name / "scheduler.json"
+    assert json.loads(published.read_text())["address"] == up["scheduler_address"]
+    assert not list(muster.home.rglob("scheduler.json")), "nothing published under MUSTER_HOME"
+    # What SLURM runs: the array's script and the workers' processes name the shared file.
+    (array,) = {r[1] for r in active(name)}
+    held = subprocess.run(["scontrol", "write", "batch_script", array, "-"],
+                          capture_output=True, text=True, check=True).stdout
+    assert str(published) in held and str(muster.home) not in held
+    argvs = wait_until(lambda: worker_cmdlines(name), message="worker processes")
+    for argv in argvs:
+        assert argv[argv.index("--scheduler-file") + 1] == str(published), argv
+    compute(up["scheduler_address"], 300)
+    muster.run("down", name)
+    assert active(name) == []

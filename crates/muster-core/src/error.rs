@@ -106,6 +106,23 @@ pub enum Error {
         /// Whether retrying may help (timeouts, refused connections).
         transient: bool,
     },
+    /// A cluster manager, or the way to it, failed in a way that is not the
+    /// user's input (a queue that is full, hosts with no room, a tunnel that
+    /// broke): the backend's own words, the underlying error when there is
+    /// one, and whether retrying later may help (the agent backs off and
+    /// retries transient failures; `scale` reports them either way).
+    #[error("{backend}: {message}")]
+    Backend {
+        /// The backend kind (or part) that failed.
+        backend: String,
+        /// What went wrong.
+        message: String,
+        /// Whether retrying later may help.
+        transient: bool,
+        /// The underlying error.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// Jobs of the cluster are still running after `down`.
     #[error("cluster {cluster:?} still has running jobs after down: {}", jobs.join(", "))]
     LeftBehind {
@@ -113,19 +130,6 @@ pub enum Error {
         cluster: String,
         /// The jobs still found.
         jobs: Vec<String>,
-    },
-    /// A backend's own typed error (e.g. a REST API's refusal), kept as the
-    /// source so the cause chain shows it; `transient` says whether retrying
-    /// may help.
-    #[error("the {kind} backend failed")]
-    Backend {
-        /// The backend's kind (`yarn`).
-        kind: &'static str,
-        /// Whether retrying later may succeed.
-        transient: bool,
-        /// The backend's error.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -135,6 +139,20 @@ impl Error {
         Error::Io {
             context: context.into(),
             source,
+        }
+    }
+
+    /// A backend failure without an underlying error.
+    pub fn backend(
+        backend: impl Into<String>,
+        message: impl Into<String>,
+        transient: bool,
+    ) -> Self {
+        Error::Backend {
+            backend: backend.into(),
+            message: message.into(),
+            transient,
+            source: None,
         }
     }
 
@@ -159,5 +177,27 @@ impl Error {
     /// (the CLI exits 2 for these).
     pub fn is_usage(&self) -> bool {
         matches!(self, Error::Spec(_) | Error::Usage(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_failures_keep_their_cause_and_say_if_retrying_helps() {
+        let cause = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "pipe closed");
+        let e = Error::Backend {
+            backend: "ssh".into(),
+            message: "the tunnel broke".into(),
+            transient: true,
+            source: Some(Box::new(cause)),
+        };
+        assert_eq!(e.to_string(), "ssh: the tunnel broke");
+        let source = std::error::Error::source(&e).map(|s| s.to_string());
+        assert_eq!(source.as_deref(), Some("pipe closed"));
+        assert!(e.is_transient() && !e.is_usage());
+        let full = Error::backend("slurm", "queue full", false);
+        assert!(!full.is_transient() && !full.is_usage());
     }
 }

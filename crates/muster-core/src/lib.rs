@@ -21,6 +21,8 @@ pub mod registry;
 mod rounds;
 pub mod runner;
 pub mod spec;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 pub mod units;
 pub mod waits;
 

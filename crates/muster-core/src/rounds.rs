@@ -299,3 +299,144 @@ pub fn id_list(ids: &[crate::job::JobId]) -> String {
         _ => names.join(", "),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::job::JobId;
+    use crate::reconcile::{Clock, ClusterStore, RoundContext, round};
+    use crate::registry::ClusterRecord;
+    use crate::spec::ClusterSpec;
+    use crate::testkit::{FakeBackend, FakeScheduler, MemoryStore, MemoryTimeline, TestClock};
+
+    async fn setup(yaml: &str) -> (FakeBackend, MemoryStore, FakeScheduler) {
+        let sched = FakeScheduler::start().await;
+        let spec = ClusterSpec::from_yaml(yaml, None).unwrap();
+        spec.validate().unwrap();
+        let mut record = ClusterRecord::new(spec);
+        record.phase = Phase::Running;
+        record.scheduler_address = Some("tcp://127.0.0.1:1".into());
+        record.http_url = Some(sched.url.clone());
+        (FakeBackend::new("c"), MemoryStore::new(record), sched)
+    }
+
+    #[tokio::test]
+    async fn a_fixed_size_is_reached_and_kept_in_one_round_each() {
+        let (backend, store, sched) = setup("name: c\nworkers: 2").await;
+        let (timeline, clock) = (MemoryTimeline::default(), TestClock::default());
+        let ctx = RoundContext {
+            backend: &backend,
+            store: &store,
+            timeline: &timeline,
+            clock: &clock,
+        };
+        let out = round(&ctx).await.unwrap();
+        assert_eq!(out.decision.unwrap().action, Action::Launch(2));
+        assert_eq!(store.get().unwrap().workers, backend.active());
+        assert_eq!(timeline.kinds(), ["scale-up", "launched"]);
+        // Desired and observed stay apart: the spec still says 2.
+        sched.set_workers(&backend.active());
+        let out = round(&ctx).await.unwrap();
+        assert_eq!((out.jobs, out.connected), (2, 2));
+        let rec = store.get().unwrap();
+        assert_eq!(
+            (rec.spec.workers, rec.observed.as_ref().unwrap().connected),
+            (2, 2)
+        );
+
+        // A dead job is replaced: one observation, one action.
+        let dead = backend.active()[0].clone();
+        backend.kill(&dead);
+        let out = round(&ctx).await.unwrap();
+        assert_eq!(out.decision.unwrap().action, Action::Launch(1));
+        assert!(!store.get().unwrap().workers.contains(&dead));
+        assert!(timeline.kinds().contains(&"died".to_string()));
+
+        // Scaled down to 1: the newest job is retired through the
+        // scheduler, then cancelled.
+        sched.set_workers(&backend.active());
+        let mut rec = store.get().unwrap();
+        rec.spec.workers = 1;
+        store.save(&rec).await.unwrap();
+        let out = round(&ctx).await.unwrap();
+        assert_eq!(out.decision.unwrap().action, Action::Remove(1));
+        assert_eq!(backend.active(), vec![JobId::from("c-w1")]);
+        assert_eq!(store.get().unwrap().workers, backend.active());
+    }
+
+    #[tokio::test]
+    async fn a_pause_survives_a_new_supervisor_and_adapt_resumes_it() {
+        let yaml =
+            "name: c\nworkers: 0\nadapt: {maximum: 4, interval: 100ms, max_launch_failures: 2}";
+        let (backend, store, sched) = setup(yaml).await;
+        sched.set_target(4);
+        backend.fail_launches(Some("sbatch: error: invalid partition"));
+        let (timeline, clock) = (MemoryTimeline::default(), TestClock::default());
+        let ctx = RoundContext {
+            backend: &backend,
+            store: &store,
+            timeline: &timeline,
+            clock: &clock,
+        };
+        for _ in 0..6 {
+            let out = round(&ctx).await.unwrap();
+            clock.sleep(out.next_poll).await;
+        }
+        assert_eq!(
+            backend.launches.load(Ordering::SeqCst),
+            2,
+            "paused after two failures"
+        );
+        let rec = store.get().unwrap();
+        assert!(
+            rec.policy
+                .state
+                .paused
+                .as_deref()
+                .unwrap()
+                .contains("invalid partition")
+        );
+        // Another supervisor (a restarted agent, an operator replica) reads
+        // the same store: still paused, no launch.
+        let clock2 = TestClock::default();
+        let ctx2 = RoundContext {
+            clock: &clock2,
+            ..ctx
+        };
+        round(&ctx2).await.unwrap();
+        assert_eq!(backend.launches.load(Ordering::SeqCst), 2);
+        // `adapt` again (same settings) resumes.
+        backend.fail_launches(None);
+        let mut rec = store.get().unwrap();
+        rec.adapt_generation += 1;
+        store.save(&rec).await.unwrap();
+        let out = round(&ctx2).await.unwrap();
+        assert_eq!(out.decision.unwrap().action, Action::Launch(4));
+        assert_eq!(backend.active().len(), 4);
+        // Adaptive rounds never write the observed size over the desired one.
+        assert_eq!(store.get().unwrap().spec.workers, 0);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_scheduler_holds_and_a_removed_cluster_finishes() {
+        let (backend, store, sched) = setup("name: c\nworkers: 1").await;
+        sched.set_up(false);
+        let (timeline, clock) = (MemoryTimeline::default(), TestClock::default());
+        let ctx = RoundContext {
+            backend: &backend,
+            store: &store,
+            timeline: &timeline,
+            clock: &clock,
+        };
+        let out = round(&ctx).await.unwrap();
+        assert_eq!(out.decision.unwrap().kind, "unreachable");
+        assert!(
+            backend.active().is_empty(),
+            "nothing launched without the load signal"
+        );
+        store.remove().await.unwrap();
+        assert!(round(&ctx).await.unwrap().finished);
+    }
+}

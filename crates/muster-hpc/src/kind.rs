@@ -53,3 +53,11 @@ impl BackendKind for BatchKind {
         })
     }
 }
+
+/// The problems of a `slurm` spec (for tests).
+#[cfg(test)]
+pub(crate) fn slurm_problems(spec: &ClusterSpec) -> Vec<FieldError> {
+    let mut errs = spec.problems();
+    errs.extend(SLURM.validate(spec));
+    errs
+}

@@ -26,6 +26,7 @@ pub mod script;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -119,10 +120,16 @@ impl<R: CommandRunner> HpcBackend<R> {
             .or_else(|_| std::env::var("LOGNAME"))
             .ok()
             .filter(|u| !u.is_empty());
+        let mut local = LocalBackend::new(home.clone(), Self::host_scheduler_spec(&spec));
+        if let Some(dir) = &hpc.log_directory {
+            // The host-placed scheduler publishes its file where the jobs
+            // can read it: the shared log directory, as a job-placed one does.
+            local = local.with_scheduler_dir(PathBuf::from(dir.trim_end_matches('/')));
+        }
         HpcBackend {
             dialect,
             hpc,
-            local: LocalBackend::new(home.clone(), Self::host_scheduler_spec(&spec)),
+            local,
             spec,
             home,
             runner,
@@ -154,13 +161,18 @@ impl<R: CommandRunner> HpcBackend<R> {
         }
     }
 
-    /// Where the scheduler publishes its address: next to the job output
-    /// (on the shared filesystem) when it runs as a job, else in the
-    /// cluster's local state directory, where muster-local's scheduler
-    /// writes it.
+    /// Where the scheduler publishes its address, which the worker jobs
+    /// read: next to the job output (on the shared filesystem) when it runs
+    /// as a job or when a `log_directory` is given (muster-local's scheduler
+    /// is told to write it there), else in the cluster's local state
+    /// directory, where muster-local's scheduler writes it by default (and
+    /// where the jobs' output goes too).
     fn scheduler_path(&self, spec: &ClusterSpec) -> String {
         match spec.scheduler.placement {
             Placement::Job => format!("{}/scheduler.json", self.log_dir(&spec.name)),
+            Placement::Host if self.hpc.log_directory.is_some() => {
+                format!("{}/scheduler.json", self.log_dir(&spec.name))
+            }
             Placement::Host => self
                 .home
                 .cluster_dir(&spec.name)
@@ -571,6 +583,15 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
             .await?;
         }
         let Some((role, text)) = self.script_for(req)? else {
+            if self.hpc.log_directory.is_some() {
+                let dir = self.checked_log_dir(&spec.name)?;
+                self.file_op(
+                    "creating the log directory",
+                    files::mkdir_argv(&[&dir]),
+                    None,
+                )
+                .await?;
+            }
             let launched = self.local.launch(req).await?;
             return Ok(Launched {
                 contact,
@@ -580,9 +601,14 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
         if let (ScriptRole::Workers { count, .. }, Some(cap)) = (&role, self.hpc.max_queued_jobs) {
             let queued = self.queued_workers(&spec.name, &self.list().await?);
             if queued + count > cap {
-                return Err(Error::Usage(format!(
-                    "backend.max_queued_jobs is {cap}: {queued} worker jobs are queued already, adding {count} would exceed it"
-                )));
+                // The queue is full now, not the user's input: it may drain.
+                return Err(Error::backend(
+                    self.kind(),
+                    format!(
+                        "backend.max_queued_jobs is {cap}: {queued} worker jobs are queued already, adding {count} would exceed it"
+                    ),
+                    true,
+                ));
             }
         }
         let array = self.submit(spec, &role, &text).await?;
@@ -750,5 +776,7 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
     }
 }
 
+#[cfg(test)]
+mod contract_tests;
 #[cfg(test)]
 mod tests;

@@ -168,6 +168,40 @@ fn host_placement_renders_a_detached_process() {
 }
 
 #[test]
+fn a_host_scheduler_publishes_its_file_in_the_shared_log_directory() {
+    // Compute nodes may not share $MUSTER_HOME: the workers' contact (the
+    // cluster's scheduler_file) and the scheduler's --scheduler-file are the
+    // shared log directory's, as for a job-placed scheduler.
+    let s = spec("name: demo\nbackend: {kind: slurm, log_directory: /scratch/a/logs/}");
+    let b = backend(
+        &s,
+        FakeRunner::default(),
+        std::path::Path::new("/home/a/.m"),
+    );
+    let file = std::path::PathBuf::from("/scratch/a/logs/demo/scheduler.json");
+    let contact = |b: &HpcBackend<FakeRunner>| b.render(&Role::Scheduler).unwrap().contact;
+    assert_eq!(contact(&b), Some(SchedulerContact::File(file)));
+    let text = render(&s, Role::Scheduler);
+    assert!(
+        text.contains("--scheduler-file /scratch/a/logs/demo/scheduler.json"),
+        "{text}"
+    );
+    // Without a log directory the jobs' output and the file stay in the home.
+    let s = spec("name: demo\nbackend: {kind: slurm}");
+    let b = backend(
+        &s,
+        FakeRunner::default(),
+        std::path::Path::new("/home/a/.m"),
+    );
+    assert_eq!(
+        contact(&b),
+        Some(SchedulerContact::File(
+            "/home/a/.m/clusters/demo/scheduler.json".into()
+        ))
+    );
+}
+
+#[test]
 fn a_user_template_is_used_and_checked() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("t.sh");

@@ -65,12 +65,26 @@ impl muster_core::kinds::BackendKind for LocalKind {
 pub struct LocalBackend {
     home: Home,
     spec: ClusterSpec,
+    scheduler_dir: Option<PathBuf>,
 }
 
 impl LocalBackend {
     /// The backend of the cluster `spec`, keeping its files under `home`.
     pub fn new(home: Home, spec: ClusterSpec) -> Self {
-        LocalBackend { home, spec }
+        LocalBackend {
+            home,
+            spec,
+            scheduler_dir: None,
+        }
+    }
+
+    /// Publishes each cluster's scheduler file as `<dir>/<cluster>/scheduler.json`
+    /// instead of in the cluster's state directory: for a scheduler whose
+    /// workers run elsewhere and read it from a shared filesystem (the batch
+    /// backends' `log_directory`). The directory must exist before launch.
+    pub fn with_scheduler_dir(mut self, dir: PathBuf) -> Self {
+        self.scheduler_dir = Some(dir);
+        self
     }
 
     fn cluster(&self) -> &str {
@@ -101,7 +115,10 @@ impl LocalBackend {
     }
 
     fn scheduler_path(&self, cluster: &str) -> PathBuf {
-        self.home.cluster_dir(cluster).join("scheduler.json")
+        match &self.scheduler_dir {
+            Some(dir) => dir.join(cluster).join("scheduler.json"),
+            None => self.home.cluster_dir(cluster).join("scheduler.json"),
+        }
     }
 
     /// Workers started with the scheduler wait for its file (this machine
@@ -520,5 +537,23 @@ worker:
             backend.status(&[JobId::from("nope")]).await.unwrap()[&JobId::from("nope")],
             JobStatus::Unknown
         );
+    }
+
+    #[tokio::test]
+    async fn keeps_the_backend_contract() {
+        // Real detached processes; the worker "python" is a stand-in that
+        // runs without a scheduler (the contract needs none).
+        let dir = tempfile::tempdir().unwrap();
+        let python = dir.path().join("python");
+        fs::write(&python, "#!/bin/sh\nexec sleep 60\n").unwrap();
+        let mut perms = fs::metadata(&python).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        fs::set_permissions(&python, perms).unwrap();
+        let s = spec(&format!(
+            "name: ctr\nworker: {{python: {}}}",
+            python.display()
+        ));
+        let backend = LocalBackend::new(Home::at(dir.path().join("home")), s);
+        muster_core::testkit::contract::run(&backend, "ctr").await;
     }
 }

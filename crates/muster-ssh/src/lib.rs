@@ -815,9 +815,12 @@ impl SshBackend {
                     .join("; ")
             };
             if unplaced == *count {
-                return Err(Error::Usage(format!(
-                    "no host has room for {count} more workers: {why}"
-                )));
+                // Hosts full or unreachable now: room may come back.
+                return Err(Error::backend(
+                    "ssh",
+                    format!("no host has room for {count} more workers: {why}"),
+                    true,
+                ));
             }
             self.note(format!(
                 "{unplaced} of {count} workers could not be placed: {why}"

@@ -159,7 +159,12 @@ impl SshRunner {
         let (target, h) = (self.target.clone(), host.to_string());
         let tunnel = tokio::task::spawn_blocking(move || Tunnel::open(&target, &h, port))
             .await
-            .map_err(|e| Error::Usage(format!("tunnel task failed: {e}")))?
+            .map_err(|e| Error::Backend {
+                backend: "ssh".into(),
+                message: "the tunnel's task failed".into(),
+                transient: false,
+                source: Some(Box::new(e)),
+            })?
             .map_err(|e| e.into_error(&self.target))?;
         let a = tunnel.local_addr();
         tunnels.insert(key, tunnel);

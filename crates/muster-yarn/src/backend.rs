@@ -73,12 +73,22 @@ impl YarnBackend {
     }
 }
 
-/// Core's error for a YARN error: the YARN error stays the source.
+/// Core's error for a YARN error: a short summary, the YARN error as the
+/// source (its message names the field YARN refused, the URL, the status).
 pub fn to_core(e: YarnError) -> Error {
+    let message = match &e {
+        YarnError::Unreachable { .. } => "the ResourceManager is unreachable",
+        YarnError::Http { .. } => "a REST call failed",
+        YarnError::Refused { .. } => "YARN refused the request",
+        YarnError::UnexpectedAnswer { .. } => "YARN gave an answer muster cannot read",
+        YarnError::Timeout { .. } => "YARN took too long",
+        YarnError::LeftBehind { .. } => "containers were left behind",
+    };
     Error::Backend {
-        kind: KIND,
+        backend: KIND.into(),
+        message: message.into(),
         transient: e.is_transient(),
-        source: Box::new(e),
+        source: Some(Box::new(e)),
     }
 }
 

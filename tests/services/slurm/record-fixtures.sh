@@ -8,6 +8,8 @@
 set -uo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
+# The test SLURM's SLURM_CONF and directories (never the machine's /etc/slurm).
+. "$HERE/env.sh"
 FIX="$HERE/fixtures"
 WORK="$(mktemp -d /tmp/muster-slurm-fixtures.XXXXXX)"
 # Machine-friendly squeue formats documented in README.md.
@@ -241,7 +243,7 @@ log "cleaning up"
 scancel $(printf '%s ' "${IDS[@]}") 2>/dev/null
 sleep 2
 rec squeue-after-cancel.txt "squeue -h -t all -j $(ids_csv) -o '$FMT_PIPE'"
-rec jobcomp-log-lines.txt "grep -E '(^| )(JobId|ArrayJobId)=($(ids_csv | tr , '|')) ' /var/log/slurm/jobcomp.log"
+rec jobcomp-log-lines.txt "grep -E '(^| )(JobId|ArrayJobId)=($(ids_csv | tr , '|')) ' $LOGDIR/jobcomp.log"
 # Make COMMANDS.txt independent of the temporary directory's name.
 sed -i "s|$WORK|\$WORK|g" "$FIX/COMMANDS.txt"
 rm -rf "$WORK"

@@ -1,24 +1,28 @@
 #!/usr/bin/env bash
-# Start a real single-node SLURM (Debian 12 packages, 22.05) on this machine,
-# plus the Torque-compatible PBS commands (qsub/qstat/qdel from slurm-wlm-torque).
+# Start a real single-node SLURM (Debian 12 packages, 22.05) on this machine for
+# the tests, plus the Torque-compatible PBS commands (qsub/qstat/qdel from
+# slurm-wlm-torque).
 #
-# Idempotent: installs what is missing, (re)writes /etc/slurm/slurm.conf, starts
-# munged/slurmctld/slurmd only when not already running, and waits until the node
-# is schedulable. No systemd needed. Must run as root.
+# It runs from its own configuration, state, spool, log and pid files under
+# $MUSTER_SLURM_DIR (default /run/muster-test-slurm), on its own ports
+# (slurmctld 16817, slurmd 16818), with its own ClusterName (mustertest) and its
+# own munged (own key and socket). It never reads or writes /etc/slurm,
+# /etc/munge, /run/munge or the default state directories, and never touches a
+# SLURM or munged the machine already runs (see env.sh). Every SLURM command of
+# the tests needs SLURM_CONF=$MUSTER_SLURM_DIR/slurm.conf (printed at the end).
 #
-# Environment knobs:
+# Idempotent: installs what is missing (without starting the packages' own
+# services), (re)writes its slurm.conf, starts its daemons only when not already
+# running, and waits until the node is schedulable. No systemd needed. Root only.
+#
+# Environment knobs: see env.sh (MUSTER_SLURM_DIR, MUSTER_SLURM_PORT,
+# MUSTER_SLURM_CLUSTER), and
 #   SLURM_START_TIMEOUT  seconds to wait for the node to become idle (default 60)
 set -euo pipefail
 
 TIMEOUT="${SLURM_START_TIMEOUT:-60}"
 PACKAGES=(munge slurmctld slurmd slurm-client slurm-wlm-torque)
-CONF=/etc/slurm/slurm.conf
-LOGDIR=/var/log/slurm
-STATEDIR=/var/lib/slurm/slurmctld
-SPOOLDIR=/var/lib/slurm/slurmd
-CTLD_PID=/run/slurmctld.pid
-SLURMD_PID=/run/slurmd.pid
-MUNGE_PID=/run/munge/munged.pid
+. "$(dirname "$(readlink -f "$0")")/env.sh"
 
 log() { echo "slurm-start: $*"; }
 die() {
@@ -28,9 +32,10 @@ die() {
 
 [ "$(id -u)" -eq 0 ] || die "must run as root"
 
-# Serialise concurrent start.sh/stop.sh runs (e.g. parallel test processes).
-exec 9>/run/muster-slurm.lock
-flock -w 120 9 || { echo "slurm-start: ERROR: could not lock /run/muster-slurm.lock" >&2; exit 1; }
+# Serialise concurrent start.sh/stop.sh runs of this instance (e.g. parallel test processes).
+mkdir -p "$(dirname "$LOCK")"
+exec 9>"$LOCK"
+flock -w 120 9 || die "could not lock $LOCK"
 
 # --- 1. packages -------------------------------------------------------------
 missing=()
@@ -42,6 +47,16 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
     log "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    # Without systemd the packages' scripts would start the system-wide munged,
+    # slurmctld and slurmd (from /etc): forbid service starts during the install
+    # unless the machine has its own policy.
+    made_policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        made_policy=1
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
     # Try without refreshing the lists first; refresh once if that fails
     # (fresh machines have no package lists).
     if ! apt-get install -y -q --no-install-recommends "${missing[@]}" >/tmp/muster-slurm-apt.log 2>&1; then
@@ -49,25 +64,27 @@ if [ "${#missing[@]}" -gt 0 ]; then
         apt-get install -y -q --no-install-recommends "${missing[@]}" >>/tmp/muster-slurm-apt.log 2>&1 ||
             die "apt-get install failed, see /tmp/muster-slurm-apt.log"
     fi
-fi
-
-# --- 2. munge key and directories ---------------------------------------------
-install -d -o munge -g munge -m 0700 /etc/munge /var/log/munge
-install -d -o munge -g munge -m 0711 /var/lib/munge
-install -d -o munge -g munge -m 0755 /run/munge
-if [ ! -s /etc/munge/munge.key ]; then
-    log "creating munge key"
-    if command -v mungekey >/dev/null 2>&1; then
-        mungekey --create --keyfile=/etc/munge/munge.key --force
-    else
-        dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
+    if [ -n "$made_policy" ]; then
+        rm -f /usr/sbin/policy-rc.d
+        trap - EXIT
     fi
 fi
-chown munge:munge /etc/munge/munge.key
-chmod 0600 /etc/munge/munge.key
 
-install -d -o slurm -g slurm -m 0755 "$LOGDIR" /var/lib/slurm "$STATEDIR"
-install -d -o root -g root -m 0755 "$SPOOLDIR" /etc/slurm
+# --- 2. private directories and munge key ------------------------------------------
+install -d -o root -g root -m 0755 "$MUSTER_SLURM_DIR" "$RUNDIR" "$SPOOLDIR"
+install -d -o slurm -g slurm -m 0755 "$LOGDIR" "$STATEDIR"
+install -d -o munge -g munge -m 0755 "$MUNGE_DIR"
+install -d -o munge -g munge -m 0700 "$(dirname "$MUNGE_KEY")"
+if [ ! -s "$MUNGE_KEY" ]; then
+    log "creating munge key $MUNGE_KEY"
+    if command -v mungekey >/dev/null 2>&1; then
+        mungekey --create --keyfile="$MUNGE_KEY" --force
+    else
+        dd if=/dev/urandom of="$MUNGE_KEY" bs=1024 count=1 status=none
+    fi
+fi
+chown munge:munge "$MUNGE_KEY"
+chmod 0600 "$MUNGE_KEY"
 
 # --- 3. slurm.conf -------------------------------------------------------------
 NODE="$(hostname -s)"
@@ -76,10 +93,15 @@ tmpconf="$(mktemp)"
 trap 'rm -f "$tmpconf"' EXIT
 cat >"$tmpconf" <<EOF
 # Written by muster tests/services/slurm/start.sh -- single-node test cluster.
-ClusterName=muster
+# Private to the tests: use it with SLURM_CONF=${SLURM_CONF}
+ClusterName=${MUSTER_SLURM_CLUSTER}
 SlurmctldHost=${NODE}(127.0.0.1)
+SlurmctldPort=${MUSTER_SLURM_PORT}
+SlurmdPort=${SLURMD_PORT}
 SlurmUser=slurm
 AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket=${MUNGE_SOCKET}
 StateSaveLocation=${STATEDIR}
 SlurmdSpoolDir=${SPOOLDIR}
 SlurmctldPidFile=${CTLD_PID}
@@ -115,32 +137,19 @@ NodeName=${NODE} NodeAddr=127.0.0.1 CPUs=64 RealMemory=32000 State=UNKNOWN
 PartitionName=debug Nodes=${NODE} Default=YES MaxTime=INFINITE DefMemPerCPU=100 State=UP
 EOF
 conf_changed=0
-if ! cmp -s "$tmpconf" "$CONF"; then
-    log "writing $CONF (node ${NODE})"
-    install -m 0644 "$tmpconf" "$CONF"
+if ! cmp -s "$tmpconf" "$SLURM_CONF"; then
+    log "writing $SLURM_CONF (node ${NODE}, cluster ${MUSTER_SLURM_CLUSTER}, port ${MUSTER_SLURM_PORT})"
+    install -m 0644 "$tmpconf" "$SLURM_CONF"
     conf_changed=1
 fi
+# For shells and scripts: `. $MUSTER_SLURM_DIR/env` points the SLURM commands here.
+printf 'export SLURM_CONF=%q\n' "$SLURM_CONF" >"$MUSTER_SLURM_DIR/env"
 
 # --- 4. daemons ------------------------------------------------------------------
-# running PIDFILE NAME: true if the pid file names a live process called NAME.
-running() {
-    local pid
-    [ -s "$1" ] || return 1
-    pid="$(cat "$1" 2>/dev/null)" || return 1
-    [ -n "$pid" ] && [ -r "/proc/$pid/comm" ] || return 1
-    # A killed daemon may linger as a zombie until reaped: that is not running.
-    [ "$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)" != Z ] || return 1
-    # /usr/sbin/slurmctld is an alternatives symlink to slurmctld-wlm: match a prefix.
-    case "$(cat "/proc/$pid/comm" 2>/dev/null)" in
-    "$2"*) return 0 ;;
-    *) return 1 ;;
-    esac
-}
-
-# stop_daemon PIDFILE NAME: TERM the daemon, wait up to 10 s.
+# stop_daemon PIDFILE NAME: TERM this instance's daemon, wait up to 10 s.
 stop_daemon() {
     local pid i
-    if running "$1" "$2"; then
+    if own_daemon "$1" "$2"; then
         pid="$(cat "$1")"
         kill "$pid" 2>/dev/null || true
         for i in $(seq 1 100); do
@@ -153,53 +162,56 @@ stop_daemon() {
 }
 
 # wait_started PIDFILE NAME LOG: daemons fork before writing their pid file;
-# wait (up to 10 s) until the pid file names a live NAME process.
+# wait (up to 10 s) until the pid file names a live NAME process of ours.
 wait_started() {
     local i
     for i in $(seq 1 100); do
-        running "$1" "$2" && return 0
+        own_daemon "$1" "$2" && return 0
         sleep 0.1
     done
     tail -n 5 "$3" 2>/dev/null | sed 's/^/slurm-start:   /' >&2
     die "$2 did not start (see $3)"
 }
 
-if [ "$conf_changed" -eq 1 ] && { running "$CTLD_PID" slurmctld || running "$SLURMD_PID" slurmd; }; then
+if [ "$conf_changed" -eq 1 ] && { own_daemon "$CTLD_PID" slurmctld || own_daemon "$SLURMD_PID" slurmd; }; then
     log "configuration changed: restarting slurmctld and slurmd"
     stop_daemon "$SLURMD_PID" slurmd
     stop_daemon "$CTLD_PID" slurmctld
 fi
 
-if running "$MUNGE_PID" munged; then
+if own_daemon "$MUNGE_PID" munged; then
     log "munged already running"
 else
-    rm -f "$MUNGE_PID" /run/munge/munge.socket.2.lock
-    log "starting munged"
-    runuser -u munge -- /usr/sbin/munged 9>&- || die "munged failed to start (see /var/log/munge/munged.log)"
-    wait_started "$MUNGE_PID" munged /var/log/munge/munged.log
+    rm -f "$MUNGE_PID" "$MUNGE_SOCKET" "$MUNGE_SOCKET.lock"
+    log "starting munged ($MUNGE_SOCKET)"
+    runuser -u munge -- /usr/sbin/munged --socket="$MUNGE_SOCKET" --key-file="$MUNGE_KEY" \
+        --pid-file="$MUNGE_PID" --log-file="$MUNGE_LOG" --seed-file="$MUNGE_DIR/munged.seed" 9>&- ||
+        die "munged failed to start (see $MUNGE_LOG)"
+    wait_started "$MUNGE_PID" munged "$MUNGE_LOG"
 fi
 for i in $(seq 1 50); do
-    munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && break
-    [ "$i" -eq 50 ] && die "munge does not work (see /var/log/munge/munged.log)"
+    munge -S "$MUNGE_SOCKET" -n 2>/dev/null | unmunge -S "$MUNGE_SOCKET" >/dev/null 2>&1 && break
+    [ "$i" -eq 50 ] && die "munge does not work (see $MUNGE_LOG)"
     sleep 0.1
 done
 
-if running "$CTLD_PID" slurmctld; then
+if own_daemon "$CTLD_PID" slurmctld; then
     log "slurmctld already running"
 else
     rm -f "$CTLD_PID"
     log "starting slurmctld"
-    /usr/sbin/slurmctld 9>&- || die "slurmctld failed to start (see $LOGDIR/slurmctld.log)"
+    /usr/sbin/slurmctld -f "$SLURM_CONF" 9>&- || die "slurmctld failed to start (see $LOGDIR/slurmctld.log)"
     wait_started "$CTLD_PID" slurmctld "$LOGDIR/slurmctld.log"
 fi
 
-if running "$SLURMD_PID" slurmd; then
+if own_daemon "$SLURMD_PID" slurmd; then
     log "slurmd already running"
 else
     rm -f "$SLURMD_PID"
     log "starting slurmd"
     slurmd_started_at="$(date +%s)"
-    /usr/sbin/slurmd 9>&- || die "slurmd failed to start (see $LOGDIR/slurmd.log)"
+    # SLURM_CONF (exported by env.sh) is inherited by slurmd and its slurmstepds.
+    /usr/sbin/slurmd -f "$SLURM_CONF" 9>&- || die "slurmd failed to start (see $LOGDIR/slurmd.log)"
     wait_started "$SLURMD_PID" slurmd "$LOGDIR/slurmd.log"
 fi
 
@@ -230,8 +242,8 @@ while :; do
         fi
         ;;
     esac
-    running "$CTLD_PID" slurmctld || die "slurmctld died (see $LOGDIR/slurmctld.log)"
-    running "$SLURMD_PID" slurmd || die "slurmd died (see $LOGDIR/slurmd.log)"
+    own_daemon "$CTLD_PID" slurmctld || die "slurmctld died (see $LOGDIR/slurmctld.log)"
+    own_daemon "$SLURMD_PID" slurmd || die "slurmd died (see $LOGDIR/slurmd.log)"
     if [ "$SECONDS" -ge "$deadline" ]; then
         echo "slurm-start: last sinfo state: '${state}'" >&2
         scontrol show node "$NODE" 2>&1 | sed 's/^/slurm-start:   /' >&2 || true
@@ -240,6 +252,7 @@ while :; do
     fi
     sleep 0.2
 done
-running "$SLURMD_PID" slurmd || die "slurmd is not running (see $LOGDIR/slurmd.log)"
-running "$CTLD_PID" slurmctld || die "slurmctld is not running (see $LOGDIR/slurmctld.log)"
-log "ready: node ${NODE} is ${state} (partition debug)"
+own_daemon "$SLURMD_PID" slurmd || die "slurmd is not running (see $LOGDIR/slurmd.log)"
+own_daemon "$CTLD_PID" slurmctld || die "slurmctld is not running (see $LOGDIR/slurmctld.log)"
+log "ready: node ${NODE} is ${state} (cluster ${MUSTER_SLURM_CLUSTER}, partition debug)"
+log "use it with: export SLURM_CONF=${SLURM_CONF}   (or: . ${MUSTER_SLURM_DIR}/env)"

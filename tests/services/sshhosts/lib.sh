@@ -33,13 +33,22 @@ host_pidfile() { echo "$STATE/h$1/sshd.pid"; }
 
 ns_exists() { [ -e "/var/run/netns/$(host_ns "$1")" ]; }
 
-# Host numbers whose namespace exists, ascending.
+# What the test hosts made is marked, so that start.sh never takes over and
+# stop.sh never removes a namespace, veth or bridge of the same name that the
+# machine (or anyone else) made: links carry the alias $MARK, namespaces on
+# their own loopback device.
+MARK=muster-test-hosts
+ns_ours() { ip -n "$(host_ns "$1")" -o link show lo 2>/dev/null | grep -q " alias $MARK\b"; }
+link_ours() { [ "$(cat "/sys/class/net/$1/ifalias" 2>/dev/null)" = "$MARK" ]; }
+
+# Host numbers whose namespace exists and was made by start.sh, ascending.
 existing_hosts() {
     local f
     for f in /var/run/netns/mh*; do
         [ -e "$f" ] || continue
         f=${f##*/mh}
         case "$f" in ''|*[!0-9]*) continue ;; esac
+        ns_ours "$f" || continue
         echo "$f"
     done | sort -n
 }
@@ -91,6 +100,8 @@ write_sshd_config() {
     d=$(host_dir "$k")
     cat >"$d/sshd_config" <<CFG
 # sshd for test host h$k ($(host_ip "$k")), written by tests/services/sshhosts
+# Drop-ins (e.g. tests/services/slurm/login-node.sh's SetEnv SLURM_CONF).
+Include $d/sshd_config.d/*.conf
 Port 22
 ListenAddress $(host_ip "$k")
 HostKey $d/ssh_host_ed25519_key

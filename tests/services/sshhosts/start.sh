@@ -48,11 +48,15 @@ fi
 [ -s "$STATE/id_ed25519.pub" ] || ssh-keygen -y -f "$STATE/id_ed25519" >"$STATE/id_ed25519.pub"
 cp "$STATE/id_ed25519.pub" "$STATE/authorized_keys"
 
-# 3. bridge
+# 3. bridge (never one the machine has, nor a subnet it uses)
 if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
+    other=$(ip -o -4 addr show | awk -v b="$BRIDGE" '$4 ~ /^10\.200\.0\./ && $2 != b {print $2}' | head -n1)
+    [ -z "$other" ] || die "10.200.0.0/24 is already used by $other on this machine: not creating $BRIDGE"
     ip link add "$BRIDGE" type bridge || die "cannot create bridge $BRIDGE"
+    ip link set dev "$BRIDGE" alias "$MARK"
     say "bridge $BRIDGE created"
 fi
+link_ours "$BRIDGE" || die "a link named $BRIDGE exists that the test hosts did not make: not touching it"
 ip addr replace "$BRIDGE_ADDR/24" dev "$BRIDGE"
 ip link set "$BRIDGE" up
 
@@ -61,13 +65,17 @@ for k in $(seq "$N"); do
     ns=$(host_ns "$k"); veth=$(host_veth "$k"); addr=$(host_ip "$k")
     if ! ns_exists "$k"; then
         ip netns add "$ns" || die "cannot create netns $ns"
+        ip -n "$ns" link set dev lo alias "$MARK"
     fi
+    ns_ours "$k" || die "a network namespace named $ns exists that the test hosts did not make: not touching it"
     if ! ip link show "$veth" >/dev/null 2>&1; then
         ip -n "$ns" link del eth0 2>/dev/null || true
         ip link add "$veth" type veth peer name eth0 netns "$ns" ||
             die "cannot create veth $veth into $ns"
+        ip link set dev "$veth" alias "$MARK"
         say "h$k: namespace $ns, $veth <-> eth0, $addr"
     fi
+    link_ours "$veth" || die "a link named $veth exists that the test hosts did not make: not touching it"
     ip link set "$veth" master "$BRIDGE" up
     ip -n "$ns" link set lo up
     ip -n "$ns" addr replace "$addr/24" dev eth0

@@ -16,14 +16,14 @@ for k in $(existing_hosts); do
         kill_wait $pids
         say "h$k: killed $(echo "$pids" | wc -w) leftover process(es)"
     fi
-    ip link del "$(host_veth "$k")" 2>/dev/null || true
+    ! link_ours "$(host_veth "$k")" || ip link del "$(host_veth "$k")" 2>/dev/null || true
     ip netns del "$ns" 2>/dev/null || die "cannot delete netns $ns"
     rm -rf "/etc/netns/$ns"
     say "h$k: removed"
 done
-# veths whose namespace is already gone
+# our veths whose namespace is already gone
 for v in $(ip -o link show type veth 2>/dev/null | sed -n 's/^[0-9]*: \(mvh[0-9]*\)@.*/\1/p'); do
-    ip link del "$v" 2>/dev/null || true
+    link_ours "$v" && ip link del "$v" 2>/dev/null || true
 done
 # pid files of hosts whose namespace is gone
 for pf in "$STATE"/h*/sshd.pid; do
@@ -31,7 +31,7 @@ for pf in "$STATE"/h*/sshd.pid; do
     k=${pf%/sshd.pid}; k=${k##*/h}
     stop_sshd "$k"
 done
-if ip link show "$BRIDGE" >/dev/null 2>&1; then
+if ip link show "$BRIDGE" >/dev/null 2>&1 && link_ours "$BRIDGE"; then
     ip link del "$BRIDGE"
     say "bridge $BRIDGE removed"
 fi
