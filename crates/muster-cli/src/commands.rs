@@ -212,12 +212,7 @@ pub async fn down(home: &Home, args: DownArgs) -> Result<()> {
                 })?;
                 muster::backend_for_spec(&spec, home)?
             }
-            (None, None) => {
-                let mut spec = ClusterSpec::from_yaml("{}", None)?;
-                spec.name = name.clone();
-                spec.backend = BackendSpec::of_kind(&args.backend);
-                muster::backend_for_spec(&spec, home)?
-            }
+            (None, None) => muster::backend_for_down(&args.backend, &name, home)?,
         };
         vec![(name, backend)]
     };

@@ -59,6 +59,20 @@ pub fn backend_for_spec(spec: &ClusterSpec, home: &Home) -> Result<Arc<dyn Backe
     KINDS.build(spec, home)
 }
 
+/// A backend that only finds and stops what a cluster `name` of `kind` left
+/// behind, when there is no registry record and no spec: built from the
+/// kind's defaults without validating them (nothing is launched with it, so
+/// e.g. a batch backend's required `worker.memory` does not matter).
+pub fn backend_for_down(kind: &str, name: &str, home: &Home) -> Result<Arc<dyn Backend>> {
+    let mut spec = ClusterSpec::from_yaml("{}", None)?;
+    spec.name = name.to_string();
+    spec.backend = BackendSpec::of_kind(kind);
+    let k = KINDS
+        .get(kind)
+        .ok_or_else(|| Error::Usage(format!("unknown backend {kind:?}")))?;
+    k.build(&spec, home)
+}
+
 /// Fills a spec's unset options from the machine's site configuration: for
 /// `slurm`/`pbs`, an existing dask-jobqueue config (`jobqueue.slurm` /
 /// `jobqueue.pbs` in the Dask config files). Explicit values win. Call it
