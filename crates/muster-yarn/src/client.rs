@@ -58,6 +58,9 @@ impl YarnClient {
 
     /// The ResourceManager that answered last.
     pub fn active_rm(&self) -> &str {
+        if self.rms.is_empty() {
+            return "";
+        }
         &self.rms[self.active.load(Ordering::Relaxed) % self.rms.len()]
     }
 
@@ -94,6 +97,13 @@ impl YarnClient {
         body: Option<&serde_json::Value>,
     ) -> Result<Answer, YarnError> {
         let n = self.rms.len();
+        if n == 0 {
+            return Err(YarnError::Refused {
+                what: format!("{method} {path}"),
+                field: Some("backend.resource_manager"),
+                message: "no ResourceManager address is configured (give -f with the spec's backend section)".into(),
+            });
+        }
         let first = self.active.load(Ordering::Relaxed) % n;
         let mut last_err = None;
         let mut last_503 = None;
