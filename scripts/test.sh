@@ -37,6 +37,13 @@ k8s_env="${MUSTER_K8S_RUN:-/run/muster-k8s}/env.sh"
 tests/services/kubernetes/start.sh >/dev/null
 . "$k8s_env"   # KUBECONFIG, MUSTER_K8S_DASK_IMAGE, MUSTER_K8S_{KUBECTL,HELM,KUBECONFORM}
 export MUSTER_REQUIRE_KUBERNETES=1
+# --- YARN (muster-yarn): ZooKeeper + ResourceManager + NodeManager, three JVMs
+# from Hadoop 3.4.2's Maven jars on their own loopback ports; its tests FAIL
+# (not skip) without it from here on.
+say "starting the test YARN (Hadoop 3.4.2 ResourceManager + NodeManager)"
+yarn_env="$(tests/services/yarn/start.sh)"
+eval "$yarn_env"
+export MUSTER_REQUIRE_YARN=1
 say "cargo test"
 cargo test --quiet --workspace
 # Kubernetes operator: generated CRDs and manifests/ up to date, helm lint,

@@ -44,6 +44,7 @@ pub const KINDS: Kinds = Kinds(&[
     &muster_ssh::SshKind,
     &muster_hpc::SLURM,
     &muster_hpc::PBS,
+    &muster_yarn::backend::YarnKind,
 ]);
 
 /// Validates the whole spec (backend-independent fields, then the backend's
