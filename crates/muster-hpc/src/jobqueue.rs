@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
+use muster_core::hpcspec::SlurmMem;
 use muster_core::spec::{BackendSpec, ClusterSpec, WorkerSpec};
 use muster_core::units::{Memory, Seconds};
 use serde_yaml_ng::{Mapping, Value};
@@ -116,6 +117,18 @@ fn number(m: &Mapping, key: &str) -> Option<u32> {
     }
 }
 
+/// A value read from the config, or a warning naming the key it came from
+/// (a value muster cannot read must not pass unnoticed).
+fn readable<T, E: std::fmt::Display>(r: Result<T, E>, key: &str, value: &str) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!("ignoring jobqueue {key}: {value:?} from the Dask config: {e}");
+            None
+        }
+    }
+}
+
 /// Fills the spec's unset options from a `jobqueue.<kind>` section. Returns
 /// the dask-jobqueue keys it used (for `-v` logging and tests).
 pub fn apply(spec: &mut ClusterSpec, section: &Mapping) -> Vec<&'static str> {
@@ -160,11 +173,16 @@ pub fn apply(spec: &mut ClusterSpec, section: &Mapping) -> Vec<&'static str> {
     );
     opt!(hpc.shebang, text(section, &["shebang"]), "shebang");
     opt!(hpc.job_cpu, number(section, "job-cpu"), "job-cpu");
+    // Passed through to SLURM as written, as dask-jobqueue does (validation
+    // names the value if SLURM could not read it).
     opt!(
         hpc.job_mem,
-        text(section, &["job-mem"]).and_then(|s| s.parse::<Memory>().ok()),
+        text(section, &["job-mem"]).map(|s| SlurmMem(s.trim().to_string())),
         "job-mem"
     );
+    // dask-jobqueue's `name` is the job name (`-J dask-worker`): muster adds
+    // it after the cluster's marker.
+    opt!(hpc.job_name, text(section, &["name"]), "name");
     opt!(
         hpc.resource_spec,
         text(section, &["resource-spec"]),
@@ -177,7 +195,7 @@ pub fn apply(spec: &mut ClusterSpec, section: &Mapping) -> Vec<&'static str> {
     );
     vec_opt!(
         hpc.job_directives_skip,
-        list(section, &["job-directives-skip"]),
+        list(section, &["job-directives-skip", "header-skip"]),
         "job-directives-skip"
     );
     vec_opt!(
@@ -202,7 +220,7 @@ pub fn apply(spec: &mut ClusterSpec, section: &Mapping) -> Vec<&'static str> {
     }
     opt!(
         w.memory,
-        text(section, &["memory"]).and_then(|s| s.parse::<Memory>().ok()),
+        text(section, &["memory"]).and_then(|s| readable(s.parse::<Memory>(), "memory", &s)),
         "memory"
     );
     opt!(w.interface, text(section, &["interface"]), "interface");
@@ -219,9 +237,7 @@ pub fn apply(spec: &mut ClusterSpec, section: &Mapping) -> Vec<&'static str> {
     }
     if w.death_timeout == defaults.death_timeout
         && let Some(d) = text(section, &["death-timeout"])
-        && let Ok(s) = d
-            .parse::<Seconds>()
-            .or_else(|_| format!("{d}s").parse::<Seconds>())
+        && let Some(s) = readable(d.parse::<Seconds>(), "death-timeout", &d)
     {
         w.death_timeout = s;
         used.push("death-timeout");
@@ -236,6 +252,19 @@ pub fn apply(spec: &mut ClusterSpec, section: &Mapping) -> Vec<&'static str> {
     used
 }
 
+/// PBS: an account still unset falls back to `$PBS_ACCOUNT`, as
+/// dask-jobqueue's PBSCluster does. True if it was used.
+pub fn pbs_account_fallback(spec: &mut ClusterSpec, pbs_account: Option<String>) -> bool {
+    if let BackendSpec::Pbs(h) = &mut spec.backend
+        && h.account.is_none()
+        && let Some(a) = pbs_account.filter(|a| !a.is_empty())
+    {
+        h.account = Some(a);
+        return true;
+    }
+    false
+}
+
 /// Applies the machine's dask-jobqueue configuration to a slurm/pbs spec.
 pub fn apply_from_environment(spec: &mut ClusterSpec) {
     let kind = match &spec.backend {
@@ -243,7 +272,10 @@ pub fn apply_from_environment(spec: &mut ClusterSpec) {
         BackendSpec::Pbs(_) => "pbs",
         _ => return,
     };
-    let used = apply(spec, &load_section(kind));
+    let mut used = apply(spec, &load_section(kind));
+    if pbs_account_fallback(spec, std::env::var("PBS_ACCOUNT").ok()) {
+        used.push("PBS_ACCOUNT");
+    }
     if !used.is_empty() {
         tracing::info!(
             ?used,

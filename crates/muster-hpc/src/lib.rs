@@ -40,6 +40,16 @@ pub use dialect::Dialect;
 use dialect::{QueueEntry, Tasks, resolve};
 use script::{ScriptInput, ScriptRole};
 
+/// The first IPv4 address of a network interface of this host, as Dask's
+/// `--interface` would pick it.
+fn interface_ipv4(name: &str) -> Option<String> {
+    nix::ifaddrs::getifaddrs().ok()?.find_map(|ifa| {
+        (ifa.interface_name == name)
+            .then(|| ifa.address?.as_sockaddr_in().map(|a| a.ip().to_string()))
+            .flatten()
+    })
+}
+
 /// How long a submit or listing command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long `cancel` waits for cancelled jobs to leave the queue's active states.
@@ -161,14 +171,22 @@ impl<R: CommandRunner> HpcBackend<R> {
         JobId(format!("{cluster}-{bare}"))
     }
 
-    /// The spec the host-placed scheduler runs with: listening on every
-    /// interface unless a host is given, since workers run on other nodes.
-    fn host_scheduler_spec(spec: &ClusterSpec) -> ClusterSpec {
+    /// The spec the host-placed scheduler runs with: unless a host is given,
+    /// on the workers' `worker.interface` (as dask-jobqueue runs it), else
+    /// listening on every interface, since workers run on other nodes.
+    fn host_scheduler_spec(spec: &ClusterSpec) -> Result<ClusterSpec> {
         let mut s = spec.clone();
         if s.scheduler.host.is_none() {
-            s.scheduler.host = Some("0.0.0.0".into());
+            s.scheduler.host = Some(match &spec.worker.interface {
+                Some(iface) => interface_ipv4(iface).ok_or_else(|| {
+                    Error::Usage(format!(
+                        "worker.interface {iface:?} has no IPv4 address on this host, where the scheduler runs (like dask-jobqueue, muster puts the scheduler on the workers' interface): set scheduler.host, or scheduler.placement: job"
+                    ))
+                })?,
+                None => "0.0.0.0".into(),
+            });
         }
-        s
+        Ok(s)
     }
 
     fn template(&self) -> Result<Option<String>> {
@@ -206,14 +224,25 @@ impl<R: CommandRunner> HpcBackend<R> {
         };
         let log_dir = self.checked_log_dir(&spec.name)?;
         let template = self.template()?;
-        let text = script::render(&ScriptInput {
+        let input = ScriptInput {
             dialect: self.dialect,
             spec,
             hpc: &self.hpc,
             role: &role,
             log_dir: &log_dir,
             template: template.as_deref(),
-        });
+        };
+        let refused = script::refused_skips(&input);
+        if !refused.is_empty() {
+            let lines: Vec<String> = refused
+                .iter()
+                .map(|(i, skip, line, why)| {
+                    format!("backend.job_directives_skip[{i}]: {skip:?} would remove `{line}`, which muster needs: {why}")
+                })
+                .collect();
+            return Err(Error::Usage(lines.join("\n")));
+        }
+        let text = script::render(&input);
         Ok(Some((role, text)))
     }
 
@@ -480,7 +509,7 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
     fn render(&self, req: &LaunchRequest<'_>) -> Result<Rendered> {
         match self.script_for(req)? {
             None => {
-                let spec = Self::host_scheduler_spec(req.spec);
+                let spec = Self::host_scheduler_spec(req.spec)?;
                 self.local.render(&LaunchRequest {
                     spec: &spec,
                     role: req.role.clone(),
@@ -532,7 +561,7 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
                 )
                 .await?;
             }
-            let spec = Self::host_scheduler_spec(spec);
+            let spec = Self::host_scheduler_spec(spec)?;
             return self
                 .local
                 .launch(&LaunchRequest {
