@@ -157,7 +157,7 @@ def run_muster(tasks, seconds, tuned=False):
         events = json.loads(subprocess.run(
             [MUSTER, "events", "burst", "-o", "json"], env=env, check=True,
             capture_output=True, text=True,
-        ).stdout)
+        ).stdout)["items"]
         launched = [e["time"] for e in events if e["kind"] == "launched" and e["time"] >= result["wall0"]]
         result["decided"] = launched[0] - result["wall0"] if launched else None
         return result

@@ -6,6 +6,13 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 . scripts/setup.sh
 
+# Everything started below registers its stop here; they run in reverse order
+# at exit, whatever the exit (one EXIT trap: a second `trap` would replace it).
+cleanups=()
+at_exit() { cleanups=("$1" "${cleanups[@]}"); }
+run_cleanups() { local c; for c in "${cleanups[@]}"; do eval "$c" || true; done; }
+trap run_cleanups EXIT
+
 say "cargo fmt --check"
 cargo fmt --all --check
 say "cargo clippy -D warnings"
@@ -16,11 +23,20 @@ cargo clippy --quiet --all-targets -- -D warnings
 # suite; decoy.sh check at the end fails the run if anything touched it.
 say "starting a stand-in for the machine's own SLURM (tests/services/slurm/decoy.sh)"
 tests/services/slurm/decoy.sh start
-trap 'tests/services/slurm/decoy.sh stop' EXIT
+at_exit 'tests/services/slurm/decoy.sh stop'
 # --- end ----------------------------------------------------------------------------
 say "starting the SSH test hosts (network namespaces with sshd)"
 tests/services/sshhosts/start.sh 3
 export MUSTER_REQUIRE_SSH_HOSTS=1
+say "building (cached) and starting the test Kubernetes (tests/services/kubernetes)"
+tests/services/kubernetes/build.sh
+tests/services/kubernetes/images.sh
+k8s_env="${MUSTER_K8S_RUN:-/run/muster-k8s}/env.sh"
+# stopped at the end unless it was already running (someone else's, then)
+[ -e "$k8s_env" ] || at_exit 'tests/services/kubernetes/stop.sh'
+tests/services/kubernetes/start.sh >/dev/null
+. "$k8s_env"   # KUBECONFIG, MUSTER_K8S_DASK_IMAGE, MUSTER_K8S_{KUBECTL,HELM,KUBECONFORM}
+export MUSTER_REQUIRE_KUBERNETES=1
 say "cargo test"
 cargo test --quiet --workspace
 say "starting the real SLURM (+ Torque-compatible PBS commands) for the batch backends"
@@ -29,5 +45,11 @@ tests/services/slurm/start.sh
 . "${MUSTER_SLURM_DIR:-/run/muster-test-slurm}/env"
 say "end-to-end tests (real Dask)"
 "$MUSTER_PYTHON" -m pytest -q tests/e2e "$@"
+say "the dask-muster wheel, installed into a fresh venv, against real Dask, SLURM and SSH hosts"
+. scripts/python-wheel.sh
+# A -k filter meant for the e2e suite may select nothing here (pytest exit 5).
+rc=0
+(cd tests/python && "$MUSTER_WHEEL_PYTHON" -m pytest -q . "$@") || rc=$?
+if [ "$rc" -ne 0 ] && ! { [ "$rc" -eq 5 ] && [ $# -gt 0 ]; }; then exit "$rc"; fi
 say "checking the machine's own SLURM was left alone"
 tests/services/slurm/decoy.sh check

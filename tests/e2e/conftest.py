@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from kube import kube, kube_namespace  # noqa: F401  (fixtures for the Kubernetes tests)
+
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts"))
 import artifacts  # noqa: E402  (scripts/artifacts.py: where cargo put the build)
@@ -109,7 +111,11 @@ class Muster:
         return proc
 
     def json(self, *args):
-        return json.loads(self.run(*args, "-o", "json").stdout)
+        """A command's `-o json` document (contract muster/v1: an object with
+        `schema` and `kind`); a list document's items."""
+        doc = json.loads(self.run(*args, "-o", "json").stdout)
+        assert isinstance(doc, dict) and doc.get("schema") == "muster/v1", doc
+        return doc["items"] if doc.get("kind", "").endswith("List") else doc
 
     def popen(self, *args):
         return subprocess.Popen(

@@ -234,7 +234,12 @@ def test_inspection_commands(muster):
     import yaml  # dask depends on PyYAML
 
     listed = yaml.safe_load(muster.run("get", "workers", "look", "-o", "yaml").stdout)
-    assert [w["name"] for w in listed] == ["look-w0", "look-w1"]
+    assert (listed["schema"], listed["kind"]) == ("muster/v1", "WorkerList")
+    assert [w["name"] for w in listed["items"]] == ["look-w0", "look-w1"]
+    every = muster.json("logs", "look", "--all")
+    assert [(i["job"], i["role"], i["status"]) for i in every] == [
+        ("look-scheduler", "scheduler", "Running"), ("look-w0", "worker", "Running"), ("look-w1", "worker", "Running")]
+    assert "Scheduler at" in every[0]["text"] and "Registered to" in every[2]["text"]
 
 
 def test_render_shows_the_exact_commands_and_launches_nothing(muster):

@@ -62,7 +62,7 @@ pub enum Command {
     Describe(DescribeArgs),
     /// Print the scheduler's or a worker's log
     #[command(
-        after_help = "Examples:\n  muster logs demo\n  muster logs demo --worker demo-w3 --tail 100"
+        after_help = "Examples:\n  muster logs demo\n  muster logs demo --worker demo-w3 --tail 100\n  muster logs demo --all -o json"
     )]
     Logs(LogsArgs),
     /// Print exactly what `up` would launch, without launching anything
@@ -302,6 +302,13 @@ pub struct LogsArgs {
     /// Only the last N lines
     #[arg(long, value_name = "N")]
     pub tail: Option<usize>,
+    /// Every job's log: the scheduler's and each worker job's (queued and
+    /// failed ones included)
+    #[arg(long, conflicts_with = "worker")]
+    pub all: bool,
+    /// Output format (table prints each log under a `# job` header)
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
 }
 
 /// `muster render`.

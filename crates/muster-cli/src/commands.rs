@@ -416,6 +416,9 @@ pub fn resolve_worker(cluster: &str, known: &[JobId], typed: &str) -> JobId {
 
 pub async fn logs(home: &Home, args: LogsArgs) -> Result<()> {
     let cluster = open(home, &args.name)?;
+    if args.all {
+        return all_logs(&cluster, args.tail, args.output).await;
+    }
     let job = args
         .worker
         .as_deref()
@@ -425,6 +428,41 @@ pub async fn logs(home: &Home, args: LogsArgs) -> Result<()> {
         Some(n) => println!("{}", muster::cluster_api::tail_lines(&text, n)),
         None => print!("{text}"),
     }
+    Ok(())
+}
+
+/// `logs --all`: the scheduler's log and every worker job's, each with the
+/// job's state; a log that cannot be read is reported in place of its text.
+async fn all_logs(cluster: &ManagedCluster, tail: Option<usize>, out: Output) -> Result<()> {
+    let status = cluster.status().await?;
+    let mut jobs: Vec<(&'static str, JobId, muster::JobStatus)> = Vec::new();
+    if let Some((id, st)) = &status.scheduler {
+        jobs.push(("scheduler", id.clone(), st.clone()));
+    }
+    for w in &status.workers {
+        jobs.push(("worker", JobId(w.name.clone()), w.status.clone()));
+    }
+    let mut items = Vec::new();
+    for (role, job, st) in jobs {
+        let (text, error) = match cluster.logs(Some(&job)).await {
+            Ok(t) => (
+                match tail {
+                    Some(n) => muster::cluster_api::tail_lines(&t, n),
+                    None => t,
+                },
+                None,
+            ),
+            Err(e) => (String::new(), Some(e.to_string())),
+        };
+        items.push(output::LogItem {
+            job: job.as_str().to_string(),
+            role,
+            status: st,
+            text,
+            error,
+        });
+    }
+    print!("{}", output::logs(&items, out));
     Ok(())
 }
 

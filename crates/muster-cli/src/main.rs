@@ -4,6 +4,7 @@
 
 mod cli;
 mod commands;
+mod contract;
 mod output;
 mod progress;
 

@@ -9,15 +9,7 @@ use muster::{AdaptSpec, ClusterRecord, ClusterStatus, DownReport, Rendered};
 use serde::Serialize;
 
 use crate::cli::Output;
-
-/// Serialises for `-o json` / `-o yaml`; `None` for table formats.
-pub fn structured<T: Serialize>(value: &T, output: Output) -> Option<String> {
-    match output {
-        Output::Json => Some(serde_json::to_string_pretty(value).expect("serialisable") + "\n"),
-        Output::Yaml => Some(serde_yaml_ng::to_string(value).expect("serialisable")),
-        Output::Table | Output::Wide => None,
-    }
-}
+use crate::contract::{self, Kind};
 
 fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
@@ -75,7 +67,7 @@ pub fn clusters(records: &[ClusterRecord], now: u64, output: Output) -> String {
             age_seconds: now.saturating_sub(r.created_at),
         })
         .collect();
-    if let Some(s) = structured(&items, output) {
+    if let Some(s) = contract::list(Kind::ClusterList, &items, output) {
         return s;
     }
     if items.is_empty() {
@@ -166,7 +158,7 @@ fn workers_table(status: &ClusterStatus, wide: bool) -> String {
 
 /// `muster get workers NAME`.
 pub fn workers(status: &ClusterStatus, output: Output) -> String {
-    if let Some(s) = structured(&worker_items(status), output) {
+    if let Some(s) = contract::list(Kind::WorkerList, &worker_items(status), output) {
         return s;
     }
     workers_table(status, output == Output::Wide)
@@ -191,7 +183,7 @@ pub struct UpItem<'a> {
 
 /// `muster up` and `muster scale`.
 pub fn up(item: &UpItem<'_>, verb: &str, output: Output) -> String {
-    if let Some(s) = structured(item, output) {
+    if let Some(s) = contract::object(Kind::Cluster, item, output) {
         return s;
     }
     format!(
@@ -207,7 +199,7 @@ pub fn up(item: &UpItem<'_>, verb: &str, output: Output) -> String {
 
 /// `muster down`.
 pub fn down(reports: &[DownReport], output: Output) -> String {
-    if let Some(s) = structured(&reports, output) {
+    if let Some(s) = contract::list(Kind::DownList, reports, output) {
         return s;
     }
     if reports.is_empty() {
@@ -229,9 +221,48 @@ pub fn down(reports: &[DownReport], output: Output) -> String {
         .collect()
 }
 
+/// One job's log, as `logs --all` prints it.
+#[derive(Debug, Serialize)]
+pub struct LogItem {
+    /// The job id.
+    pub job: String,
+    /// `scheduler` or `worker`.
+    pub role: &'static str,
+    /// The backend's state of the job (a queued job has no log yet).
+    #[serde(serialize_with = "status_word")]
+    pub status: muster::JobStatus,
+    /// The log's text.
+    pub text: String,
+    /// Why the log could not be read, if it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+fn status_word<S: serde::Serializer>(st: &muster::JobStatus, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(st.word())
+}
+
+/// `muster logs --all`.
+pub fn logs(items: &[LogItem], output: Output) -> String {
+    if let Some(s) = contract::list(Kind::LogList, items, output) {
+        return s;
+    }
+    items
+        .iter()
+        .map(|i| {
+            let body = match &i.error {
+                Some(e) => format!("(no log: {e})\n"),
+                None if i.text.is_empty() || i.text.ends_with('\n') => i.text.clone(),
+                None => format!("{}\n", i.text),
+            };
+            format!("# {} {} ({})\n{body}", i.role, i.job, i.status.word())
+        })
+        .collect()
+}
+
 /// `muster render`.
 pub fn rendered(r: &Rendered, output: Output) -> String {
-    if let Some(s) = structured(r, output) {
+    if let Some(s) = contract::object(Kind::Rendered, r, output) {
         return s;
     }
     r.items
@@ -403,7 +434,7 @@ fn agent_section(view: &AgentView, record: &ClusterRecord) -> String {
 
 /// `muster events`: the timeline, oldest first, with UTC times.
 pub fn events(evs: &[Event], output: Output) -> String {
-    if let Some(s) = structured(&evs, output) {
+    if let Some(s) = contract::list(Kind::EventList, evs, output) {
         return s;
     }
     if evs.is_empty() {
@@ -436,7 +467,8 @@ pub fn adapted(
         workers: u32,
         agent_pid: Option<u32>,
     }
-    if let Some(s) = structured(
+    if let Some(s) = contract::object(
+        Kind::Adapt,
         &Item {
             name,
             adapt,
@@ -473,7 +505,8 @@ pub fn describe(
         #[serde(skip_serializing_if = "Option::is_none")]
         agent: Option<&'a AgentView>,
     }
-    if let Some(s) = structured(
+    if let Some(s) = contract::object(
+        Kind::ClusterDescription,
         &Full {
             status,
             spec: &record.spec,
@@ -602,7 +635,10 @@ mod tests {
         insta::assert_snapshot!("clusters_wide", clusters(&rs, NOW, Output::Wide));
         insta::assert_snapshot!("clusters_json", clusters(&rs, NOW, Output::Json));
         assert_eq!(clusters(&[], NOW, Output::Table), "No clusters.\n");
-        assert_eq!(clusters(&[], NOW, Output::Json), "[]\n");
+        assert_eq!(
+            clusters(&[], NOW, Output::Json),
+            "{\n  \"schema\": \"muster/v1\",\n  \"kind\": \"ClusterList\",\n  \"items\": []\n}\n"
+        );
     }
 
     #[test]
@@ -611,6 +647,7 @@ mod tests {
         insta::assert_snapshot!("workers_table", workers(&s, Output::Table));
         insta::assert_snapshot!("workers_wide", workers(&s, Output::Wide));
         insta::assert_snapshot!("workers_yaml", workers(&s, Output::Yaml));
+        insta::assert_snapshot!("workers_json", workers(&s, Output::Json));
     }
 
     #[test]
@@ -624,6 +661,10 @@ mod tests {
             None,
             Output::Table
         ));
+        insta::assert_snapshot!(
+            "describe_json",
+            describe(&s, &r, "/state/clusters/demo", None, Output::Json)
+        );
     }
 
     fn timeline() -> Vec<Event> {
@@ -682,7 +723,7 @@ mod tests {
         insta::assert_snapshot!("events_table", events(&evs, Output::Table));
         insta::assert_snapshot!("events_json", events(&evs[..2], Output::Json));
         assert_eq!(events(&[], Output::Table), "No events.\n");
-        assert_eq!(events(&[], Output::Json), "[]\n");
+        assert!(events(&[], Output::Json).contains("\"items\": []"));
     }
 
     #[test]
@@ -781,6 +822,30 @@ mod tests {
     }
 
     #[test]
+    fn log_listings() {
+        let items = [
+            LogItem {
+                job: "demo-scheduler".into(),
+                role: "scheduler",
+                status: JobStatus::Running,
+                text: "started\n".into(),
+                error: None,
+            },
+            LogItem {
+                job: "demo-w1".into(),
+                role: "worker",
+                status: JobStatus::Failed {
+                    reason: "exited with code 1".into(),
+                },
+                text: String::new(),
+                error: Some("no such file".into()),
+            },
+        ];
+        insta::assert_snapshot!("logs_json", logs(&items, Output::Json));
+        insta::assert_snapshot!("logs_table", logs(&items, Output::Table));
+    }
+
+    #[test]
     fn up_and_down_messages() {
         let item = UpItem {
             name: "demo",
@@ -805,5 +870,6 @@ mod tests {
             },
         ];
         insta::assert_snapshot!("down_table", down(&reports, Output::Table));
+        insta::assert_snapshot!("down_json", down(&reports, Output::Json));
     }
 }
