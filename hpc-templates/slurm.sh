@@ -9,4 +9,5 @@ set -e
 # The prologue runs as under dask-jobqueue: a failing line does not stop the job.
 set +e
 {{prologue}}
+set -e
 {{command}}
