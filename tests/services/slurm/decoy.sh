@@ -231,7 +231,7 @@ stop() {
         sed -i "\|^$CONF\$|d" "$STATE/made"
     fi
     # Paths it created, deepest first.
-    grep -v '^daemon ' "$STATE/made" | sort -r | while read -r p; do rm -rf "$p"; done
+    { grep -v '^daemon ' "$STATE/made" || true; } | sort -r | while read -r p; do rm -rf "$p"; done
     rm -rf "$STATE"
     log "stopped; removed what it had made"
 }
