@@ -6,5 +6,8 @@
 set -e
 {{identity}}
 {{environment}}
+# The prologue runs as under dask-jobqueue: a failing line does not stop the job.
+set +e
 {{prologue}}
+set -e
 {{command}}

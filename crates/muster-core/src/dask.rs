@@ -62,6 +62,15 @@ impl ProcessCommand {
     }
 }
 
+/// Seconds as Dask's command line takes them: `60`, or `1.5` when fractional.
+fn seconds_text(d: std::time::Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        d.as_secs().to_string()
+    } else {
+        d.as_secs_f64().to_string()
+    }
+}
+
 /// The scheduler's command line and environment.
 pub fn scheduler_command(spec: &ClusterSpec, host: &str, scheduler_file: &Path) -> ProcessCommand {
     let python = spec
@@ -128,7 +137,7 @@ pub fn worker_command(
             .map(|m| m.bytes().to_string())
             .unwrap_or_else(|| "auto".into()),
         "--death-timeout".into(),
-        w.death_timeout.duration().as_secs().to_string(),
+        seconds_text(w.death_timeout.duration()),
     ]);
     if !w.nanny {
         argv.push("--no-nanny".into());
@@ -500,7 +509,6 @@ worker:
   processes: 2
   memory: 16GiB
   python: /opt/venv/bin/python
-  nanny: false
   interface: ib0
   local_directory: /scratch/$USER
   death_timeout: 2m

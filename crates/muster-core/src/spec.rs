@@ -422,6 +422,16 @@ impl ClusterSpec {
                 ),
             );
         }
+        if !w.nanny && w.processes > 1 {
+            bad(
+                "worker.nanny",
+                &w.nanny,
+                &format!(
+                    "Dask starts several worker processes per job (worker.processes is {}) only under nannies: set nanny: true or processes: 1",
+                    w.processes
+                ),
+            );
+        }
         if let Some(mem) = w.memory
             && mem.bytes() < u64::from(w.processes.max(1)) * (64 << 20)
         {

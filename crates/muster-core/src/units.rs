@@ -71,9 +71,23 @@ impl FromStr for Memory {
         if s.is_empty() {
             return Err(MemoryError::Empty);
         }
-        let split = s
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(s.len());
+        // The number: digits, a decimal point, and an exponent (`4e9`, as
+        // Dask's parse_bytes reads it).
+        let b = s.as_bytes();
+        let mut split = b
+            .iter()
+            .position(|c| !(c.is_ascii_digit() || *c == b'.'))
+            .unwrap_or(b.len());
+        if split > 0 && split < b.len() && b[split].eq_ignore_ascii_case(&b'e') {
+            let mut end = split + 1;
+            if end < b.len() && (b[end] == b'+' || b[end] == b'-') {
+                end += 1;
+            }
+            let digits = b[end..].iter().take_while(|c| c.is_ascii_digit()).count();
+            if digits > 0 {
+                split = end + digits;
+            }
+        }
         let (number, unit) = s.split_at(split);
         let unit = unit.trim_start();
         if number.is_empty() {
@@ -131,10 +145,19 @@ impl<'de> Deserialize<'de> for Memory {
         #[serde(untagged)]
         enum Raw {
             Int(u64),
+            Float(f64),
             Text(String),
         }
-        match Raw::deserialize(d)? {
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("expected a memory size such as 2GiB, 512MB or 4e9")
+        })? {
             Raw::Int(n) => Ok(Memory(n)),
+            Raw::Float(f) if f.is_finite() && f >= 0.0 && f < u64::MAX as f64 => {
+                Ok(Memory(f as u64))
+            }
+            Raw::Float(f) => Err(serde::de::Error::custom(format!(
+                "{f} is not a memory size"
+            ))),
             Raw::Text(s) => s.parse().map_err(serde::de::Error::custom),
         }
     }
@@ -164,6 +187,13 @@ impl FromStr for Seconds {
         if let Ok(n) = s.parse::<u64>() {
             return Ok(Seconds::from_secs(n));
         }
+        // Fractional seconds, as Dask takes them (`death-timeout: 1.5`).
+        if let Ok(f) = s.parse::<f64>()
+            && f.is_finite()
+            && (0.0..1e12).contains(&f)
+        {
+            return Ok(Seconds(Duration::from_secs_f64(f)));
+        }
         humantime::parse_duration(s)
             .map(Seconds)
             .map_err(|e| format!("{s:?} is not a duration (expected e.g. 60, 90s, 2m): {e}"))
@@ -188,10 +218,14 @@ impl<'de> Deserialize<'de> for Seconds {
         #[serde(untagged)]
         enum Raw {
             Int(u64),
+            Float(f64),
             Text(String),
         }
-        match Raw::deserialize(d)? {
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("expected a duration such as 60, 1.5, 90s or 2m")
+        })? {
             Raw::Int(n) => Ok(Seconds::from_secs(n)),
+            Raw::Float(f) => f.to_string().parse().map_err(serde::de::Error::custom),
             Raw::Text(s) => s.parse().map_err(serde::de::Error::custom),
         }
     }
@@ -213,6 +247,8 @@ mod tests {
             ("512", 512),
             ("512B", 512),
             ("4 Ki", 4096),
+            ("4e9", 4_000_000_000),
+            ("1.5e3MB", 1_500_000_000),
             (" 1 TB ", 1_000_000_000_000),
         ];
         for (text, bytes) in cases {
@@ -263,6 +299,12 @@ mod tests {
         assert_eq!("60".parse::<Seconds>(), Ok(Seconds::from_secs(60)));
         assert_eq!("2m".parse::<Seconds>(), Ok(Seconds::from_secs(120)));
         assert_eq!("1m 30s".parse::<Seconds>(), Ok(Seconds::from_secs(90)));
+        assert_eq!(
+            "1.5".parse::<Seconds>(),
+            Ok(Seconds(Duration::from_millis(1500)))
+        );
         assert!("soon".parse::<Seconds>().is_err());
+        assert!("-1".parse::<Seconds>().is_err());
+        assert!("NaN".parse::<Seconds>().is_err());
     }
 }

@@ -8,7 +8,6 @@
 use serde::{Deserialize, Serialize};
 
 use muster_core::spec::{ClusterSpec, FieldError, Placement};
-use muster_core::units::Memory;
 use muster_ssh::ssh_spec::{SshConnectSpec, parse_destination};
 
 /// Options shared by the SLURM and PBS backends (some are one dialect's only;
@@ -51,9 +50,11 @@ pub struct HpcSpec {
     /// SLURM: CPUs per job (`--cpus-per-task`); `worker.cores` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_cpu: Option<u32>,
-    /// SLURM: memory per job (`--mem`); `worker.memory` when absent.
+    /// SLURM: memory per job, passed to `--mem` as written (as dask-jobqueue
+    /// does: `8000` is 8000 MB, `8G`/`8GB` 8 GiB to SLURM);
+    /// `worker.memory` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job_mem: Option<Memory>,
+    pub job_mem: Option<SlurmMem>,
     /// PBS: the `-l` resource request, e.g. `select=1:ncpus=4:mem=8GB`;
     /// derived from `worker.cores`/`worker.memory` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -80,6 +81,67 @@ pub struct HpcSpec {
     /// How to connect to `submit_host` (key, ssh config, known_hosts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh: Option<SshConnectSpec>,
+}
+
+/// A SLURM memory request as SLURM reads it (`--mem`): a whole number with
+/// an optional `K`, `M`, `G` or `T` suffix (binary units; `B` after it is
+/// allowed; no suffix means megabytes). Kept as written, so a dask-jobqueue
+/// `job_mem` asks SLURM for the same amount under muster. A YAML number is
+/// taken as its digits (`8000` → `--mem=8000`, 8000 MB).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlurmMem(pub String);
+
+impl SlurmMem {
+    /// Why the value is not one SLURM's `--mem` takes, if it is not.
+    pub fn problem(&self) -> Option<&'static str> {
+        let s = self.0.as_str();
+        let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+        let unit = s[digits..].to_ascii_uppercase();
+        let unit_ok = matches!(
+            unit.as_str(),
+            "" | "K" | "M" | "G" | "T" | "KB" | "MB" | "GB" | "TB"
+        );
+        if digits == 0 || digits > 12 || !unit_ok {
+            Some(
+                "is passed to SLURM's --mem as written (as dask-jobqueue does): a whole number with an optional K, M, G or T suffix (binary units, no suffix = MB), e.g. 8000, 8G, 8GB",
+            )
+        } else if s[..digits].bytes().all(|b| b == b'0') {
+            Some("must be more than 0")
+        } else {
+            None
+        }
+    }
+}
+
+impl std::fmt::Display for SlurmMem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for SlurmMem {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for SlurmMem {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "job_mem must be a whole number (MB) or a SLURM size such as 8G or 8GB",
+            )
+        })? {
+            Raw::Int(n) => Ok(SlurmMem(n.to_string())),
+            Raw::Text(t) => Ok(SlurmMem(t.trim().to_string())),
+        }
+    }
 }
 
 /// Which PBS implementation the `qsub`/`qstat`/`qdel` commands belong to.
@@ -122,6 +184,12 @@ fn is_walltime(s: &str) -> bool {
         let parts: Vec<&str> = rest.split(':').collect();
         parts.len() <= 3 && parts.iter().all(|p| digits(p))
     }
+}
+
+/// SLURM's words for no time limit (`--time=UNLIMITED`), which dask-jobqueue
+/// passes through.
+fn is_unlimited(s: &str) -> bool {
+    s.eq_ignore_ascii_case("UNLIMITED") || s.eq_ignore_ascii_case("INFINITE")
 }
 
 /// A path that can be written inside a directive without quoting.
@@ -226,7 +294,17 @@ impl HpcSpec {
             );
         }
         if let Some(w) = &self.walltime
+            && kind == HpcKind::Pbs
+            && is_unlimited(w)
+        {
+            bad(
+                "walltime",
+                w,
+                "PBS has no unlimited walltime (SLURM has): give HH:MM:SS, or leave it out for the queue's default",
+            );
+        } else if let Some(w) = &self.walltime
             && !is_walltime(w)
+            && !is_unlimited(w)
         {
             bad(
                 "walltime",
@@ -302,6 +380,11 @@ impl HpcSpec {
         {
             bad("job_cpu", &c.to_string(), "must be between 1 and 4096");
         }
+        if let Some(m) = &self.job_mem
+            && let Some(reason) = m.problem()
+        {
+            bad("job_mem", &m.0, reason);
+        }
         match &self.submit_host {
             Some(host) => {
                 if let Err(reason) = parse_destination(host) {
@@ -346,10 +429,10 @@ impl HpcSpec {
                         "is a SLURM option; use resource_spec with pbs",
                     );
                 }
-                if let Some(m) = self.job_mem {
+                if let Some(m) = &self.job_mem {
                     bad(
                         "job_mem",
-                        &m.to_string(),
+                        &m.0,
                         "is a SLURM option; use resource_spec with pbs",
                     );
                 }
@@ -466,7 +549,7 @@ mod tests {
     fn dialect_only_options_are_refused_on_the_other() {
         let spec = HpcSpec {
             job_cpu: Some(2),
-            job_mem: Some(Memory(1 << 30)),
+            job_mem: Some(SlurmMem("1G".into())),
             ..Default::default()
         };
         let mut errs = Vec::new();

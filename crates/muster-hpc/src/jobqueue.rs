@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use muster_core::spec::{ClusterSpec, WorkerSpec};
 
+use crate::hpcspec::SlurmMem;
 use crate::hpcspec::{HpcKind, HpcSpec};
 use muster_core::units::{Memory, Seconds};
 use serde_yaml_ng::{Mapping, Value};
@@ -118,6 +119,18 @@ fn number(m: &Mapping, key: &str) -> Option<u32> {
     }
 }
 
+/// A value read from the config, or a warning naming the key it came from
+/// (a value muster cannot read must not pass unnoticed).
+fn readable<T, E: std::fmt::Display>(r: Result<T, E>, key: &str, value: &str) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!("ignoring jobqueue {key}: {value:?} from the Dask config: {e}");
+            None
+        }
+    }
+}
+
 /// Fills the spec's unset options from a `jobqueue.<kind>` section. Returns
 /// the dask-jobqueue keys it used (for `-v` logging and tests).
 pub fn apply(spec: &mut ClusterSpec, section: &Mapping) -> Vec<&'static str> {
@@ -166,11 +179,16 @@ pub fn apply(spec: &mut ClusterSpec, section: &Mapping) -> Vec<&'static str> {
     );
     opt!(hpc.shebang, text(section, &["shebang"]), "shebang");
     opt!(hpc.job_cpu, number(section, "job-cpu"), "job-cpu");
+    // Passed through to SLURM as written, as dask-jobqueue does (validation
+    // names the value if SLURM could not read it).
     opt!(
         hpc.job_mem,
-        text(section, &["job-mem"]).and_then(|s| s.parse::<Memory>().ok()),
+        text(section, &["job-mem"]).map(|s| SlurmMem(s.trim().to_string())),
         "job-mem"
     );
+    // dask-jobqueue's `name` is the job name (`-J dask-worker`): muster adds
+    // it after the cluster's marker.
+    opt!(hpc.job_name, text(section, &["name"]), "name");
     opt!(
         hpc.resource_spec,
         text(section, &["resource-spec"]),
@@ -183,7 +201,7 @@ pub fn apply(spec: &mut ClusterSpec, section: &Mapping) -> Vec<&'static str> {
     );
     vec_opt!(
         hpc.job_directives_skip,
-        list(section, &["job-directives-skip"]),
+        list(section, &["job-directives-skip", "header-skip"]),
         "job-directives-skip"
     );
     vec_opt!(
@@ -209,7 +227,7 @@ pub fn apply(spec: &mut ClusterSpec, section: &Mapping) -> Vec<&'static str> {
     }
     opt!(
         w.memory,
-        text(section, &["memory"]).and_then(|s| s.parse::<Memory>().ok()),
+        text(section, &["memory"]).and_then(|s| readable(s.parse::<Memory>(), "memory", &s)),
         "memory"
     );
     opt!(w.interface, text(section, &["interface"]), "interface");
@@ -226,9 +244,7 @@ pub fn apply(spec: &mut ClusterSpec, section: &Mapping) -> Vec<&'static str> {
     }
     if w.death_timeout == defaults.death_timeout
         && let Some(d) = text(section, &["death-timeout"])
-        && let Ok(s) = d
-            .parse::<Seconds>()
-            .or_else(|_| format!("{d}s").parse::<Seconds>())
+        && let Some(s) = readable(d.parse::<Seconds>(), "death-timeout", &d)
     {
         w.death_timeout = s;
         used.push("death-timeout");
@@ -243,6 +259,25 @@ pub fn apply(spec: &mut ClusterSpec, section: &Mapping) -> Vec<&'static str> {
     used
 }
 
+/// PBS: an account still unset falls back to `$PBS_ACCOUNT`, as
+/// dask-jobqueue's PBSCluster does. True if it was used.
+pub fn pbs_account_fallback(spec: &mut ClusterSpec, pbs_account: Option<String>) -> bool {
+    if HpcKind::of(spec) != Some(HpcKind::Pbs) {
+        return false;
+    }
+    let Ok(mut h) = HpcSpec::of(spec) else {
+        return false;
+    };
+    if h.account.is_none()
+        && let Some(a) = pbs_account.filter(|a| !a.is_empty())
+    {
+        h.account = Some(a);
+        h.store(spec);
+        return true;
+    }
+    false
+}
+
 /// Applies the machine's dask-jobqueue configuration to a slurm/pbs spec.
 pub fn apply_from_environment(spec: &mut ClusterSpec) {
     let kind = match HpcKind::of(spec) {
@@ -250,7 +285,10 @@ pub fn apply_from_environment(spec: &mut ClusterSpec) {
         Some(HpcKind::Pbs) => "pbs",
         None => return,
     };
-    let used = apply(spec, &load_section(kind));
+    let mut used = apply(spec, &load_section(kind));
+    if pbs_account_fallback(spec, std::env::var("PBS_ACCOUNT").ok()) {
+        used.push("PBS_ACCOUNT");
+    }
     if !used.is_empty() {
         tracing::info!(
             ?used,

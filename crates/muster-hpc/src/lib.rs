@@ -49,6 +49,16 @@ pub use hpcspec::{HpcKind, HpcSpec, PbsFlavor};
 pub use kind::{PBS, SLURM};
 use script::{ScriptInput, ScriptRole};
 
+/// The first IPv4 address of a network interface of this host, as Dask's
+/// `--interface` would pick it.
+fn interface_ipv4(name: &str) -> Option<String> {
+    nix::ifaddrs::getifaddrs().ok()?.find_map(|ifa| {
+        (ifa.interface_name == name)
+            .then(|| ifa.address?.as_sockaddr_in().map(|a| a.ip().to_string()))
+            .flatten()
+    })
+}
+
 /// How long a submit or listing command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long `cancel` waits for cancelled jobs to leave the queue's active states.
@@ -64,6 +74,9 @@ pub struct HpcBackend<R: CommandRunner = LocalRunner> {
     runner: R,
     access: Arc<dyn SchedulerAccess>,
     local: LocalBackend,
+    /// Why the host-placed scheduler cannot start here (its interface has
+    /// no address on this host); reported when it is rendered or launched.
+    host_scheduler_error: Option<String>,
     user: Option<String>,
 }
 
@@ -120,7 +133,11 @@ impl<R: CommandRunner> HpcBackend<R> {
             .or_else(|_| std::env::var("LOGNAME"))
             .ok()
             .filter(|u| !u.is_empty());
-        let mut local = LocalBackend::new(home.clone(), Self::host_scheduler_spec(&spec));
+        let (host_spec, host_scheduler_error) = match Self::host_scheduler_spec(&spec) {
+            Ok(s) => (s, None),
+            Err(e) => (spec.clone(), Some(e.to_string())),
+        };
+        let mut local = LocalBackend::new(home.clone(), host_spec);
         if let Some(dir) = &hpc.log_directory {
             // The host-placed scheduler publishes its file where the jobs
             // can read it: the shared log directory, as a job-placed one does.
@@ -130,6 +147,7 @@ impl<R: CommandRunner> HpcBackend<R> {
             dialect,
             hpc,
             local,
+            host_scheduler_error,
             spec,
             home,
             runner,
@@ -211,14 +229,22 @@ impl<R: CommandRunner> HpcBackend<R> {
         JobId(format!("{cluster}-{bare}"))
     }
 
-    /// The spec the host-placed scheduler runs with: listening on every
-    /// interface unless a host is given, since workers run on other nodes.
-    fn host_scheduler_spec(spec: &ClusterSpec) -> ClusterSpec {
+    /// The spec the host-placed scheduler runs with: unless a host is given,
+    /// on the workers' `worker.interface` (as dask-jobqueue runs it), else
+    /// listening on every interface, since workers run on other nodes.
+    fn host_scheduler_spec(spec: &ClusterSpec) -> Result<ClusterSpec> {
         let mut s = spec.clone();
         if s.scheduler.host.is_none() {
-            s.scheduler.host = Some("0.0.0.0".into());
+            s.scheduler.host = Some(match &spec.worker.interface {
+                Some(iface) => interface_ipv4(iface).ok_or_else(|| {
+                    Error::Usage(format!(
+                        "worker.interface {iface:?} has no IPv4 address on this host, where the scheduler runs (like dask-jobqueue, muster puts the scheduler on the workers' interface): set scheduler.host, or scheduler.placement: job"
+                    ))
+                })?,
+                None => "0.0.0.0".into(),
+            });
         }
-        s
+        Ok(s)
     }
 
     fn template(&self) -> Result<Option<String>> {
@@ -256,14 +282,25 @@ impl<R: CommandRunner> HpcBackend<R> {
         };
         let log_dir = self.checked_log_dir(&spec.name)?;
         let template = self.template()?;
-        let text = script::render(&ScriptInput {
+        let input = ScriptInput {
             dialect: self.dialect,
             spec,
             hpc: &self.hpc,
             role: &role,
             log_dir: &log_dir,
             template: template.as_deref(),
-        });
+        };
+        let refused = script::refused_skips(&input);
+        if !refused.is_empty() {
+            let lines: Vec<String> = refused
+                .iter()
+                .map(|(i, skip, line, why)| {
+                    format!("backend.job_directives_skip[{i}]: {skip:?} would remove `{line}`, which muster needs: {why}")
+                })
+                .collect();
+            return Err(Error::Usage(lines.join("\n")));
+        }
+        let text = script::render(&input);
         Ok(Some((role, text)))
     }
 
@@ -540,6 +577,9 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
     fn render(&self, role: &Role) -> Result<Rendered> {
         let contact = self.contact(role);
         match self.script_for(role)? {
+            None if self.host_scheduler_error.is_some() => Err(Error::Usage(
+                self.host_scheduler_error.clone().unwrap_or_default(),
+            )),
             None => Ok(Rendered {
                 contact,
                 ..self.local.render(role)?
@@ -591,6 +631,9 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
                     None,
                 )
                 .await?;
+            }
+            if let Some(why) = &self.host_scheduler_error {
+                return Err(Error::Usage(why.clone()));
             }
             let launched = self.local.launch(req).await?;
             return Ok(Launched {

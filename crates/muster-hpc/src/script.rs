@@ -81,8 +81,33 @@ fn memory_mb(bytes: u64) -> u64 {
     bytes.div_ceil(1 << 20).max(1)
 }
 
-/// The directive lines (without skip/extra handling).
-fn base_directives(input: &ScriptInput<'_>) -> Vec<String> {
+/// One generated directive: muster's spelling, dask-jobqueue's spelling of
+/// the same request (so a `job_directives_skip` written for dask-jobqueue
+/// removes what its user meant), and why it must stay, if it must.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Directive {
+    /// The line as muster writes it, without the prefix.
+    pub line: String,
+    /// dask-jobqueue's spelling, when it writes this request at all.
+    pub jobqueue: Option<String>,
+    /// Why skipping it is refused.
+    pub required: Option<&'static str>,
+}
+
+const NAME_REQUIRED: &str = "the job name carries the muster_<cluster>_ marker by which muster lists and cancels the cluster's jobs";
+const OUTPUT_REQUIRED: &str =
+    "muster reads the job's output from log_directory (muster logs, failure reasons)";
+
+fn directive(line: String, jobqueue: Option<String>) -> Directive {
+    Directive {
+        line,
+        jobqueue,
+        required: None,
+    }
+}
+
+/// The generated directive lines (without skip/extra handling).
+pub fn base_directives(input: &ScriptInput<'_>) -> Vec<Directive> {
     let ScriptInput {
         dialect,
         spec,
@@ -96,42 +121,68 @@ fn base_directives(input: &ScriptInput<'_>) -> Vec<String> {
     let mut d = Vec::new();
     match dialect {
         Dialect::Slurm => {
-            d.push(format!("--job-name={name}"));
+            d.push(Directive {
+                required: Some(NAME_REQUIRED),
+                ..directive(format!("--job-name={name}"), Some(format!("-J {name}")))
+            });
             let stem = match role {
                 ScriptRole::Scheduler { .. } => "%j",
                 ScriptRole::Workers { .. } => "%A_%a",
             };
-            d.push(format!("--output={log_dir}/{stem}.out"));
-            d.push(format!("--error={log_dir}/{stem}.err"));
+            for (long, short, ext) in [("output", "o", "out"), ("error", "e", "err")] {
+                d.push(Directive {
+                    required: Some(OUTPUT_REQUIRED),
+                    ..directive(
+                        format!("--{long}={log_dir}/{stem}.{ext}"),
+                        Some(format!("-{short} {log_dir}/{stem}.{ext}")),
+                    )
+                });
+            }
             if let Some(q) = &hpc.queue {
-                d.push(format!("--partition={q}"));
+                d.push(directive(
+                    format!("--partition={q}"),
+                    Some(format!("-p {q}")),
+                ));
             }
             if let Some(a) = &hpc.account {
-                d.push(format!("--account={a}"));
+                d.push(directive(format!("--account={a}"), Some(format!("-A {a}"))));
             }
-            d.push("--nodes=1".into());
-            d.push("--ntasks=1".into());
+            d.push(directive("--nodes=1".into(), None));
+            d.push(directive("--ntasks=1".into(), Some("-n 1".into())));
             let cpus = match role {
                 ScriptRole::Scheduler { .. } => 1,
                 ScriptRole::Workers { .. } => hpc.job_cpu.unwrap_or(w.cores),
             };
-            d.push(format!("--cpus-per-task={cpus}"));
-            if let ScriptRole::Workers { .. } = role
-                && let Some(mem) = hpc.job_mem.or(w.memory)
-            {
-                d.push(format!("--mem={}M", memory_mb(mem.bytes())));
+            let line = format!("--cpus-per-task={cpus}");
+            d.push(directive(line.clone(), Some(line)));
+            if let ScriptRole::Workers { .. } = role {
+                // job_mem goes to SLURM as written, like dask-jobqueue's.
+                let mem = match (&hpc.job_mem, w.memory) {
+                    (Some(m), _) => Some(m.0.clone()),
+                    (None, Some(m)) => Some(format!("{}M", memory_mb(m.bytes()))),
+                    (None, None) => None,
+                };
+                if let Some(mem) = mem {
+                    let line = format!("--mem={mem}");
+                    d.push(directive(line.clone(), Some(line)));
+                }
             }
             if let Some(t) = &hpc.walltime {
-                d.push(format!("--time={t}"));
+                d.push(directive(format!("--time={t}"), Some(format!("-t {t}"))));
             }
         }
         Dialect::Pbs(flavor) => {
-            d.push(format!("-N {name}"));
+            d.push(Directive {
+                required: Some(NAME_REQUIRED),
+                ..directive(format!("-N {name}"), Some(format!("-N {name}")))
+            });
             if let Some(q) = &hpc.queue {
-                d.push(format!("-q {q}"));
+                let line = format!("-q {q}");
+                d.push(directive(line.clone(), Some(line)));
             }
             if let Some(a) = &hpc.account {
-                d.push(format!("-A {a}"));
+                let line = format!("-A {a}");
+                d.push(directive(line.clone(), Some(line)));
             }
             let cores = match role {
                 ScriptRole::Scheduler { .. } => 1,
@@ -141,44 +192,87 @@ fn base_directives(input: &ScriptInput<'_>) -> Vec<String> {
                 ScriptRole::Scheduler { .. } => None,
                 ScriptRole::Workers { .. } => w.memory.map(|m| memory_mb(m.bytes())),
             };
+            // dask-jobqueue writes one `-l select=...` line for the resources.
+            let select = format!(
+                "-l select=1:ncpus={cores}{}",
+                mem.map(|m| format!(":mem={m}MB")).unwrap_or_default()
+            );
             match (&hpc.resource_spec, flavor) {
                 (Some(r), _) if matches!(role, ScriptRole::Workers { .. }) => {
-                    d.push(format!("-l {r}"))
+                    let line = format!("-l {r}");
+                    d.push(directive(line.clone(), Some(line)))
                 }
-                (_, PbsFlavor::Pbspro) => d.push(format!(
-                    "-l select=1:ncpus={cores}{}",
-                    mem.map(|m| format!(":mem={m}mb")).unwrap_or_default()
+                (_, PbsFlavor::Pbspro) => d.push(directive(
+                    format!(
+                        "-l select=1:ncpus={cores}{}",
+                        mem.map(|m| format!(":mem={m}mb")).unwrap_or_default()
+                    ),
+                    Some(select),
                 )),
                 (_, PbsFlavor::Torque) => {
-                    d.push(format!("-l nodes=1:ppn={cores}"));
+                    d.push(directive(
+                        format!("-l nodes=1:ppn={cores}"),
+                        Some(select.clone()),
+                    ));
                     if let Some(m) = mem {
-                        d.push(format!("-l mem={m}mb"));
+                        d.push(directive(format!("-l mem={m}mb"), Some(select)));
                     }
                 }
             }
             if let Some(t) = &hpc.walltime {
-                d.push(format!("-l walltime={t}"));
+                let line = format!("-l walltime={t}");
+                d.push(directive(line.clone(), Some(line)));
             }
         }
     }
     d
 }
 
+/// Whether a `job_directives_skip` entry removes a directive: as in
+/// dask-jobqueue, when its spelling of the directive contains the entry; or
+/// when muster's own spelling starts with it (`--ntasks`, `--mem=`).
+pub fn skips(skip: &str, d: &Directive) -> bool {
+    d.line.starts_with(skip) || d.jobqueue.as_deref().is_some_and(|j| j.contains(skip))
+}
+
+/// The `job_directives_skip` entries that would remove a directive muster
+/// needs: `(index, entry, the directive, why)`.
+pub fn refused_skips(input: &ScriptInput<'_>) -> Vec<(usize, String, String, &'static str)> {
+    let generated = base_directives(input);
+    let mut out = Vec::new();
+    for (i, skip) in input.hpc.job_directives_skip.iter().enumerate() {
+        if let Some(d) = generated
+            .iter()
+            .find(|d| d.required.is_some() && skips(skip, d))
+        {
+            out.push((
+                i,
+                skip.clone(),
+                d.line.clone(),
+                d.required.unwrap_or_default(),
+            ));
+        }
+    }
+    out
+}
+
 /// The directives block: generated lines minus the skipped ones, then the
-/// user's extra lines, each with the dialect's prefix.
+/// user's extra lines (never skipped, as in dask-jobqueue), each with the
+/// dialect's prefix.
 pub fn directives(input: &ScriptInput<'_>) -> String {
     let prefix = input.dialect.directive_prefix();
     let mut out = String::new();
-    for line in base_directives(input) {
-        if input
-            .hpc
-            .job_directives_skip
-            .iter()
-            .any(|skip| line.contains(skip.as_str()))
+    for d in base_directives(input) {
+        if d.required.is_none()
+            && input
+                .hpc
+                .job_directives_skip
+                .iter()
+                .any(|skip| skips(skip, &d))
         {
             continue;
         }
-        let _ = writeln!(out, "{prefix} {line}");
+        let _ = writeln!(out, "{prefix} {}", d.line);
     }
     for extra in &input.hpc.job_extra_directives {
         let _ = writeln!(out, "{prefix} {}", extra.trim());
@@ -239,12 +333,42 @@ pub fn dask_command(spec: &ClusterSpec, role: &ScriptRole) -> ProcessCommand {
     match role {
         ScriptRole::Scheduler { scheduler_file } => {
             let host = spec.scheduler.host.as_deref().unwrap_or("0.0.0.0");
-            dask::scheduler_command(spec, host, std::path::Path::new(scheduler_file))
+            let mut cmd = dask::scheduler_command(spec, host, std::path::Path::new(scheduler_file));
+            // As dask-jobqueue: without a scheduler host, the scheduler uses
+            // the workers' interface (Dask takes --interface instead of --host).
+            if spec.scheduler.host.is_none()
+                && let Some(iface) = &spec.worker.interface
+            {
+                on_interface(&mut cmd.argv, iface, spec.scheduler.dashboard_port);
+            }
+            cmd
         }
         ScriptRole::Workers { contact, .. } => {
             dask::worker_command(spec, WorkerName::FromEnv("MUSTER_JOB".into()), contact)
         }
     }
+}
+
+/// Replaces a scheduler command's `--host H` by `--interface IFACE` (and its
+/// dashboard address by `:PORT`, every address of the node).
+fn on_interface(argv: &mut Vec<String>, iface: &str, dashboard_port: u16) {
+    let mut out = Vec::with_capacity(argv.len());
+    let mut words = argv.drain(..);
+    while let Some(w) = words.next() {
+        match w.as_str() {
+            "--host" => {
+                words.next();
+                out.extend(["--interface".to_string(), iface.to_string()]);
+            }
+            "--dashboard-address" => {
+                words.next();
+                out.extend([w, format!(":{dashboard_port}")]);
+            }
+            _ => out.push(w),
+        }
+    }
+    drop(words);
+    *argv = out;
 }
 
 fn environment(input: &ScriptInput<'_>, cmd: &ProcessCommand) -> String {

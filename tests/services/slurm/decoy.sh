@@ -72,6 +72,19 @@ wait_idle() {
     die "the decoy SLURM did not become idle (last state '$s')"
 }
 
+# started NAME PIDFILE: records the daemon this script started (pid and start
+# time), so that `stop` ends that process and no other that reused the pid file.
+started() {
+    local i pid
+    for i in $(seq 1 100); do
+        pid="$(cat "$2" 2>/dev/null || true)"
+        [ -n "$pid" ] && alive "$pid" && break
+        sleep 0.1
+    done
+    [ -n "$pid" ] && alive "$pid" || die "$1 did not start"
+    echo "daemon $1 $pid $(cut -d' ' -f22 "/proc/$pid/stat")" >>"$STATE/made"
+}
+
 start() {
     if [ -s "$STATE/daemons" ]; then
         log "already started (snapshot in $STATE)"
@@ -140,12 +153,13 @@ PartitionName=site Nodes=$(hostname -s) Default=YES MaxTime=INFINITE State=UP
 EOF
         if ! { [ -s /run/munge/munged.pid ] && alive "$(cat /run/munge/munged.pid)"; }; then
             runuser -u munge -- /usr/sbin/munged 9>&-
-            echo "daemon munged /run/munge/munged.pid" >>"$STATE/made"
+            started munged /run/munge/munged.pid
         fi
         /usr/sbin/slurmctld 9>&-
-        echo "daemon slurmctld /run/slurmctld.pid" >>"$STATE/made"
+        started slurmctld /run/slurmctld.pid
         /usr/sbin/slurmd 9>&-
-        echo "daemon slurmd /run/slurmd.pid" >>"$STATE/made"
+        started slurmd /run/slurmd.pid
+        sha256sum "$CONF" >"$STATE/conf.sha256"
         wait_idle
         log "started cluster '${NAME}' from $CONF (ports 6817/6818)"
     fi
@@ -196,22 +210,28 @@ stop() {
     local held
     held="$(cat "$STATE/held" 2>/dev/null || true)"
     [ -n "$held" ] && scancel "$held" >/dev/null 2>&1 || true
-    local kind name pf pid
-    # Daemons first (slurmd, slurmctld, then munged), then files.
+    local kind name n pid since
+    # Daemons first (slurmd, slurmctld, then munged): only the very processes
+    # `start` started (same pid and start time), then files.
     for name in slurmd slurmctld munged; do
-        while read -r kind n pf; do
+        while read -r kind n pid since; do
             [ "$kind" = daemon ] && [ "$n" = "$name" ] || continue
-            pid="$(cat "$pf" 2>/dev/null || true)"
-            if [ -n "$pid" ] && alive "$pid"; then
+            if alive "$pid" && [ "$(cut -d' ' -f22 "/proc/$pid/stat")" = "$since" ]; then
                 kill "$pid" 2>/dev/null || true
                 for _ in $(seq 1 100); do alive "$pid" || break; sleep 0.1; done
                 kill -9 "$pid" 2>/dev/null || true
+            else
+                log "$name (pid $pid) is no longer the one started here: left alone"
             fi
-            rm -f "$pf"
         done <"$STATE/made"
     done
+    # The config only if it is still the one written here.
+    if [ -s "$STATE/conf.sha256" ] && ! sha256sum -c --quiet "$STATE/conf.sha256" >/dev/null 2>&1; then
+        log "$CONF was rewritten by someone else: left in place"
+        sed -i "\|^$CONF\$|d" "$STATE/made"
+    fi
     # Paths it created, deepest first.
-    grep -v '^daemon ' "$STATE/made" | sort -r | while read -r p; do rm -rf "$p"; done
+    { grep -v '^daemon ' "$STATE/made" || true; } | sort -r | while read -r p; do rm -rf "$p"; done
     rm -rf "$STATE"
     log "stopped; removed what it had made"
 }
