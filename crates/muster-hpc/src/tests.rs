@@ -422,6 +422,23 @@ mod jobqueue_fidelity {
             .collect()
     }
 
+    /// Every problem the kind table would report for `s` (core's and the
+    /// batch kind's), one string; panics if there is none.
+    fn invalid(s: &ClusterSpec) -> String {
+        use muster_core::kinds::BackendKind;
+        let mut errs = s.problems();
+        errs.extend(if s.backend.kind() == "pbs" {
+            crate::PBS.validate(s)
+        } else {
+            crate::SLURM.validate(s)
+        });
+        assert!(!errs.is_empty(), "expected problems in {s:?}");
+        errs.iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
     #[test]
     fn job_mem_reaches_slurm_as_written() {
         for (yaml, want) in [
@@ -438,7 +455,7 @@ mod jobqueue_fidelity {
                 &format!("name: demo\nbackend: {{kind: slurm, job_mem: {bad}}}"),
                 None,
             ) {
-                Ok(s) => s.validate().unwrap_err().to_string(),
+                Ok(s) => invalid(&s),
                 Err(e) => e.to_string(),
             };
             assert!(err.contains("job_mem"), "{bad}: {err}");
@@ -507,12 +524,7 @@ mod jobqueue_fidelity {
             None,
         )
         .unwrap();
-        assert!(
-            pbs.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("backend.walltime")
-        );
+        assert!(invalid(&pbs).contains("backend.walltime"));
     }
 
     #[test]
