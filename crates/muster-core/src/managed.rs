@@ -294,6 +294,13 @@ impl ManagedCluster {
                     check = None;
                     last_status = Instant::now();
                     if let Some((id, s)) = st?.iter().find(|(_, s)| !s.is_active()) {
+                        if self.superseded(id)? {
+                            // Another command (a later `scale`, `down`) changed
+                            // the cluster under its lock and removed this job:
+                            // this wait is over, and that is not a failure.
+                            tracing::info!(%id, "the cluster was changed by another command: not waiting any longer");
+                            return Ok(());
+                        }
                         let reason = match s {
                             JobStatus::Failed { reason } => reason.clone(),
                             other => format!("it is {other}"),
@@ -304,6 +311,16 @@ impl ManagedCluster {
                 _ = tokio::time::sleep(POLL) => {}
             }
         }
+    }
+
+    /// True when the registry no longer wants what this handle waits for:
+    /// the cluster is gone, its desired size changed, or the job `id` was
+    /// removed from it by another command.
+    fn superseded(&self, id: &JobId) -> Result<bool> {
+        Ok(match self.home.load(&self.record.name)? {
+            None => true,
+            Some(now) => now.spec.workers != self.record.spec.workers || !now.workers.contains(id),
+        })
     }
 
     async fn bring_up(&mut self, progress: &dyn Progress) -> Result<()> {

@@ -56,6 +56,7 @@ async fn one(ctx: &RoundContext<'_>, guard: Option<StoreGuard>) -> Result<RoundO
         );
         return Ok(finished(Duration::ZERO));
     }
+    let before = rec.clone();
     let policy = Policy::from_spec(&rec.spec);
     let settings = format!("{policy:?}");
     if rec.policy.generation != rec.adapt_generation || rec.policy.settings != settings {
@@ -186,7 +187,9 @@ async fn one(ctx: &RoundContext<'_>, guard: Option<StoreGuard>) -> Result<RoundO
         target: seen.obs.target,
         at: unix_now(),
     });
-    ctx.store.save(&rec).await?;
+    if changed_besides_time(&before, &rec) {
+        ctx.store.save(&rec).await?;
+    }
     Ok(RoundOutcome {
         next_poll: d.next_poll,
         decision: Some(d),
@@ -298,6 +301,18 @@ pub fn id_list(ids: &[crate::job::JobId]) -> String {
         n if n > 6 => format!("{n} jobs ({} … {})", names[0], names[n - 1]),
         _ => names.join(", "),
     }
+}
+
+/// Whether a round changed the record in more than the time of its
+/// observation. A steady cluster's rounds then write nothing: no churn in the
+/// registry every interval, and no file appearing in a cluster directory that
+/// another process is removing.
+fn changed_besides_time(before: &ClusterRecord, after: &ClusterRecord) -> bool {
+    let mut same_time = after.clone();
+    if let (Some(b), Some(a)) = (&before.observed, &mut same_time.observed) {
+        a.at = b.at;
+    }
+    &same_time != before
 }
 
 #[cfg(test)]
