@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded from tests/python
 from kube import kube, kube_namespace  # noqa: F401  (fixtures for the Kubernetes tests)
 
 REPO = Path(__file__).resolve().parents[2]
