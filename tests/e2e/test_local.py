@@ -81,7 +81,8 @@ def test_kill_9_during_up_then_down_leaves_nothing(muster):
 def test_jobs_of_a_launch_interrupted_before_recording_are_adopted(muster):
     """A CLI killed after starting workers but before writing their ids
     leaves the record's `launching` mark; the next command holding the
-    cluster's lock adopts the live jobs instead of leaving them unmanaged.
+    cluster's lock (the agent's round or `scale`) adopts the live jobs
+    instead of leaving them unmanaged.
     The killed CLI's state is recreated exactly: one live worker dropped
     from the record, the mark set."""
     up = muster.json("up", "lost", "--workers", 2, "--python", muster.python)
@@ -90,7 +91,9 @@ def test_jobs_of_a_launch_interrupted_before_recording_are_adopted(muster):
     dropped = record["workers"].pop()
     record["launching"] = True
     path.write_text(json.dumps(record))
-    assert [w["name"] for w in muster.json("get", "workers", "lost")] == record["workers"]
+    # No check of `get workers` here: the cluster's agent runs a round every
+    # few seconds and may adopt the job first, which is just as right. Either
+    # way, nothing new may be launched.
 
     muster.run("scale", "lost", 2)
     after = json.loads(path.read_text())
