@@ -13,6 +13,12 @@ at_exit() { cleanups=("$1" "${cleanups[@]}"); }
 run_cleanups() { local c; for c in "${cleanups[@]}"; do eval "$c" || true; done; }
 trap run_cleanups EXIT
 
+# The builds below take ~10 GB; a disk nearly full makes the test node
+# DiskPressure-tainted and its pods wait forever. Say it first, not after an hour.
+free_gb=$(df -Pk "$repo" | awk 'NR==2 {print int($4 / 1048576)}')
+if [ "$free_gb" -lt 15 ]; then
+    say "WARNING: only ${free_gb} GB free on the disk of $repo; the full run needs about 15 GB"
+fi
 say "cargo fmt --check"
 cargo fmt --all --check
 say "cargo clippy -D warnings"

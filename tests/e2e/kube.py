@@ -83,6 +83,43 @@ class Kube:
         sel = ["-l", selector] if selector else []
         return self.json("get", "pods", "-n", namespace, *sel)["items"]
 
+    def node_problems(self):
+        """Node conditions that keep pods off a node (DiskPressure, ...) and
+        NoSchedule/NoExecute taints, as readable lines; empty when none."""
+        problems = []
+        for n in self.json("get", "nodes")["items"]:
+            name = n["metadata"]["name"]
+            for c in n["status"].get("conditions", []):
+                if c["type"] != "Ready" and c["status"] == "True":
+                    problems.append(f"node {name}: {c['type']} ({c.get('message', '')})")
+            for t in n["spec"].get("taints", []):
+                if t.get("effect") in ("NoSchedule", "NoExecute"):
+                    problems.append(f"node {name}: taint {t['key']}:{t['effect']}")
+        return problems
+
+    def diagnose(self, namespace=None):
+        """What the API server says about the node, the pods and the events:
+        appended to a failed wait so the log tells why pods did not come."""
+        ns = ["-n", namespace] if namespace else ["-A"]
+        parts = [f"node problems: {self.node_problems() or 'none'}"]
+        for args in (["get", "pods", "-o", "wide", *ns],
+                     ["get", "events", "--sort-by=.lastTimestamp", *ns]):
+            out = self.kubectl(*args, check=False, timeout=30)
+            parts.append(f"$ kubectl {' '.join(args)}\n{out.stdout}{out.stderr}")
+        return "\n".join(parts)
+
+    def wait(self, predicate, namespace, timeout, message, interval=0.2):
+        """wait_until, with diagnose() in the error when it times out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(interval)
+        raise AssertionError(
+            f"timed out after {timeout}s waiting for {message}\n{self.diagnose(namespace)}"
+        )
+
     def node_ready(self):
         nodes = self.json("get", "nodes")["items"]
         return bool(nodes) and all(
@@ -121,6 +158,10 @@ def kube():
         _unavailable(f"API server not ready: {ready.stderr.strip()}")
     if not k.node_ready():
         _unavailable("no Ready node")
+    problems = k.node_problems()
+    if problems:
+        # Pods would stay Pending and the tests time out with no reason given.
+        pytest.fail("the test node cannot take pods: " + "; ".join(problems))
     return k
 
 

@@ -70,13 +70,17 @@ def operator(kube, kube_namespace):
     # Helm installs crds/ only when absent and never upgrades them: apply the
     # current ones, so the test never runs against an older schema.
     kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
-    subprocess.run(
+    install = subprocess.run(
         [
             helm(), "install", "muster-e2e", str(CHART), "-n", kube_namespace,
             "--set", f"image.tag={TAG}", "--set", "image.pullPolicy=Never",
             "--set", "rbac.cluster=false", "--wait", "--timeout", "120s",
         ],
-        check=True, capture_output=True, text=True, env=env,
+        capture_output=True, text=True, env=env,
+    )
+    assert install.returncode == 0, (
+        f"helm install exited {install.returncode}\n{install.stdout}{install.stderr}\n"
+        + kube.diagnose(kube_namespace)
     )
     yield kube_namespace
     subprocess.run(

@@ -188,7 +188,7 @@ rotateCertificates: false
 serverTLSBootstrap: false
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
-evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%, nodefs.inodesFree: 1%}
+evictionHard: {memory.available: 100Mi, nodefs.available: 300Mi, imagefs.available: 300Mi, nodefs.inodesFree: 1%}
 syncFrequency: 10s
 fileCheckFrequency: 20s
 nodeStatusUpdateFrequency: 5s
