@@ -425,7 +425,7 @@ impl ManagedCluster {
             let warnings = self.backend.preflight().await?;
             warn_all(progress, &warnings);
             self.record.phase = Phase::Starting;
-            self.store.save(&self.record).await?;
+            self.home.create(&self.record)?;
             match self.bring_up(progress).await {
                 Ok(()) => {
                     self.record.phase = Phase::Running;

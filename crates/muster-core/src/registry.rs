@@ -120,12 +120,24 @@ impl Home {
         }
     }
 
-    /// Writes a cluster's record atomically: readers see the old or the new
-    /// record, never a torn one.
-    pub fn save(&self, record: &ClusterRecord) -> Result<()> {
+    /// Creates a cluster's directory and writes its first record (`up`).
+    pub fn create(&self, record: &ClusterRecord) -> Result<()> {
         let dir = self.cluster_dir(&record.name);
         fs::create_dir_all(&dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        self.save(record)
+    }
+
+    /// Replaces an existing cluster's record atomically: readers see the old
+    /// or the new record, never a torn one. When the cluster's directory is
+    /// gone (`down` ran, or someone deleted the registry), this is
+    /// [`Error::NotFound`] and nothing is written: an agent whose round loaded
+    /// the record just before must not bring the cluster back.
+    pub fn save(&self, record: &ClusterRecord) -> Result<()> {
+        let dir = self.cluster_dir(&record.name);
+        if !dir.is_dir() {
+            return Err(Error::NotFound(record.name.clone()));
+        }
         let json = serde_json::to_vec_pretty(record).expect("a record always serialises");
         let mut tmp = tempfile::NamedTempFile::new_in(&dir)
             .map_err(|e| Error::io(format!("writing in {}", dir.display()), e))?;
@@ -392,8 +404,8 @@ mod tests {
         assert!(home.list().unwrap().is_empty());
         assert_eq!(home.load("a").unwrap(), None);
         let mut a = record("a");
-        home.save(&a).unwrap();
-        home.save(&record("b")).unwrap();
+        home.create(&a).unwrap();
+        home.create(&record("b")).unwrap();
         a.workers.push(JobId::from("a-w0"));
         home.save(&a).unwrap();
         assert_eq!(
@@ -418,7 +430,7 @@ mod tests {
     fn a_corrupt_record_is_an_error_naming_the_file_and_is_skipped_in_lists() {
         let dir = tempfile::tempdir().unwrap();
         let home = Home::at(dir.path());
-        home.save(&record("good")).unwrap();
+        home.create(&record("good")).unwrap();
         fs::create_dir_all(home.cluster_dir("bad")).unwrap();
         fs::write(home.record_path("bad"), "{not json").unwrap();
         assert!(
