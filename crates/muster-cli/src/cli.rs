@@ -267,9 +267,10 @@ pub struct DownArgs {
     /// on this host from its processes' markers (even without a record)
     #[arg(long)]
     pub all: bool,
-    /// Backend to search when the cluster is not in the registry
-    #[arg(long, value_name = "KIND", default_value = "local", value_parser = clap::builder::PossibleValuesParser::new(muster::KINDS.names()))]
-    pub backend: String,
+    /// Backend to search when the cluster is not in the registry (default:
+    /// this host's processes and the SLURM/PBS queues whose commands are here)
+    #[arg(long, value_name = "KIND", value_parser = clap::builder::PossibleValuesParser::new(muster::KINDS.names()))]
+    pub backend: Option<String>,
     /// Spec file whose backend section says where to search when the cluster
     /// is not in the registry (e.g. the SSH hosts)
     #[arg(

@@ -2,7 +2,6 @@
 //! library, print. The CLI is a thin client of the `muster` crate.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use muster::adaptive::{ProcessAgent, agent as adaptive_agent, events as timeline};
@@ -89,7 +88,7 @@ fn this_exe() -> Result<PathBuf, Error> {
     std::env::current_exe().map_err(|e| Error::io("finding the muster binary", e))
 }
 
-fn agent_control(home: &Home) -> Result<ProcessAgent, Error> {
+pub(crate) fn agent_control(home: &Home) -> Result<ProcessAgent, Error> {
     Ok(ProcessAgent::new(this_exe()?, home.clone()))
 }
 
@@ -145,6 +144,39 @@ fn print_summary(c: &ManagedCluster, connected: usize, verb: &str, out: Output) 
     print!("{}", output::up(&item, verb, out));
 }
 
+/// For a scheduler on this host (the local backend): a fixed port that is
+/// already taken fails `up` before anything starts, naming the field and the
+/// port (Dask would fail with a log tail, or move the dashboard elsewhere
+/// without a word).
+fn check_ports(spec: &ClusterSpec) -> Result<(), Error> {
+    if spec.backend.kind() != "local" {
+        return Ok(());
+    }
+    let host = spec.scheduler.host.as_deref().unwrap_or("127.0.0.1");
+    let problems: Vec<String> = [
+        ("scheduler.port", spec.scheduler.port),
+        ("scheduler.dashboard_port", spec.scheduler.dashboard_port),
+    ]
+    .into_iter()
+    .filter(|(_, port)| *port != 0)
+    .filter_map(
+        |(field, port)| match std::net::TcpListener::bind((host, port)) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Some(format!(
+                "{field}: port {port} on {host} is already in use (by another process); \
+             pick another port, or 0 for any free one"
+            )),
+            // Anything else (an address not on this host...) is Dask's to report.
+            _ => None,
+        },
+    )
+    .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Usage(problems.join("\n")))
+    }
+}
+
 pub async fn up(home: &Home, args: UpArgs) -> Result<()> {
     let mut spec = build_spec(&args.spec)?;
     apply_adapt(&mut spec, &args.adapt_flags, args.adapt)?;
@@ -157,6 +189,7 @@ pub async fn up(home: &Home, args: UpArgs) -> Result<()> {
             .unwrap_or(a.minimum)
             .clamp(a.minimum, a.maximum);
     }
+    check_ports(&spec)?;
     let backend = muster::backend_for_spec(&spec, home)?;
     let mut cluster = muster::wire(
         ManagedCluster::new(spec, backend, home.clone())?,
@@ -288,11 +321,25 @@ async fn check_scheduler_alive(cluster: &ManagedCluster) -> Result<()> {
     Ok(())
 }
 
+/// The user's `scale` in the cluster's timeline (`muster events`), beside
+/// the rounds' own launch and retire events. Best effort.
+async fn record_scale(cluster: &ManagedCluster, before: u32, after: u32, how: &str) {
+    let message = format!("muster scale: {before} -> {after} worker jobs ({how})");
+    if let Err(e) = cluster.timeline().record("scale", &message).await {
+        tracing::warn!("cannot record the scale in the timeline: {e}");
+    }
+}
+
 pub async fn scale(home: &Home, args: ScaleArgs) -> Result<()> {
     let name = args.name.clone();
     let mut cluster = open(home, &name)?.with_timeout(args.timeout.duration());
-    if let Some(hint) = half_started(home, &name)? {
-        return Err(anyhow::anyhow!("cluster {name:?} cannot be scaled: {hint}"));
+    {
+        // Under the lock: a live `up` still holds it (this waits, saying
+        // so); a record still Starting once it is free was left by a dead one.
+        let _guard = home.lock(&name)?;
+        if let Some(hint) = half_started(home, &name)? {
+            return Err(anyhow::anyhow!("cluster {name:?} cannot be scaled: {hint}"));
+        }
     }
     check_scheduler_alive(&cluster).await?;
     let before = cluster.record().spec.workers;
@@ -324,6 +371,13 @@ pub async fn scale(home: &Home, args: ScaleArgs) -> Result<()> {
                 }
                 None => format!("cluster {name} is no longer in the registry"),
             };
+            record_scale(
+                &cluster,
+                before,
+                args.workers,
+                "interrupted; the agent finishes it",
+            )
+            .await;
             return Err(Interrupted {
                 signal: sig,
                 message,
@@ -332,94 +386,11 @@ pub async fn scale(home: &Home, args: ScaleArgs) -> Result<()> {
         }
     };
     result.with_context(|| format!("scaling cluster {name:?} to {}", args.workers))?;
+    record_scale(&cluster, before, args.workers, "done").await;
     let connected =
         cluster.record().workers.len() * cluster.record().spec.worker.processes as usize;
     print_summary(&cluster, connected, "scaled", args.output);
     Ok(())
-}
-
-pub async fn down(home: &Home, args: DownArgs) -> Result<()> {
-    let mut searched = None;
-    let targets: Vec<(String, Arc<dyn Backend>)> = if args.all {
-        let records = home.list()?;
-        let mut t: Vec<(String, Arc<dyn Backend>)> = records
-            .iter()
-            .map(|r| Ok((r.name.clone(), muster::backend_for_spec(&r.spec, home)?)))
-            .collect::<Result<_>>()?;
-        // Clusters running here without a record: their processes' markers
-        // name them; the local backend stops what runs on this host.
-        for (name, jobs) in muster::marked_on_this_host(home) {
-            if !records.iter().any(|r| r.name == name) {
-                eprintln!(
-                    "found cluster {name} running on this host without a registry record ({} jobs: {})",
-                    jobs.len(),
-                    jobs.join(", ")
-                );
-                t.push((
-                    name.clone(),
-                    muster::backend_for_down("local", &name, home)?,
-                ));
-            }
-        }
-        t
-    } else {
-        let name = args
-            .name
-            .clone()
-            .expect("clap requires a name without --all");
-        muster::spec::check_name(&name)
-            .map_err(|r| Error::Usage(format!("cluster name {name:?}: {r}")))?;
-        // The registry's spec, else the one given with -f, else just a kind.
-        let backend = match (home.load(&name)?, &args.file) {
-            (Some(r), _) => muster::backend_for_spec(&r.spec, home)?,
-            (None, Some(file)) => {
-                let spec = build_spec(&SpecArgs {
-                    file: Some(file.clone()),
-                    name: Some(name.clone()),
-                    ..Default::default()
-                })?;
-                muster::backend_for_spec(&spec, home)?
-            }
-            (None, None) => {
-                searched = Some(if args.backend == "local" {
-                    "this host's processes (the local backend); for another backend's jobs \
-                     give --backend KIND or -f SPEC"
-                        .to_string()
-                } else {
-                    format!("the {} backend's jobs", args.backend)
-                });
-                muster::backend_for_down(&args.backend, &name, home)?
-            }
-        };
-        vec![(name, backend)]
-    };
-    let mut reports = Vec::new();
-    let mut failures = Vec::new();
-    let agent = agent_control(home)?;
-    for (name, backend) in targets {
-        // The library stops the agent first (so it cannot relaunch workers)
-        // and again after; rounds also re-read the record under the cluster
-        // lock, and finish once `down` has marked it Stopping or removed it.
-        let result = ManagedCluster::down_named(&name, backend.as_ref(), home, Some(&agent)).await;
-        match result {
-            Ok(r) => {
-                for w in &r.warnings {
-                    eprintln!("warning: {w}");
-                }
-                reports.push(r)
-            }
-            Err(e) => failures
-                .push(anyhow::Error::new(e).context(format!("bringing down cluster {name:?}"))),
-        }
-    }
-    print!(
-        "{}",
-        output::down(&reports, searched.as_deref(), args.output)
-    );
-    match failures.into_iter().next() {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
 }
 
 pub async fn describe(home: &Home, args: DescribeArgs) -> Result<()> {

@@ -5,6 +5,7 @@
 mod cli;
 mod commands;
 mod contract;
+mod down;
 mod inspect;
 mod interrupt;
 mod operator;
@@ -40,7 +41,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let home = commands::home(cli.home.as_deref())?;
     match cli.command {
         Command::Up(a) => commands::up(&home, a).await,
-        Command::Down(a) => commands::down(&home, a).await,
+        Command::Down(a) => down::down(&home, a).await,
         Command::Scale(a) => commands::scale(&home, a).await,
         Command::Get(a) => inspect::get(&home, a).await,
         Command::Describe(a) => commands::describe(&home, a).await,
