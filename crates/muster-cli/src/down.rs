@@ -13,12 +13,15 @@ use crate::cli::*;
 use crate::commands::{agent_control, build_spec};
 use crate::output;
 
-/// Where to look for one cluster: each backend with what to call it, and
-/// whether failing to search it fails the command (an explicit choice) or
-/// is a warning (a search muster chose to add).
+/// One place to search: what to call it, the backend, and whether failing
+/// to search it fails the command (an explicit choice) or is a warning (a
+/// search muster chose to add).
+type Search = (String, Arc<dyn Backend>, bool);
+
+/// Where to look for one cluster.
 struct Target {
     name: String,
-    searches: Vec<(String, Arc<dyn Backend>, bool)>,
+    searches: Vec<Search>,
 }
 
 /// True when `program` is an executable on PATH.
@@ -31,7 +34,7 @@ fn on_path(program: &str) -> bool {
 
 /// The searches for a cluster without a record and without a spec: the
 /// local backend always, the batch queues whose commands are here.
-fn unrecorded_searches(name: &str, home: &Home) -> Result<Vec<(String, Arc<dyn Backend>, bool)>> {
+fn unrecorded_searches(name: &str, home: &Home) -> Result<Vec<Search>> {
     let mut out = vec![(
         "this host's processes".to_string(),
         muster::backend_for_down("local", name, home)?,
