@@ -112,8 +112,11 @@ def test_jobs_of_a_launch_interrupted_before_recording_are_adopted(muster):
 def test_down_finds_processes_even_without_the_registry(muster):
     muster.run("up", "orphan", "--workers", 1, "--python", muster.python)
     # Lose the registry entirely: down must find the processes from the OS.
+    muster.kill_agent("orphan")  # its next round would write the record again
     subprocess.run(["rm", "-rf", str(muster.home / "clusters")], check=True)
-    assert muster.json("get", "clusters") == []
+    # Listed from its processes' markers, not hidden.
+    (listed,) = muster.json("get", "clusters")
+    assert (listed["name"], listed["recorded"], listed["phase"]) == ("orphan", False, "Unrecorded")
     assert muster.processes("orphan")
     down = muster.run("down", "orphan")
     assert "is down" in down.stdout

@@ -91,9 +91,18 @@ impl Home {
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
-                tracing::info!(
-                    cluster = name,
-                    "waiting for another muster command on this cluster"
+                // Say who holds it (the holder wrote that into the file), on
+                // stderr: a command must not wait silently.
+                let text = fs::read_to_string(&path).unwrap_or_default();
+                let mut lines = text.lines();
+                let who = lines.next().filter(|l| !l.is_empty());
+                let since = lines.next().and_then(|l| l.trim().parse::<u64>().ok());
+                tracing::warn!(
+                    "waiting for cluster {name}'s lock, held by {}{}",
+                    who.unwrap_or("another muster command"),
+                    since
+                        .map(|t| format!(" for {}s", unix_now().saturating_sub(t)))
+                        .unwrap_or_default()
                 );
                 file.lock()
                     .map_err(|e| Error::io(format!("locking {}", path.display()), e))?;
@@ -102,6 +111,7 @@ impl Home {
                 return Err(Error::io(format!("locking {}", path.display()), e));
             }
         }
+        write_holder(&file);
         Ok(ClusterLock { _file: file })
     }
 
@@ -232,6 +242,30 @@ impl crate::reconcile::ClusterStore for FileStore {
     async fn remove(&self) -> Result<()> {
         self.home.remove(&self.name)
     }
+}
+
+/// Records in the lock file who holds it (pid, command line, since when),
+/// for a command that has to wait. Best effort: the lock is the flock, not
+/// this text.
+fn write_holder(mut file: &fs::File) {
+    use std::io::{Seek, Write};
+    let argv: Vec<String> = std::env::args()
+        .map(|a| {
+            a.chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect()
+        })
+        .collect();
+    let text = format!(
+        "pid {} (`{}`)\n{}\n",
+        std::process::id(),
+        argv.join(" "),
+        unix_now()
+    );
+    let _ = file
+        .set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| file.write_all(text.as_bytes()));
 }
 
 /// Holds a cluster's lock until dropped.

@@ -7,7 +7,7 @@ use muster::adaptive::{AgentHealth, Event};
 use muster::{ClusterRecord, ClusterStatus};
 use serde::Serialize;
 
-use super::lists::workers_table;
+use super::lists::{WorkerItem, worker_items, workers_table};
 use super::{age, one_line, render_table, table};
 use crate::cli::Output;
 use crate::contract::{self, Kind};
@@ -166,6 +166,45 @@ fn agent_section(view: &AgentView, record: &ClusterRecord) -> String {
     out
 }
 
+/// The scheduler job in a `ClusterDescription`.
+#[derive(Debug, Serialize)]
+struct SchedulerItem<'a> {
+    job: &'a str,
+    /// The same words as a worker's `status`.
+    status: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+}
+
+/// The `ClusterDescription` document: the same vocabulary as `get` (phase
+/// and status words, worker items), objects rather than tuples, RFC 3339
+/// times.
+#[derive(Debug, Serialize)]
+struct Doc<'a> {
+    name: &'a str,
+    backend: &'a str,
+    /// The phase as the manager shows it (`Running`, `Failed`, ...).
+    phase: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    created: String,
+    age_seconds: u64,
+    scheduler: Option<SchedulerItem<'a>>,
+    scheduler_address: Option<&'a str>,
+    dashboard_url: Option<&'a str>,
+    scheduler_reachable: bool,
+    desired_workers: u32,
+    ready_workers: usize,
+    processes_per_worker: u32,
+    connected_workers: usize,
+    workers: Vec<WorkerItem<'a>>,
+    unknown_workers: &'a [muster::dask::WorkerInfo],
+    spec: &'a muster::ClusterSpec,
+    state_dir: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent: Option<&'a AgentView>,
+}
+
 /// `muster describe` as a readable report.
 pub fn describe(
     status: &ClusterStatus,
@@ -174,36 +213,57 @@ pub fn describe(
     agent: Option<&AgentView>,
     output: Output,
 ) -> String {
-    #[derive(Serialize)]
-    struct Full<'a> {
-        #[serde(flatten)]
-        status: &'a ClusterStatus,
-        spec: &'a muster::ClusterSpec,
-        state_dir: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        agent: Option<&'a AgentView>,
-    }
-    if let Some(s) = contract::object(
-        Kind::ClusterDescription,
-        &Full {
-            status,
-            spec: &record.spec,
-            state_dir,
-            agent,
-        },
-        output,
-    ) {
+    let (phase, reason) = super::live_phase(record.phase, Some(status));
+    let doc = Doc {
+        name: &status.name,
+        backend: &status.backend,
+        phase,
+        reason: reason.clone(),
+        created: humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + Duration::from_secs(record.created_at),
+        )
+        .to_string(),
+        age_seconds: status.age_seconds,
+        scheduler: status.scheduler.as_ref().map(|(id, st)| SchedulerItem {
+            job: id.as_str(),
+            status: st.word(),
+            reason: match st {
+                muster::JobStatus::Failed { reason } => Some(reason),
+                _ => None,
+            },
+        }),
+        scheduler_address: status.scheduler_address.as_deref(),
+        dashboard_url: status.dashboard_url.as_deref(),
+        scheduler_reachable: status.scheduler_reachable,
+        desired_workers: status.desired_workers,
+        ready_workers: super::ready_jobs(status),
+        processes_per_worker: status.processes_per_worker,
+        connected_workers: status.connected_workers,
+        workers: worker_items(status),
+        unknown_workers: &status.unknown_workers,
+        spec: &record.spec,
+        state_dir,
+        agent,
+    };
+    if let Some(s) = contract::object(Kind::ClusterDescription, &doc, output) {
         return s;
+    }
+    if output == Output::Name {
+        return format!("cluster/{}\n", status.name);
     }
     let sched = match &status.scheduler {
         Some((id, st)) => format!("{id} ({st})"),
         None => "-".into(),
     };
+    let phase_line = match &reason {
+        Some(r) => format!("{phase} ({})", one_line(r)),
+        None => phase.to_string(),
+    };
     let mut out = format!(
-        "Name:         {}\nBackend:      {}\nPhase:        {}\nAge:          {}\nScheduler:    {}\nAddress:      {}\nDashboard:    {}\nAPI:          {}\nWorkers:      {} jobs wanted, {} Dask workers connected ({} per job)\nState:        {}\n",
+        "Name:         {}\nBackend:      {}\nPhase:        {}\nAge:          {}\nScheduler:    {}\nAddress:      {}\nDashboard:    {}\nAPI:          {}\nWorkers:      {} jobs wanted, {} ready, {} Dask workers connected ({} per job)\nState:        {}\n",
         status.name,
         status.backend,
-        status.phase.word(),
+        phase_line,
         age(Duration::from_secs(status.age_seconds)),
         sched,
         status.scheduler_address.as_deref().unwrap_or("-"),
@@ -214,6 +274,7 @@ pub fn describe(
             "NOT reachable"
         },
         status.desired_workers,
+        super::ready_jobs(status),
         status.connected_workers,
         status.processes_per_worker,
         state_dir,

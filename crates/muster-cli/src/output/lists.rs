@@ -17,38 +17,102 @@ use crate::contract::{self, Kind};
 pub struct ClusterItem<'a> {
     name: &'a str,
     backend: &'a str,
+    /// The phase as the manager shows it now (see [`super::live_phase`]).
     phase: &'a str,
+    /// Why the phase is not the recorded one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    /// Worker jobs wanted.
     workers: u32,
+    /// Worker jobs whose Dask workers are all registered, when the cluster
+    /// could be looked at.
+    ready_workers: Option<usize>,
     scheduler_address: Option<&'a str>,
     dashboard_url: Option<String>,
     age_seconds: u64,
+    /// False for a cluster found only from its processes' markers (its
+    /// registry record is gone): `muster down NAME` removes it.
+    recorded: bool,
+    /// For an unrecorded cluster, the jobs found.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    found_jobs: Vec<String>,
 }
 
-/// `muster get clusters`.
+/// A recorded cluster and, when it could be asked, its manager's view.
+#[derive(Debug, Clone, Copy)]
+pub struct ClusterRow<'a> {
+    /// The registry record.
+    pub record: &'a ClusterRecord,
+    /// The live status (`None` when the backend or scheduler could not be
+    /// asked in time).
+    pub status: Option<&'a ClusterStatus>,
+}
+
+/// The phase word for unrecorded clusters.
+pub const UNRECORDED: &str = "Unrecorded";
+
+/// `muster get clusters`: the registry's clusters with their live phase and
+/// READY count, then the clusters of this home found running from their
+/// markers without a record (`unrecorded`: name and job ids).
 /// `now` is the current Unix time, passed in so the listing is a pure function.
-pub fn clusters(records: &[ClusterRecord], now: u64, output: Output) -> String {
-    let items: Vec<ClusterItem> = records
+pub fn clusters(
+    rows: &[ClusterRow<'_>],
+    unrecorded: &[(String, Vec<String>)],
+    now: u64,
+    output: Output,
+) -> String {
+    let mut items: Vec<ClusterItem> = rows
         .iter()
-        .map(|r| ClusterItem {
-            name: &r.name,
-            backend: r.backend(),
-            phase: r.phase.word(),
-            workers: r.spec.workers,
-            scheduler_address: r.scheduler_address.as_deref(),
-            dashboard_url: r.dashboard_link(),
-            age_seconds: now.saturating_sub(r.created_at),
+        .map(|row| {
+            let r = row.record;
+            let (phase, reason) = super::live_phase(r.phase, row.status);
+            ClusterItem {
+                name: &r.name,
+                backend: r.backend(),
+                phase,
+                reason,
+                workers: r.spec.workers,
+                ready_workers: row.status.map(super::ready_jobs),
+                scheduler_address: r.scheduler_address.as_deref(),
+                dashboard_url: r.dashboard_link(),
+                age_seconds: now.saturating_sub(r.created_at),
+                recorded: true,
+                found_jobs: Vec::new(),
+            }
         })
         .collect();
+    items.extend(unrecorded.iter().map(|(name, jobs)| ClusterItem {
+        name,
+        backend: "-",
+        phase: UNRECORDED,
+        reason: Some(format!(
+            "no registry record; {} jobs running on this host",
+            jobs.len()
+        )),
+        workers: 0,
+        ready_workers: None,
+        scheduler_address: None,
+        dashboard_url: None,
+        age_seconds: 0,
+        recorded: false,
+        found_jobs: jobs.clone(),
+    }));
     if let Some(s) = contract::list(Kind::ClusterList, &items, output) {
         return s;
+    }
+    if output == Output::Name {
+        return items
+            .iter()
+            .map(|i| format!("cluster/{}\n", i.name))
+            .collect();
     }
     if items.is_empty() {
         return "No clusters.\n".into();
     }
     let wide = output == Output::Wide;
-    let mut header = vec!["NAME", "BACKEND", "PHASE", "WORKERS", "AGE", "SCHEDULER"];
+    let mut header = vec!["NAME", "BACKEND", "PHASE", "READY", "AGE", "SCHEDULER"];
     if wide {
-        header.push("DASHBOARD");
+        header.extend(["DASHBOARD", "REASON"]);
     }
     let mut t = table(&header);
     for i in &items {
@@ -56,23 +120,43 @@ pub fn clusters(records: &[ClusterRecord], now: u64, output: Output) -> String {
             i.name.to_string(),
             i.backend.to_string(),
             i.phase.to_string(),
-            i.workers.to_string(),
-            age(Duration::from_secs(i.age_seconds)),
+            match (i.recorded, i.ready_workers) {
+                (true, Some(n)) => format!("{n}/{}", i.workers),
+                (true, None) => format!("?/{}", i.workers),
+                (false, _) => "-".into(),
+            },
+            if i.recorded {
+                age(Duration::from_secs(i.age_seconds))
+            } else {
+                "-".into()
+            },
             i.scheduler_address.unwrap_or("-").to_string(),
         ];
         if wide {
             row.push(i.dashboard_url.clone().unwrap_or_else(|| "-".into()));
+            row.push(i.reason.as_deref().map(one_line).unwrap_or_default());
         }
         t.add_row(row);
     }
-    render_table(&t)
+    let mut out = render_table(&t);
+    let lost: Vec<&str> = unrecorded.iter().map(|(n, _)| n.as_str()).collect();
+    if !lost.is_empty() {
+        out.push_str(&format!(
+            "\n{} running on this host without a registry record (found from their processes' markers): \
+             `muster down NAME` stops one, `muster down --all` all of them.\n",
+            lost.join(", ")
+        ));
+    }
+    out
 }
 
 /// One worker as `get workers -o json` lists it.
 #[derive(Debug, Serialize)]
 pub struct WorkerItem<'a> {
     name: &'a str,
+    /// The manager's state of the job: a queued job is `Pending`.
     status: &'a str,
+    /// Whether a Dask worker of the job is registered with the scheduler.
     connected: bool,
     dask_workers: usize,
     addresses: &'a [String],
@@ -80,7 +164,7 @@ pub struct WorkerItem<'a> {
     reason: Option<&'a str>,
 }
 
-fn worker_items(status: &ClusterStatus) -> Vec<WorkerItem<'_>> {
+pub(super) fn worker_items(status: &ClusterStatus) -> Vec<WorkerItem<'_>> {
     status
         .workers
         .iter()
@@ -132,6 +216,13 @@ pub(super) fn workers_table(status: &ClusterStatus, wide: bool) -> String {
 pub fn workers(status: &ClusterStatus, output: Output) -> String {
     if let Some(s) = contract::list(Kind::WorkerList, &worker_items(status), output) {
         return s;
+    }
+    if output == Output::Name {
+        return status
+            .workers
+            .iter()
+            .map(|w| format!("worker/{}\n", w.name))
+            .collect();
     }
     workers_table(status, output == Output::Wide)
 }

@@ -29,6 +29,9 @@ pub fn up(item: &UpItem<'_>, verb: &str, output: Output) -> String {
     if let Some(s) = contract::object(Kind::Cluster, item, output) {
         return s;
     }
+    if output == Output::Name {
+        return format!("cluster/{}\n", item.name);
+    }
     format!(
         "cluster {} is {verb} ({} backend)\n  scheduler: {}\n  dashboard: {}\n  workers:   {} jobs, {} Dask workers connected\n",
         item.name,
@@ -40,10 +43,18 @@ pub fn up(item: &UpItem<'_>, verb: &str, output: Output) -> String {
     )
 }
 
-/// `muster down`.
-pub fn down(reports: &[DownReport], output: Output) -> String {
+/// `muster down`. `searched` says where a cluster without a registry record
+/// was looked for, so "not found" is never a bare claim.
+pub fn down(reports: &[DownReport], searched: Option<&str>, output: Output) -> String {
     if let Some(s) = contract::list(Kind::DownList, reports, output) {
         return s;
+    }
+    if output == Output::Name {
+        return reports
+            .iter()
+            .filter(|r| r.existed)
+            .map(|r| format!("cluster/{}\n", r.name))
+            .collect();
     }
     if reports.is_empty() {
         return "No clusters.\n".into();
@@ -58,7 +69,13 @@ pub fn down(reports: &[DownReport], output: Output) -> String {
                     r.stopped.len()
                 )
             } else {
-                format!("cluster {} not found: nothing to stop\n", r.name)
+                match searched {
+                    Some(w) => format!(
+                        "cluster {} not found: nothing to stop (no registry record; searched {w})\n",
+                        r.name
+                    ),
+                    None => format!("cluster {} not found: nothing to stop\n", r.name),
+                }
             }
         })
         .collect()
@@ -101,6 +118,9 @@ pub fn adapted(
         output,
     ) {
         return s;
+    }
+    if output == Output::Name {
+        return format!("cluster/{name}\n");
     }
     match adapt {
         Some(a) => format!(

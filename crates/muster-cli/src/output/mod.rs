@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use comfy_table::{Table, presets};
+use muster::{ClusterStatus, Phase};
 
 mod describe;
 mod lists;
@@ -18,7 +19,7 @@ mod messages;
 mod tests;
 
 pub use describe::{AgentView, describe};
-pub use lists::{LogItem, clusters, events, logs, workers};
+pub use lists::{ClusterRow, LogItem, clusters, events, logs, workers};
 pub use messages::{UpItem, adapted, down, rendered, up};
 
 pub(crate) fn table(header: &[&str]) -> Table {
@@ -54,4 +55,30 @@ pub(crate) fn one_line(text: &str) -> String {
     text.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
+}
+
+/// The phase as the manager shows it, beside the recorded one: a Running
+/// cluster whose scheduler job has ended is `Failed` (with why). Other
+/// recorded phases are shown as recorded.
+pub fn live_phase(
+    recorded: Phase,
+    status: Option<&ClusterStatus>,
+) -> (&'static str, Option<String>) {
+    match status.and_then(|s| s.scheduler.as_ref()) {
+        Some((id, st)) if recorded == Phase::Running && !st.is_active() => {
+            ("Failed", Some(format!("scheduler job {id} is {st}")))
+        }
+        _ => (recorded.word(), None),
+    }
+}
+
+/// Worker jobs that are Running with all their Dask workers registered: the
+/// numerator of `READY`.
+pub fn ready_jobs(status: &ClusterStatus) -> usize {
+    let per_job = status.processes_per_worker.max(1) as usize;
+    status
+        .workers
+        .iter()
+        .filter(|w| w.status == muster::JobStatus::Running && w.connected >= per_job)
+        .count()
 }

@@ -71,17 +71,65 @@ fn ages() {
     assert_eq!(age(Duration::from_secs(200_000)), "2d");
 }
 
+fn rows<'a>(rs: &'a [ClusterRecord], st: &'a [Option<ClusterStatus>]) -> Vec<ClusterRow<'a>> {
+    rs.iter()
+        .zip(st)
+        .map(|(record, status)| ClusterRow {
+            record,
+            status: status.as_ref(),
+        })
+        .collect()
+}
+
 #[test]
 fn cluster_listings() {
-    let rs = [record("alpha", 2), record("beta", 0)];
-    insta::assert_snapshot!("clusters_table", clusters(&rs, NOW, Output::Table));
-    insta::assert_snapshot!("clusters_wide", clusters(&rs, NOW, Output::Wide));
-    insta::assert_snapshot!("clusters_json", clusters(&rs, NOW, Output::Json));
-    assert_eq!(clusters(&[], NOW, Output::Table), "No clusters.\n");
+    let rs = [record("alpha", 2), record("beta", 0), record("gamma", 3)];
+    // alpha: looked at, 1 of 2 ready; beta: could not be looked at; gamma:
+    // its scheduler died, so it is Failed whatever the record says.
+    let mut alpha = status();
+    alpha.desired_workers = 2;
+    let mut gamma = status();
+    gamma.scheduler = Some((
+        JobId::from("gamma-scheduler"),
+        JobStatus::Failed {
+            reason: "killed by signal 9".into(),
+        },
+    ));
+    let st = [Some(alpha), None, Some(gamma)];
+    let lost = [(
+        "stray".to_string(),
+        vec!["stray-scheduler".to_string(), "stray-w0".to_string()],
+    )];
+    let r = rows(&rs, &st);
+    insta::assert_snapshot!("clusters_table", clusters(&r, &lost, NOW, Output::Table));
+    insta::assert_snapshot!("clusters_wide", clusters(&r, &lost, NOW, Output::Wide));
+    insta::assert_snapshot!("clusters_json", clusters(&r, &lost, NOW, Output::Json));
+    insta::assert_snapshot!("clusters_name", clusters(&r, &lost, NOW, Output::Name));
+    assert_eq!(clusters(&[], &[], NOW, Output::Table), "No clusters.\n");
     assert_eq!(
-        clusters(&[], NOW, Output::Json),
+        clusters(&[], &[], NOW, Output::Json),
         "{\n  \"schema\": \"muster/v1\",\n  \"kind\": \"ClusterList\",\n  \"items\": []\n}\n"
     );
+}
+
+#[test]
+fn get_and_describe_speak_one_vocabulary() {
+    let s = status();
+    let r = record("demo", 3);
+    let d: serde_json::Value =
+        serde_json::from_str(&describe(&s, &r, "/s", None, Output::Json)).unwrap();
+    let rs = [r.clone()];
+    let st = [Some(s.clone())];
+    let l: serde_json::Value =
+        serde_json::from_str(&clusters(&rows(&rs, &st), &[], NOW, Output::Json)).unwrap();
+    let w: serde_json::Value = serde_json::from_str(&workers(&s, Output::Json)).unwrap();
+    assert_eq!(d["phase"], l["items"][0]["phase"]);
+    assert_eq!(d["phase"], "Running");
+    assert_eq!(d["workers"], w["items"]);
+    assert_eq!(d["scheduler"]["job"], "demo-scheduler");
+    assert_eq!(d["scheduler"]["status"], "Running");
+    assert_eq!(d["created"], "2027-01-15T07:57:55Z");
+    assert_eq!(d["ready_workers"], 1);
 }
 
 #[test]
@@ -91,6 +139,7 @@ fn worker_listings() {
     insta::assert_snapshot!("workers_wide", workers(&s, Output::Wide));
     insta::assert_snapshot!("workers_yaml", workers(&s, Output::Yaml));
     insta::assert_snapshot!("workers_json", workers(&s, Output::Json));
+    insta::assert_snapshot!("workers_name", workers(&s, Output::Name));
 }
 
 #[test]
@@ -314,6 +363,12 @@ fn up_and_down_messages() {
             warnings: vec![],
         },
     ];
-    insta::assert_snapshot!("down_table", down(&reports, Output::Table));
-    insta::assert_snapshot!("down_json", down(&reports, Output::Json));
+    insta::assert_snapshot!("down_table", down(&reports, None, Output::Table));
+    insta::assert_snapshot!("down_json", down(&reports, None, Output::Json));
+    insta::assert_snapshot!("down_name", down(&reports, None, Output::Name));
+    insta::assert_snapshot!(
+        "down_searched",
+        down(&reports[1..], Some("this host's processes"), Output::Table)
+    );
+    insta::assert_snapshot!("up_name", up(&item, "up", Output::Name));
 }
