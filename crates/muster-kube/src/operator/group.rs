@@ -190,9 +190,12 @@ async fn reconcile_inner(group: &DaskWorkerGroup, ctx: &Context) -> Result<Actio
     })
     .await
     .map_err(|e| Error::Round(e.to_string()))?;
+    // Pod changes wake the group through its watch; polling only has to
+    // notice workers connecting and the scheduler's view, so no faster than
+    // every few seconds (the policy's 500 ms interval is the local agent's).
     let next = outcome
         .next_poll
-        .clamp(Duration::from_secs(1), Duration::from_secs(30));
+        .clamp(Duration::from_secs(3), Duration::from_secs(30));
     Ok(Action::requeue(next))
 }
 
