@@ -150,6 +150,21 @@ def test_bad_input_exits_2_names_the_field_and_launches_nothing(muster, args, fi
     assert muster.json("get", "clusters") == []
 
 
+def test_every_unknown_key_is_named_at_once_and_nothing_starts(muster, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        f"name: unk\nwrokers: 2\nworker: {{python: {muster.python}, coress: 2, cores: 0}}\n"
+    )
+    proc = muster.run("up", "-f", bad, check=False)
+    assert proc.returncode == 2, proc.stderr
+    # Both unknown keys and the bad value, each by its full path, in one error.
+    assert "wrokers: unknown field" in proc.stderr, proc.stderr
+    assert "worker.coress: unknown field" in proc.stderr, proc.stderr
+    assert "worker.cores" in proc.stderr, proc.stderr
+    assert muster.processes() == []
+    assert muster.json("get", "clusters") == []
+
+
 def test_hostile_spec_values_are_rejected_or_inert(muster, tmp_path):
     marker = tmp_path / "pwned"
     spec = tmp_path / "c.yaml"

@@ -395,9 +395,10 @@ pub async fn scale(home: &Home, args: ScaleArgs) -> Result<()> {
 
 pub async fn describe(home: &Home, args: DescribeArgs) -> Result<()> {
     let cluster = open(home, &args.name)?;
-    // Report the agent as found, then restart it if it died.
+    // Report the agent as found: a read-only command never restarts it
+    // (`scale`, `adapt` and `up` do).
     let health = adaptive_agent::health(home, &args.name)?;
-    let restarted = cluster.ensure_agent();
+    let restarted = None;
     let status = cluster.status().await?;
     let dir = home.cluster_dir(&args.name).display().to_string();
     let events = timeline::read(home, &args.name)?;

@@ -2,6 +2,10 @@
 //! validation. Every check runs before anything is launched, and every problem
 //! names the field and the offending value. Nothing here knows how a backend
 //! launches anything.
+//!
+//! No struct here denies unknown fields: [`keys`] reads the YAML noting every
+//! key no field takes, and validation reports them all with the other
+//! problems, each by its full path.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -10,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::units::{Memory, Seconds};
 
+pub mod keys;
 mod validate;
 pub use validate::check_name;
 #[cfg(test)]
@@ -17,7 +22,6 @@ mod tests;
 
 /// Everything needed to bring one Dask cluster up.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ClusterSpec {
     /// The cluster's name: a DNS-1123 label (lower-case letters, digits and `-`).
     #[serde(default)]
@@ -37,6 +41,11 @@ pub struct ClusterSpec {
     /// Adaptive-scaling bounds; absent means a fixed size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adapt: Option<AdaptSpec>,
+    /// The full path of every key the YAML had that no field takes
+    /// (`worker.coress`); each is a problem [`ClusterSpec::problems`]
+    /// reports. Never stored.
+    #[serde(skip)]
+    pub unknown_fields: Vec<String>,
 }
 
 fn default_workers() -> u32 {
@@ -105,7 +114,6 @@ impl<'de> Deserialize<'de> for BackendSpec {
 
 /// Options of the Dask scheduler.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SchedulerSpec {
     /// Address to listen on; the backend's default when absent (127.0.0.1 locally).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -152,7 +160,6 @@ impl Placement {
 
 /// Options of each worker job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct WorkerSpec {
     /// Threads per job, split evenly over its processes.
     #[serde(default = "default_cores")]
@@ -235,7 +242,6 @@ impl WorkerSpec {
 /// Adaptive scaling: bounds in worker jobs and the policy's timings and
 /// limits. Every field but `maximum` has a default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct AdaptSpec {
     /// Fewest worker jobs to keep.
     #[serde(default)]
@@ -316,9 +322,16 @@ pub struct FieldError {
 
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {:?}: {}", self.field, self.value, self.reason)
+        if self.value.is_empty() {
+            write!(f, "{}: {}", self.field, self.reason)
+        } else {
+            write!(f, "{}: {:?}: {}", self.field, self.value, self.reason)
+        }
     }
 }
+
+/// The reason of a [`FieldError`] for a key that no field takes.
+pub const UNKNOWN_FIELD: &str = "unknown field";
 
 /// A spec that cannot be used, with every problem found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -342,17 +355,24 @@ pub const MAX_WORKERS: u32 = 10_000;
 impl ClusterSpec {
     /// Reads a spec from YAML text. `source_name` (a file name) is used in errors.
     pub fn from_yaml(text: &str, source_name: Option<&str>) -> Result<Self, SpecError> {
-        let de = serde_yaml_ng::Deserializer::from_str(text);
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let (field, inner) = error_path(&path, &e.into_inner().to_string());
-            SpecError::Parse {
-                source_name: source_name.map(str::to_string),
-                message: match field {
-                    Some(f) => format!("{f}: {inner}"),
-                    None => inner,
-                },
-            }
+        let read = keys::read::<ClusterSpec, _>(serde_yaml_ng::Deserializer::from_str(text), "");
+        if let Some(mut spec) = read.value {
+            spec.unknown_fields = read.unknown;
+            return Ok(spec);
+        }
+        // A value serde could not read ends the read; the unknown keys met
+        // before it are named too.
+        let (field, inner) = read.error.unwrap_or_default();
+        let mut message = match field {
+            Some(f) => format!("{f}: {inner}"),
+            None => inner,
+        };
+        for key in &read.unknown {
+            message.push_str(&format!("\n  {key}: {UNKNOWN_FIELD}"));
+        }
+        Err(SpecError::Parse {
+            source_name: source_name.map(str::to_string),
+            message,
         })
     }
 

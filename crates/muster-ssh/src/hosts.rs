@@ -52,7 +52,7 @@ impl SshBackend {
     }
 
     pub(crate) fn timeout(&self) -> Duration {
-        self.ssh.command_timeout.duration()
+        self.ssh.command_timeout().duration()
     }
 
     /// Runs the helper on a host (see [`call_helper`]).

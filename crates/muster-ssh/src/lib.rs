@@ -78,10 +78,9 @@ impl muster_core::kinds::BackendKind for SshKind {
         "ssh"
     }
     fn validate(&self, spec: &ClusterSpec) -> Vec<muster_core::spec::FieldError> {
-        let mut errs = Vec::new();
-        match muster_core::kinds::parse_options::<SshSpec>("backend", &spec.backend.options) {
-            Ok(ssh) => ssh.validate(&mut errs),
-            Err(e) => errs.push(e),
+        let (ssh, mut errs) = SshSpec::read(&spec.backend.options);
+        if let Some(ssh) = ssh {
+            ssh.validate(&mut errs);
         }
         errs.extend(muster_core::kinds::placement_needs_batch(spec));
         errs
@@ -167,8 +166,10 @@ impl SshBackend {
     /// The backend of the `ssh` cluster `spec`. Nothing connects until it
     /// is used.
     pub fn new(spec: &ClusterSpec) -> Result<Self> {
-        let ssh: SshSpec = muster_core::kinds::parse_options("backend", &spec.backend.options)
-            .map_err(|e| SpecError::Invalid(vec![e]))?;
+        let ssh = match SshSpec::read(&spec.backend.options) {
+            (Some(ssh), errs) if errs.is_empty() => ssh,
+            (_, errs) => return Err(SpecError::Invalid(errs).into()),
+        };
         let pool = SshPool::new(ssh.parallelism as usize);
         Ok(SshBackend {
             ssh,

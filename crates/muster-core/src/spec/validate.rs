@@ -22,9 +22,11 @@ impl ClusterSpec {
         }
     }
 
-    /// Every problem of the backend-independent fields.
+    /// Every problem of the backend-independent fields, unknown keys first.
     pub fn problems(&self) -> Vec<FieldError> {
-        let mut errs = Vec::new();
+        let mut errs: Vec<FieldError> = (self.unknown_fields.iter().cloned())
+            .map(super::keys::unknown_field)
+            .collect();
         let mut bad = |field: &str, value: &dyn fmt::Display, reason: &str| {
             errs.push(FieldError {
                 field: field.to_string(),
