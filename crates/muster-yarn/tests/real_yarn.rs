@@ -364,10 +364,15 @@ async fn scheduler_killed_is_relaunched_and_workers_return() {
         (dask_names(&dask).await == set(&["worker-0", "worker-1"])).then_some(())
     })
     .await;
-    assert_eq!(
-        ops.scheduler_endpoint().await.unwrap().unwrap().address,
-        address
-    );
+    // YARN reports the relaunched instance's endpoint once its readiness
+    // check passes, which may come after the workers have reconnected.
+    let endpoint = wait(
+        "the relaunched scheduler's endpoint from YARN",
+        60,
+        || async { ops.scheduler_endpoint().await.ok().flatten() },
+    )
+    .await;
+    assert_eq!(endpoint.address, address);
     compute(&address, 300);
     ops.destroy().await.unwrap();
     assert_eq!(cluster_pids(&name), Vec::<u32>::new());
