@@ -9,6 +9,7 @@
 //! instance and the next flex-up reuses its name; `decommissioned_instances`
 //! removes exactly the named ones, and their names are never reused.
 
+use futures::FutureExt;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -342,39 +343,48 @@ async fn scheduler_killed_is_relaunched_and_workers_return() {
     let _one = ONE_AT_A_TIME.lock().await;
     let name = format!("sk{}", std::process::id());
     let (ops, address, dask) = up_with_two_workers(&rm, &name, 23794).await;
-    let scheduler_pid = cluster_pids(&name)
-        .into_iter()
-        .find(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains("dask_scheduler"))
-                .unwrap_or(false)
-        })
-        .expect("the scheduler's process");
-    nix_kill(scheduler_pid);
-    wait("a new scheduler process", 120, || async {
-        cluster_pids(&name).into_iter().find(|pid| {
-            *pid != scheduler_pid
-                && std::fs::read(format!("/proc/{pid}/cmdline"))
+    // Whatever the checks do, the service goes: a leaked scheduler would hold
+    // port 23794 and answer the next run's workers instead of its own.
+    let checks = std::panic::AssertUnwindSafe(async {
+        let scheduler_pid = cluster_pids(&name)
+            .into_iter()
+            .find(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
                     .map(|c| String::from_utf8_lossy(&c).contains("dask_scheduler"))
                     .unwrap_or(false)
+            })
+            .expect("the scheduler's process");
+        nix_kill(scheduler_pid);
+        wait("a new scheduler process", 120, || async {
+            cluster_pids(&name).into_iter().find(|pid| {
+                *pid != scheduler_pid
+                    && std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .map(|c| String::from_utf8_lossy(&c).contains("dask_scheduler"))
+                        .unwrap_or(false)
+            })
         })
+        .await;
+        wait("both workers back at the new scheduler", 180, || async {
+            (dask_names(&dask).await == set(&["worker-0", "worker-1"])).then_some(())
+        })
+        .await;
+        // YARN reports the relaunched instance's endpoint once its readiness
+        // check passes, which may come after the workers have reconnected.
+        let endpoint = wait(
+            "the relaunched scheduler's endpoint from YARN",
+            60,
+            || async { ops.scheduler_endpoint().await.ok().flatten() },
+        )
+        .await;
+        assert_eq!(endpoint.address, address);
+        compute(&address, 300);
     })
+    .catch_unwind()
     .await;
-    wait("both workers back at the new scheduler", 180, || async {
-        (dask_names(&dask).await == set(&["worker-0", "worker-1"])).then_some(())
-    })
-    .await;
-    // YARN reports the relaunched instance's endpoint once its readiness
-    // check passes, which may come after the workers have reconnected.
-    let endpoint = wait(
-        "the relaunched scheduler's endpoint from YARN",
-        60,
-        || async { ops.scheduler_endpoint().await.ok().flatten() },
-    )
-    .await;
-    assert_eq!(endpoint.address, address);
-    compute(&address, 300);
     ops.destroy().await.unwrap();
+    if let Err(panic) = checks {
+        std::panic::resume_unwind(panic);
+    }
     assert_eq!(cluster_pids(&name), Vec::<u32>::new());
 }
 
