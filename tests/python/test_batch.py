@@ -103,12 +103,6 @@ def test_jobqueue_config_defaults_apply_and_unsupported_parameters_raise(home):
     assert "echo from-config" in script and "--cpus-per-task=2" in script and "#SBATCH --time=00:30:00" in script
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug, found 2026-12-02 (issue 14 stays open): `scale` on SLURM reports a worker "
-    "connected although the job's prologue exits 3 before the worker starts (not strict: not yet "
-    "known to happen every time)",
-)
 def test_get_logs_includes_failed_and_queued_batch_jobs(home):
     """Jobs that never reach the scheduler still show in get_logs(), with
     their state and their own output."""

@@ -125,22 +125,19 @@ pub fn apply_adapt(spec: &mut ClusterSpec, flags: &AdaptFlags, enable: bool) -> 
     Ok(())
 }
 
-fn summary<'a>(c: &'a ManagedCluster, connected: usize) -> output::UpItem<'a> {
+/// What `up` and `scale` print: the workers connected are the scheduler's
+/// count when the command stopped waiting, never inferred from the jobs.
+fn print_summary(c: &ManagedCluster, verb: &str, out: Output) {
     let r = c.record();
-    output::UpItem {
+    let link = c.dashboard_link();
+    let item = output::UpItem {
         name: &r.name,
         backend: r.backend(),
         scheduler_address: r.scheduler_address.as_deref(),
-        dashboard_url: None,
+        dashboard_url: link.as_deref(),
         workers: r.workers.len(),
-        connected_workers: connected,
-    }
-}
-
-fn print_summary(c: &ManagedCluster, connected: usize, verb: &str, out: Output) {
-    let link = c.dashboard_link();
-    let mut item = summary(c, connected);
-    item.dashboard_url = link.as_deref();
+        connected_workers: c.connected_workers(),
+    };
     print!("{}", output::up(&item, verb, out));
 }
 
@@ -220,9 +217,7 @@ pub async fn up(home: &Home, args: UpArgs) -> Result<()> {
     result.with_context(|| format!("bringing up cluster {name:?}"))?;
     // `up` returns once every launched worker is registered (a backend may
     // launch fewer than asked when hosts are unreachable, and says so).
-    let connected =
-        cluster.record().workers.len() * cluster.record().spec.worker.processes as usize;
-    print_summary(&cluster, connected, "up", args.output);
+    print_summary(&cluster, "up", args.output);
     Ok(())
 }
 
@@ -387,9 +382,7 @@ pub async fn scale(home: &Home, args: ScaleArgs) -> Result<()> {
     };
     result.with_context(|| format!("scaling cluster {name:?} to {}", args.workers))?;
     record_scale(&cluster, before, args.workers, "done").await;
-    let connected =
-        cluster.record().workers.len() * cluster.record().spec.worker.processes as usize;
-    print_summary(&cluster, connected, "scaled", args.output);
+    print_summary(&cluster, "scaled", args.output);
     Ok(())
 }
 

@@ -49,6 +49,9 @@ pub struct ManagedCluster {
     timeout: Duration,
     timeline: Arc<dyn Timeline>,
     agent: Option<Arc<dyn AgentControl>>,
+    /// Dask workers the scheduler reported when the last `up` or `scale`
+    /// stopped waiting.
+    connected: usize,
 }
 
 impl std::fmt::Debug for ManagedCluster {
@@ -87,7 +90,15 @@ impl ManagedCluster {
             timeout: Duration::from_secs(120),
             timeline: Arc::new(LogTimeline),
             agent: None,
+            connected: 0,
         }
+    }
+
+    /// The Dask workers the scheduler reported when the last `up` or `scale`
+    /// finished waiting: what a summary says is connected, as counted, not
+    /// inferred from the jobs launched.
+    pub fn connected_workers(&self) -> usize {
+        self.connected
     }
 
     /// Sets how long `up` and `scale` wait for workers (default 120 s).
@@ -245,8 +256,10 @@ impl ManagedCluster {
         progress.stage("waiting for workers");
         // A backend may launch fewer workers than asked (hosts unreachable);
         // it says so in its warnings, and we wait for those it did launch.
-        self.wait_for_workers(self.record.workers.len() * per_job, deadline, progress)
-            .await
+        self.connected = self
+            .wait_for_workers(self.record.workers.len() * per_job, deadline, progress)
+            .await?;
+        Ok(())
     }
 
     async fn rollback(&mut self) {
@@ -476,8 +489,10 @@ impl ManagedCluster {
         self.ensure_agent();
         progress.stage("waiting for workers");
         let per_job = self.spec().worker.processes as usize;
-        self.wait_for_workers(self.record.workers.len() * per_job, deadline, progress)
-            .await
+        self.connected = self
+            .wait_for_workers(self.record.workers.len() * per_job, deadline, progress)
+            .await?;
+        Ok(())
     }
 }
 

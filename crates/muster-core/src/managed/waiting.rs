@@ -65,13 +65,15 @@ impl ManagedCluster {
     }
 
     /// Waits until the scheduler reports exactly `wanted` Dask workers, failing
-    /// early when a worker job of the cluster has ended.
+    /// early when a worker job of the cluster has ended, and returns how many
+    /// the scheduler last reported (fewer than `wanted` only when another
+    /// command changed the cluster meanwhile).
     pub(crate) async fn wait_for_workers(
         &self,
         wanted: usize,
         deadline: Instant,
         progress: &dyn Progress,
-    ) -> Result<()> {
+    ) -> Result<usize> {
         let client = ops::scheduler_client(self.backend.as_ref(), &self.record).await?;
         let every = self.backend.capabilities().status_interval;
         let mut last_status = Instant::now();
@@ -85,7 +87,7 @@ impl ManagedCluster {
                     connected = ws.len();
                     progress.workers(connected, wanted);
                     if connected == wanted {
-                        return Ok(());
+                        return Ok(connected);
                     }
                 }
                 Err(e) if e.is_transient() => tracing::debug!("scheduler not answering yet: {e}"),
@@ -109,12 +111,13 @@ impl ManagedCluster {
                     check = None;
                     last_status = Instant::now();
                     if let Some((id, s)) = st?.iter().find(|(_, s)| !s.is_active()) {
-                        if self.superseded(id)? {
+                        let died = matches!(s, JobStatus::Failed { .. });
+                        if self.superseded(id, died)? {
                             // Another command (a later `scale`, `down`) changed
                             // the cluster under its lock and removed this job:
                             // this wait is over, and that is not a failure.
                             tracing::info!(%id, "the cluster was changed by another command: not waiting any longer");
-                            return Ok(());
+                            return Ok(connected);
                         }
                         let reason = match s {
                             JobStatus::Failed { reason } => reason.clone(),
@@ -130,11 +133,17 @@ impl ManagedCluster {
 
     /// True when the registry no longer wants what this handle waits for:
     /// the cluster is gone, its desired size changed, or the job `id` was
-    /// removed from it by another command.
-    pub(crate) fn superseded(&self, id: &JobId) -> Result<bool> {
+    /// removed from it by another command. A job that `died` (failed on its
+    /// own) and was then removed by the cluster's agent, which replaces dead
+    /// jobs, is not superseded: the size is unchanged and the failure is the
+    /// command's to report (a prologue that exits, a worker that cannot
+    /// start), not something to hide behind the replacement.
+    pub(crate) fn superseded(&self, id: &JobId, died: bool) -> Result<bool> {
         Ok(match self.home.load(&self.record.name)? {
             None => true,
-            Some(now) => now.spec.workers != self.record.spec.workers || !now.workers.contains(id),
+            Some(now) => {
+                now.spec.workers != self.record.spec.workers || (!died && !now.workers.contains(id))
+            }
         })
     }
 }
