@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from batch import active, queue, spec_file, start_slurm, unique
-from conftest import compute, scheduler_workers, wait_until
+from conftest import compute, connect, scheduler_workers, wait_until
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -193,9 +193,8 @@ def test_hostile_strings_reach_the_job_literally(muster, tmp_path):
         "workers: 1\n"
     )
     up = muster.json("up", "-f", path, "--timeout", "120s")
-    from distributed import Client
 
-    with Client(up["scheduler_address"], timeout=30) as c:
+    with connect(up["scheduler_address"], timeout=30) as c:
         seen = list(c.run(lambda: os.environ["EVIL"]).values())
     assert seen == [evil]
     assert not canary.exists()

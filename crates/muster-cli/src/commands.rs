@@ -134,6 +134,7 @@ fn summary<'a>(c: &'a ManagedCluster, connected: usize) -> output::UpItem<'a> {
         dashboard_url: None,
         workers: r.workers.len(),
         connected_workers: connected,
+        tls: r.credentials.as_ref(),
     }
 }
 
@@ -277,6 +278,16 @@ pub async fn describe(home: &Home, args: DescribeArgs) -> Result<()> {
         "{}",
         output::describe(&status, cluster.record(), &dir, Some(&view), args.output)
     );
+    Ok(())
+}
+
+pub fn env(home: &Home, args: EnvArgs) -> Result<()> {
+    muster::spec::check_name(&args.name)
+        .map_err(|r| Error::Usage(format!("cluster name {:?}: {r}", args.name)))?;
+    let record = home
+        .load(&args.name)?
+        .ok_or_else(|| Error::NotFound(args.name.clone()))?;
+    print!("{}", crate::client_env::render(&record, args.output));
     Ok(())
 }
 

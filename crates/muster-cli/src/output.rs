@@ -50,6 +50,7 @@ pub struct ClusterItem<'a> {
     scheduler_address: Option<&'a str>,
     dashboard_url: Option<String>,
     age_seconds: u64,
+    tls: Option<&'a muster::tls::PartyFiles>,
 }
 
 /// `muster get clusters`.
@@ -65,6 +66,7 @@ pub fn clusters(records: &[ClusterRecord], now: u64, output: Output) -> String {
             scheduler_address: r.scheduler_address.as_deref(),
             dashboard_url: r.dashboard_link(),
             age_seconds: now.saturating_sub(r.created_at),
+            tls: r.credentials.as_ref(),
         })
         .collect();
     if let Some(s) = contract::list(Kind::ClusterList, &items, output) {
@@ -179,6 +181,8 @@ pub struct UpItem<'a> {
     pub workers: usize,
     /// Dask workers registered.
     pub connected_workers: usize,
+    /// The client's TLS files (null when the cluster speaks plain TCP).
+    pub tls: Option<&'a muster::tls::PartyFiles>,
 }
 
 /// `muster up` and `muster scale`.
@@ -186,7 +190,7 @@ pub fn up(item: &UpItem<'_>, verb: &str, output: Output) -> String {
     if let Some(s) = contract::object(Kind::Cluster, item, output) {
         return s;
     }
-    format!(
+    let mut out = format!(
         "cluster {} is {verb} ({} backend)\n  scheduler: {}\n  dashboard: {}\n  workers:   {} jobs, {} Dask workers connected\n",
         item.name,
         item.backend,
@@ -194,7 +198,19 @@ pub fn up(item: &UpItem<'_>, verb: &str, output: Output) -> String {
         item.dashboard_url.unwrap_or("-"),
         item.workers,
         item.connected_workers,
-    )
+    );
+    if let Some(files) = item.tls {
+        out.push_str(&format!(
+            "  tls:       client files in {} (`muster env {}` prints them for Dask)\n",
+            files
+                .ca_file
+                .parent()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default(),
+            item.name
+        ));
+    }
+    out
 }
 
 /// `muster down`.
@@ -504,6 +520,8 @@ pub fn describe(
         state_dir: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         agent: Option<&'a AgentView>,
+        /// The client's TLS files; null for plain TCP.
+        tls: Option<&'a muster::tls::PartyFiles>,
     }
     if let Some(s) = contract::object(
         Kind::ClusterDescription,
@@ -512,6 +530,7 @@ pub fn describe(
             spec: &record.spec,
             state_dir,
             agent,
+            tls: record.credentials.as_ref(),
         },
         output,
     ) {
@@ -540,6 +559,15 @@ pub fn describe(
         status.processes_per_worker,
         state_dir,
     );
+    out.push_str(&match &record.credentials {
+        Some(f) => format!(
+            "TLS:          CA {}, client {} (key {})\n",
+            f.ca_file.display(),
+            f.cert_file.display(),
+            f.key_file.display()
+        ),
+        None => "TLS:          none (plain TCP)\n".to_string(),
+    });
     out.push_str("\nWorker jobs:\n");
     for line in workers_table(status, true).lines() {
         out.push_str(&format!("  {line}\n"));
@@ -854,6 +882,7 @@ mod tests {
             dashboard_url: Some("http://127.0.0.1:40002/status"),
             workers: 2,
             connected_workers: 2,
+            tls: None,
         };
         insta::assert_snapshot!("up_table", up(&item, "up", Output::Table));
         insta::assert_snapshot!("up_json", up(&item, "up", Output::Json));
