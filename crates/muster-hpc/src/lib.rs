@@ -304,6 +304,33 @@ impl<R: CommandRunner> HpcBackend<R> {
         Ok(Some((role, text)))
     }
 
+    /// Puts the credential files a job of `role` needs (the CA, and the
+    /// scheduler's or the workers' certificate and key) owner-only into the
+    /// cluster's log directory, where the job script names them. Contents go
+    /// on the command's stdin, never on a command line.
+    async fn put_credentials(&self, role: &ScriptRole) -> Result<()> {
+        if !self.spec.scheduler.security.is_tls() {
+            return Ok(());
+        }
+        let party = match role {
+            ScriptRole::Scheduler { .. } => muster_core::tls::Party::Scheduler,
+            ScriptRole::Workers { .. } => muster_core::tls::Party::Worker,
+        };
+        let creds = muster_core::tls::load(&self.home, self.cluster())?;
+        let log_dir = self.log_dir(self.cluster());
+        let dir = script::tls_dir(&log_dir);
+        for (name, text) in creds.files_for(&[party]) {
+            let path = format!("{dir}/{name}");
+            self.file_op(
+                "writing the TLS credentials",
+                files::write_private_argv(&log_dir, &dir, &path),
+                Some(text.as_bytes().to_vec()),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     fn submit_argv(&self, role: &ScriptRole, script_path: &str, log_dir: &str) -> Vec<String> {
         let array = match role {
             ScriptRole::Workers { count, .. } => Some(*count),
@@ -555,7 +582,10 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::default()
+        Capabilities {
+            tls: true,
+            ..Capabilities::default()
+        }
     }
 
     fn scheduler_access(&self) -> Arc<dyn SchedulerAccess> {
@@ -654,6 +684,7 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
                 ));
             }
         }
+        self.put_credentials(&role).await?;
         let array = self.submit(spec, &role, &text).await?;
         let jobs = match role {
             ScriptRole::Scheduler { .. } => vec![Self::full(&spec.name, &array)],
@@ -815,6 +846,15 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
     }
 
     async fn forget(&self) -> Result<Warnings> {
+        if self.spec.scheduler.security.is_tls() {
+            let dir = script::tls_dir(&self.log_dir(self.cluster()));
+            self.file_op(
+                "removing the TLS credentials",
+                files::remove_tree_argv(&dir),
+                None,
+            )
+            .await?;
+        }
         self.local.forget().await
     }
 }

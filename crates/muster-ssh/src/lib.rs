@@ -36,6 +36,7 @@ use muster_core::backend::{
 };
 use muster_core::dask::{self, ProcessCommand, SchedulerEndpoint};
 use muster_core::spec::SpecError;
+use muster_core::tls::Party;
 use muster_core::{ClusterSpec, Error, JobId, JobStatus, Result, SchedulerContact};
 use serde_json::{Value, json};
 pub use ssh_spec::{SshConnectSpec, SshHost, SshHostMap, SshSpec};
@@ -56,6 +57,9 @@ const SERVE: &str = "import sys,json;exec(json.loads(sys.stdin.buffer.readline()
 const ANSWER: &str = "MUSTER-HELPER ";
 /// The scheduler file, in each host's cluster directory.
 const SCHEDULER_FILE: &str = "scheduler.json";
+/// The credentials' directory, relative to a host's cluster directory where
+/// the jobs run (the helper creates it 0700, its files 0600).
+const TLS_DIR: &str = muster_core::tls::DIR_NAME;
 
 /// The environment variable that sets how a nanny starts its worker process
 /// (Dask's `distributed.worker.multiprocessing-method`).
@@ -97,9 +101,11 @@ impl muster_core::kinds::BackendKind for SshKind {
     fn build(
         &self,
         spec: &ClusterSpec,
-        _home: &muster_core::Home,
+        home: &muster_core::Home,
     ) -> Result<std::sync::Arc<dyn Backend>> {
-        Ok(std::sync::Arc::new(SshBackend::new(spec)?))
+        Ok(std::sync::Arc::new(
+            SshBackend::new(spec)?.with_home(home.clone()),
+        ))
     }
 }
 
@@ -132,6 +138,9 @@ pub struct SshBackend {
     /// file while the workers start.
     pending: Mutex<Option<PendingScheduler>>,
     notes: Mutex<Vec<String>>,
+    /// Where the cluster's TLS credentials were made (this machine's state
+    /// directory); each launch sends a host the files its jobs need.
+    home: Option<muster_core::Home>,
 }
 
 /// A scheduler launch in flight.
@@ -192,7 +201,31 @@ impl SshBackend {
             scheduler_text: Mutex::new(None),
             pending: Mutex::new(None),
             notes: Mutex::default(),
+            home: None,
         })
+    }
+
+    /// Takes the cluster's TLS credentials from `home` (where `up` made
+    /// them) to the hosts at launch.
+    pub fn with_home(mut self, home: muster_core::Home) -> Self {
+        self.home = Some(home);
+        self
+    }
+
+    /// The credential files (name → PEM text) the jobs of `role` need on a
+    /// host: the CA and the party's certificate and key. Empty for
+    /// `security: none`. They travel inside the helper's request, over the
+    /// SSH session's stdin, and the helper writes them owner-only.
+    fn tls_files(&self, party: Party) -> Result<BTreeMap<String, String>> {
+        let (true, Some(home)) = (self.spec.scheduler.security.is_tls(), &self.home) else {
+            return Ok(BTreeMap::new());
+        };
+        let creds = muster_core::tls::load(home, &self.spec.name)?;
+        Ok(creds
+            .files_for(&[party])
+            .into_iter()
+            .map(|(name, text)| (name, text.to_string()))
+            .collect())
     }
 
     /// The problems worked around since the last call, for its result.
@@ -299,7 +332,7 @@ impl SshBackend {
         } else {
             host.to_string()
         };
-        Some((port, format!("tcp://{host}:{port}")))
+        Some((port, format!("{}://{host}:{port}", dask::comm_scheme(spec))))
     }
 
     fn remember_seen(&self, label: &str, jobs: &Value) {
@@ -354,6 +387,9 @@ impl SshBackend {
                 }
                 let mut cmd =
                     dask::scheduler_command(&with_port, &listen, Path::new(SCHEDULER_FILE));
+                // Jobs run in the host's cluster directory; the helper
+                // writes the credentials into its `tls` subdirectory.
+                dask::secure(&mut cmd, spec, Party::Scheduler, TLS_DIR);
                 if spec.scheduler.python.is_none()
                     && let Some(py) = &h.explicit_python
                 {
@@ -378,6 +414,7 @@ impl SshBackend {
                         let h = &layout.hosts[hi];
                         let id = worker_id(&spec.name, first_index + i as u64, &h.label);
                         let mut cmd = dask::worker_command(spec, id.as_str(), contact);
+                        dask::secure(&mut cmd, spec, Party::Worker, TLS_DIR);
                         default_start_method(spec, &mut cmd);
                         if let Some(py) = &h.explicit_python {
                             cmd.argv[0] = py.clone();
@@ -585,6 +622,7 @@ impl Backend for SshBackend {
             // Each check is a request to each host's helper and a scan of
             // its /proc: cheap, but while workers start the CPU is theirs.
             status_interval: Duration::from_secs(3),
+            tls: true,
             ..Capabilities::default()
         }
     }
@@ -855,6 +893,7 @@ impl SshBackend {
                     .or_else(|| self.worker_python(h));
                 let request = json!({
                     "op": "launch",
+                    "tls_files": self.tls_files(Party::Scheduler)?,
                     "jobs": job_list(layout.scheduler),
                     "wait_scheduler_file": true,
                     "wait_seconds": wait.as_secs_f64(),
@@ -902,6 +941,7 @@ impl SshBackend {
             (true, false) => self.read_scheduler_file(&spec.name).await?,
         };
         let hosts: Vec<&HostPlan> = by_host.keys().map(|&i| &layout.hosts[i]).collect();
+        let tls_files = self.tls_files(Party::Worker)?;
         let answers = self
             .call_many(&hosts, &spec.name, |h| {
                 let hi = layout
@@ -911,6 +951,7 @@ impl SshBackend {
                     .unwrap_or(0);
                 json!({
                     "op": "launch",
+                    "tls_files": tls_files,
                     "jobs": job_list(hi),
                     "record_python": true,
                     "scheduler_file_text": text,
@@ -1242,7 +1283,13 @@ pub async fn call_helper(
             )
         }
     };
-    tracing::debug!(host = %host.target.describe(), python = ?python, request = %req, "ssh helper");
+    let mut shown = request.clone();
+    if let Some(files) = shown.get_mut("tls_files").and_then(Value::as_object_mut) {
+        for text in files.values_mut() {
+            *text = json!("<redacted>");
+        }
+    }
+    tracing::debug!(host = %host.target.describe(), python = ?python, request = %shown, "ssh helper");
     let mut preamble = serde_json::to_string(HELPER).expect("a string serializes");
     preamble.push('\n');
     let reply = pool
@@ -1346,7 +1393,7 @@ scheduler: {env: {NOTE: "it's"}}
         backend.remember_free_port("h1", &json!({"free_port": 41234}));
         assert_eq!(
             backend.planned_scheduler(&s, layout),
-            Some((41234, "tcp://h1:41234".to_string()))
+            Some((41234, "tls://h1:41234".to_string()))
         );
         let item = backend.render(&Role::Scheduler).unwrap();
         assert!(
@@ -1361,7 +1408,7 @@ scheduler: {env: {NOTE: "it's"}}
         fixed.scheduler.host = Some("fd00::5".into());
         assert_eq!(
             backend.planned_scheduler(&fixed, layout),
-            Some((8786, "tcp://[fd00::5]:8786".to_string()))
+            Some((8786, "tls://[fd00::5]:8786".to_string()))
         );
         fixed.scheduler.host = Some("0.0.0.0".into());
         assert_eq!(backend.planned_scheduler(&fixed, layout), None);
