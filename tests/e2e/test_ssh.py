@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, Muster, compute, connect, wait_until
+from conftest import REPO, Muster, compute, connect, remember_credentials, wait_until
 
 HOSTS = REPO / "tests" / "services" / "sshhosts"
 STATE = Path(os.environ.get("MUSTER_SSH_STATE", "/tmp/muster-sshhosts"))
@@ -183,6 +183,7 @@ def test_a_host_down_before_up_gives_a_partial_cluster_and_says_why(muster, heal
         proc = muster.run("up", "-f", spec, "-o", "json")
         assert time.monotonic() - t0 < 60
         up = json.loads(proc.stdout)
+        remember_credentials(up)  # read without muster.json: note its client files
         assert up["connected_workers"] == 2, up
         assert "h3" in proc.stderr and "unreachable" in proc.stderr, proc.stderr
         assert "Connection refused" in proc.stderr or "refused" in proc.stderr, proc.stderr
