@@ -54,6 +54,56 @@ def marked_processes(home, cluster=None):
     return found
 
 
+# The client credentials of every TLS cluster a test's `muster` documents
+# named, by scheduler address (muster/v1 documents carry `tls`: the client's
+# CA, certificate and key files). Clients below use them, as a user's would.
+CREDENTIALS = {}
+
+
+def remember_credentials(doc):
+    """Notes the `tls` files of a muster/v1 document (or list of them)."""
+    for item in doc if isinstance(doc, list) else [doc]:
+        if isinstance(item, dict) and item.get("tls") and item.get("scheduler_address"):
+            CREDENTIALS[item["scheduler_address"]] = item["tls"]
+
+
+def security_for(address):
+    """The distributed Security for the cluster at `address` (none for a
+    plain-TCP cluster)."""
+    from distributed.security import Security
+
+    tls = CREDENTIALS.get(address)
+    if tls is None:
+        return Security()
+    return Security(
+        tls_ca_file=tls["ca_file"],
+        tls_client_cert=tls["cert_file"],
+        tls_client_key=tls["key_file"],
+        require_encryption=True,
+    )
+
+
+def client_env(address):
+    """Dask's configuration variables for a client of the cluster at
+    `address` (what `muster env` prints)."""
+    tls = CREDENTIALS.get(address)
+    if tls is None:
+        return {}
+    return {
+        "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": tls["ca_file"],
+        "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": tls["cert_file"],
+        "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": tls["key_file"],
+        "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
+    }
+
+
+def connect(address, timeout=30, **kwargs):
+    """A distributed Client of the cluster at `address`, with its credentials."""
+    from distributed import Client
+
+    return Client(address, timeout=timeout, security=security_for(address), **kwargs)
+
+
 def compute(address, n):
     """Runs examples/compute.py (a real Dask computation) against a cluster and
     checks its answer."""
@@ -62,6 +112,7 @@ def compute(address, n):
         capture_output=True,
         text=True,
         timeout=180,
+        env={**os.environ, **client_env(address)},
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     expected = (n - 1) * n * (2 * n - 1) // 6
@@ -71,9 +122,7 @@ def compute(address, n):
 
 def scheduler_workers(address):
     """The names of the Dask workers the scheduler at `address` knows, sorted."""
-    from distributed import Client
-
-    with Client(address, timeout=30) as c:
+    with connect(address) as c:
         return sorted(w["name"] for w in c.scheduler_info(n_workers=-1)["workers"].values())
 
 
@@ -116,7 +165,9 @@ class Muster:
         `schema` and `kind`); a list document's items."""
         doc = json.loads(self.run(*args, "-o", "json").stdout)
         assert isinstance(doc, dict) and doc.get("schema") == "muster/v1", doc
-        return doc["items"] if doc.get("kind", "").endswith("List") else doc
+        doc = doc["items"] if doc.get("kind", "").endswith("List") else doc
+        remember_credentials(doc)
+        return doc
 
     def popen(self, *args):
         return subprocess.Popen(

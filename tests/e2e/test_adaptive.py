@@ -9,9 +9,9 @@ import signal
 import threading
 import time
 
-from distributed import Client
 
-from conftest import wait_until
+
+from conftest import connect, wait_until
 
 
 def _make_slow_square():
@@ -57,7 +57,7 @@ def test_a_burst_grows_the_cluster_and_it_shrinks_back_without_losing_results(mu
         "--python", muster.python,
     )
     assert up["workers"] == 0
-    with Client(up["scheduler_address"], timeout=30) as client:
+    with connect(up["scheduler_address"], timeout=30) as client:
         assert connected(client) == 0
         samples = []
         done = threading.Event()
@@ -169,7 +169,7 @@ def test_adapt_on_and_off_and_scale_is_refused_while_adapting(muster):
 def test_down_during_a_burst_leaves_no_agent_and_nothing_relaunches(muster):
     up = muster.json("up", "race", "--adapt", "--max", 6, "--python", muster.python)
     agent = agent_pid(muster, "race")
-    client = Client(up["scheduler_address"], timeout=30)
+    client = connect(up["scheduler_address"], timeout=30)
     try:
         futures = client.map(slow_square, range(400))
         wait_until(lambda: connected(client) >= 2, timeout=60, message="growing")
@@ -189,7 +189,7 @@ def test_idle_timeout_brings_the_cluster_down_only_after_the_work(muster):
     up = muster.json(
         "up", "nap", "--adapt", "--max", 2, "--idle-timeout", "4s", "--python", muster.python,
     )
-    with Client(up["scheduler_address"], timeout=30) as client:
+    with connect(up["scheduler_address"], timeout=30) as client:
         # Busy for longer than the idle timeout: the cluster must stay.
         futures = client.map(slow_square, range(24))
         assert client.gather(futures) == [x * x for x in range(24)]

@@ -6,10 +6,10 @@ through the scheduler and cancelling exactly their array tasks."""
 import time
 
 import pytest
-from distributed import Client
+
 
 from batch import active, spec_file, start_slurm, unique
-from conftest import wait_until
+from conftest import connect, wait_until
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -40,7 +40,7 @@ def test_a_burst_on_slurm_grows_with_arrays_and_shrinks_back(muster, tmp_path):
     )
     assert up["workers"] == 0
     slow_square = _make_slow_square()
-    with Client(up["scheduler_address"], timeout=60) as client:
+    with connect(up["scheduler_address"], timeout=60) as client:
         futures = client.map(slow_square, range(120))
         peak = 0
         deadline = time.monotonic() + 240

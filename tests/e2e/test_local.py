@@ -9,9 +9,9 @@ import subprocess
 import sys
 
 import pytest
-from distributed import Client, wait
+from distributed import wait
 
-from conftest import built, compute, scheduler_workers, wait_until
+from conftest import built, compute, connect, scheduler_workers, wait_until
 
 
 
@@ -20,8 +20,8 @@ def test_up_compute_scale_down_leaves_nothing(muster):
     assert up["name"] == "demo"
     assert up["backend"] == "local"
     assert up["workers"] == 2
-    assert up["scheduler_address"].startswith("tcp://127.0.0.1:")
-    assert up["dashboard_url"].startswith("http://127.0.0.1:")
+    assert up["scheduler_address"].startswith("tls://127.0.0.1:")
+    assert up["dashboard_url"].startswith("https://127.0.0.1:")
     address = up["scheduler_address"]
     assert scheduler_workers(address) == ["demo-w0", "demo-w1"]
 
@@ -38,7 +38,7 @@ def test_up_compute_scale_down_leaves_nothing(muster):
 
     # Data held on the workers survives scaling down: the scheduler moves it
     # off the retired workers before muster stops them.
-    with Client(address, timeout=30) as client:
+    with connect(address, timeout=30) as client:
         futures = client.map(lambda x: x + 1, range(200), pure=False)
         wait(futures)
         holders = {addr for addrs in dict(client.who_has(futures)).values() for addr in addrs}
@@ -291,6 +291,6 @@ def test_library_example(muster):
         timeout=180,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "scheduler: tcp://" in proc.stdout
+    assert "scheduler: tls://" in proc.stdout
     assert "workers connected after scale(3): 3" in proc.stdout
     assert muster.processes() == []

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from batch import active, queue, spec_file, start_slurm, unique
-from conftest import compute, scheduler_workers, wait_until
+from conftest import compute, connect, scheduler_workers, wait_until
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -225,9 +225,8 @@ def test_hostile_strings_reach_the_job_literally(muster, tmp_path):
         "workers: 1\n"
     )
     up = muster.json("up", "-f", path, "--timeout", "120s")
-    from distributed import Client
 
-    with Client(up["scheduler_address"], timeout=30) as c:
+    with connect(up["scheduler_address"], timeout=30) as c:
         seen = list(c.run(lambda: os.environ["EVIL"]).values())
     assert seen == [evil]
     assert not canary.exists()
@@ -311,3 +310,47 @@ def test_host_scheduler_publishes_its_file_in_the_shared_log_directory(muster, t
     compute(up["scheduler_address"], 300)
     muster.run("down", name)
     assert active(name) == []
+
+
+def test_tls_credentials_are_owner_only_files_the_job_script_names(muster, tmp_path):
+    import stat
+    from pathlib import Path
+
+    from distributed import Client
+    from distributed.security import Security
+
+    name = unique("st")
+    # The scheduler as a job too: both kinds of job script carry TLS.
+    spec = spec_file(tmp_path, name, "slurm", 2, extra=", placement: job")
+    up = muster.json("up", "-f", spec, "--timeout", "120s")
+    address = up["scheduler_address"]
+    assert address.startswith("tls://"), up
+    compute(address, 500)
+
+    tls = muster.home / "clusters" / name / "logs" / "tls"
+    assert stat.S_IMODE(tls.stat().st_mode) == 0o700
+    assert {p.name for p in tls.iterdir()} == {
+        "ca.pem", "scheduler.pem", "scheduler-key.pem", "worker.pem", "worker-key.pem"
+    }
+    for p in tls.iterdir():
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
+    # The scripts SLURM holds name the files; they never contain a key.
+    arrays = {j[1] for j in active(name)}
+    assert len(arrays) == 2, active(name)
+    for array in arrays:
+        held = subprocess.run(
+            ["scontrol", "write", "batch_script", array, "-"],
+            capture_output=True, text=True, check=True,
+        ).stdout
+        assert f"'--tls-ca-file' '{tls}/ca.pem'" in held, held
+        assert "PRIVATE KEY" not in held and "BEGIN CERTIFICATE" not in held
+    # Without the credentials, or in plain TCP: refused.
+    for addr in (address, address.replace("tls://", "tcp://")):
+        with pytest.raises(Exception):
+            with Client(addr, timeout=5, security=Security()) as c:
+                c.scheduler_info()
+
+    muster.run("down", name)
+    assert active(name) == []
+    assert not Path(up["tls"]["ca_file"]).exists()
+    assert not tls.exists()

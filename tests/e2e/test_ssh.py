@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, Muster, compute, wait_until
+from conftest import REPO, Muster, compute, connect, remember_credentials, wait_until
 
 HOSTS = REPO / "tests" / "services" / "sshhosts"
 STATE = Path(os.environ.get("MUSTER_SSH_STATE", "/tmp/muster-sshhosts"))
@@ -102,8 +102,8 @@ def test_up_compute_scale_down_across_hosts(muster, healthy_hosts, tmp_path):
     up = muster.json("up", "-f", spec)
     assert up["backend"] == "ssh"
     assert up["connected_workers"] == 4
-    assert up["scheduler_address"].startswith(f"tcp://{ADDR[1]}:")
-    assert up["dashboard_url"].startswith(f"http://{ADDR[1]}:")
+    assert up["scheduler_address"].startswith(f"tls://{ADDR[1]}:")
+    assert up["dashboard_url"].startswith(f"https://{ADDR[1]}:")
     address = up["scheduler_address"]
 
     # Scheduler alone on h1; two workers each on h2 and h3, registered from there.
@@ -113,7 +113,7 @@ def test_up_compute_scale_down_across_hosts(muster, healthy_hosts, tmp_path):
         k = int(host[1])
         for w in rows:
             assert w["status"] == "Running" and w["connected"]
-            assert w["addresses"][0].startswith(f"tcp://{ADDR[k]}:"), w
+            assert w["addresses"][0].startswith(f"tls://{ADDR[k]}:"), w
     pids = everywhere("sshdemo")
     assert pids[1] and pids[2] and pids[3], pids
 
@@ -183,6 +183,7 @@ def test_a_host_down_before_up_gives_a_partial_cluster_and_says_why(muster, heal
         proc = muster.run("up", "-f", spec, "-o", "json")
         assert time.monotonic() - t0 < 60
         up = json.loads(proc.stdout)
+        remember_credentials(up)  # read without muster.json: note its client files
         assert up["connected_workers"] == 2, up
         assert "h3" in proc.stderr and "unreachable" in proc.stderr, proc.stderr
         assert "Connection refused" in proc.stderr or "refused" in proc.stderr, proc.stderr
@@ -308,7 +309,6 @@ def test_a_job_of_several_processes_forks_full_workers_that_its_nannies_restart(
     """worker.processes > 1: the worker processes fork from Dask's forkserver
     (muster's default for such jobs on SSH), and are full Dask workers: memory
     limits apply, and one killed with SIGKILL is restarted by its nanny."""
-    from distributed import Client
 
     spec = write_spec(tmp_path / "c.yaml", "sshfork", workers=1, per_host=1)
     spec.write_text(spec.read_text().replace(
@@ -318,7 +318,7 @@ def test_a_job_of_several_processes_forks_full_workers_that_its_nannies_restart(
     rendered = muster.run("render", "-f", spec).stdout
     assert "DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD=forkserver" in rendered, rendered
 
-    with Client(up["scheduler_address"], timeout=30) as c:
+    with connect(up["scheduler_address"], timeout=30) as c:
         info = c.scheduler_info(n_workers=-1)["workers"]
         assert len(info) == 2
         assert all(w["memory_limit"] == 512 * 2**20 for w in info.values()), info
@@ -344,3 +344,47 @@ def test_a_job_of_several_processes_forks_full_workers_that_its_nannies_restart(
     compute(up["scheduler_address"], 300)
     muster.run("down", "sshfork")
     assert everywhere("sshfork") == {1: [], 2: [], 3: []}
+
+
+def test_tls_credentials_reach_each_host_owner_only_and_leave_with_down(muster, healthy_hosts, tmp_path):
+    import stat
+
+    from distributed import Client
+    from distributed.security import Security
+
+    spec = write_spec(tmp_path / "c.yaml", "sshtls", workers=2, per_host=1)
+    up = muster.json("up", "-f", spec)
+    address = up["scheduler_address"]
+    assert address.startswith(f"tls://{ADDR[1]}:"), up
+    compute(address, 500)
+
+    # Each host got only what its jobs need, in an owner-only directory.
+    remote = tmp_path / "remote-state" / "ssh" / "sshtls"
+    want = {
+        "h1": {"ca.pem", "scheduler.pem", "scheduler-key.pem"},
+        "h2": {"ca.pem", "worker.pem", "worker-key.pem"},
+        "h3": {"ca.pem", "worker.pem", "worker-key.pem"},
+    }
+    for host, names in want.items():
+        d = remote / host / "tls"
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
+        assert {p.name for p in d.iterdir()} == names, (host, sorted(p.name for p in d.iterdir()))
+        for p in d.iterdir():
+            assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
+    # Paths on the command lines, never the keys themselves.
+    for k in (1, 2, 3):
+        for pid in cluster_pids(k, "sshtls"):
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes()
+            env = Path(f"/proc/{pid}/environ").read_bytes()
+            assert b"PRIVATE KEY" not in argv and b"PRIVATE KEY" not in env
+
+    # No credentials, or plain TCP: refused.
+    for addr, sec in ((address, Security()), (address.replace("tls://", "tcp://"), Security())):
+        with pytest.raises(Exception):
+            with Client(addr, timeout=5, security=sec) as c:
+                c.scheduler_info()
+
+    muster.run("down", "sshtls")
+    assert not (muster.home / "clusters" / "sshtls").exists()
+    for host in want:
+        assert not (remote / host / "tls").exists(), host

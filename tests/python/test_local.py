@@ -25,7 +25,7 @@ def test_with_cluster_and_client_computes_and_close_leaves_nothing(home):
         assert home.processes(name), "no process carries the cluster's marker"
         assert sum_of_squares(client, N) == EXPECTED
         assert len(c.scheduler_info["workers"]) == 2  # live, from the scheduler
-        assert c.dashboard_link.startswith("http://127.0.0.1:") and c.dashboard_link.endswith("/status")
+        assert c.dashboard_link.startswith("https://127.0.0.1:") and c.dashboard_link.endswith("/status")
         assert name in c._repr_html_() and "MusterCluster" in repr(c)
         assert client.dashboard_link == c.dashboard_link
     assert home.processes(name) == []
@@ -222,3 +222,27 @@ def test_atexit_brings_down_clusters_left_open(home):
     assert p.returncode == 0 and "up" in out, err
     assert home.clusters() == [kept] and home.processes(name) == []
     home.muster("down", kept)
+
+
+def test_a_tls_cluster_gives_its_clients_its_credentials(home):
+    # TLS is the default: Client(cluster) works because the cluster carries a
+    # distributed Security with the cluster's CA and client certificate.
+    name = unique()
+    with MusterCluster(name=name, workers=1) as c:
+        assert c.scheduler_address.startswith("tls://"), c.scheduler_address
+        sec = c.security
+        assert sec.require_encryption
+        assert sec.tls_ca_file.endswith(f"/clusters/{name}/tls/ca.pem"), sec.tls_ca_file
+        assert sec.tls_client_cert.endswith("/client.pem") and sec.tls_client_key.endswith("/client-key.pem")
+        with Client(c) as client:
+            assert client.submit(sum, [40, 2]).result(timeout=60) == 42
+        with pytest.raises(Exception):
+            Client(c.scheduler_address, timeout=5)  # without the credentials: refused
+        # Another handle found by name carries them too.
+        other = MusterCluster.from_name(name)
+        try:
+            assert other.security.tls_client_cert == sec.tls_client_cert
+            with Client(other) as client:
+                assert client.submit(sum, [1, 2]).result(timeout=60) == 3
+        finally:
+            other.close()

@@ -46,7 +46,7 @@ def test_distributed_sshcluster_docs_example_with_only_the_import_changed(home, 
     p = subprocess.run([sys.executable, str(program)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert p.returncode == 0, p.stdout + p.stderr
     out = dict(line.split(" ", 1) for line in p.stdout.splitlines() if line.split(" ", 1)[0].isupper())
-    assert out["SCHEDULER"].startswith(f"tcp://{ADDR[1]}:"), out
+    assert out["SCHEDULER"].startswith(f"tls://{ADDR[1]}:"), out
     assert out["WORKERS"] == str(sorted([ADDR[2], ADDR[3]])), out
     assert out["RESULT"] == str(sum(x * x for x in range(1000)))
     # close() brought it down everywhere: no process with a dask- cluster marker on any host.

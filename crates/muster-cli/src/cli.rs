@@ -72,6 +72,11 @@ pub enum Command {
         after_help = "Examples:\n  muster logs demo\n  muster logs demo -f\n  muster logs demo --worker w3 --tail 100\n  muster logs demo --all -o json"
     )]
     Logs(LogsArgs),
+    /// Print what a Dask client needs to reach a cluster (address, TLS files) as shell exports
+    #[command(
+        after_help = "Examples:\n  eval \"$(muster env demo)\"; python -c 'import distributed; distributed.Client()'\n  muster env demo -o json"
+    )]
+    Env(EnvArgs),
     /// Print exactly what `up` would launch, without launching anything
     #[command(
         after_help = "Examples:\n  muster render demo --workers 2\n  muster render -f cluster.yaml -o yaml"
@@ -341,6 +346,16 @@ pub struct DescribeArgs {
     /// Cluster name
     pub name: String,
     /// Output format (table prints a readable report)
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// `muster env`.
+#[derive(Debug, Args)]
+pub struct EnvArgs {
+    /// Cluster name
+    pub name: String,
+    /// Output format (table prints `export` lines)
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
 }

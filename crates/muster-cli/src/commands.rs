@@ -137,6 +137,7 @@ fn print_summary(c: &ManagedCluster, verb: &str, out: Output) {
         dashboard_url: link.as_deref(),
         workers: r.workers.len(),
         connected_workers: c.connected_workers(),
+        tls: r.credentials.as_ref(),
     };
     print!("{}", output::up(&item, verb, out));
 }
@@ -406,6 +407,16 @@ pub async fn describe(home: &Home, args: DescribeArgs) -> Result<()> {
         "{}",
         output::describe(&status, cluster.record(), &dir, Some(&view), args.output)
     );
+    Ok(())
+}
+
+pub fn env(home: &Home, args: EnvArgs) -> Result<()> {
+    muster::spec::check_name(&args.name)
+        .map_err(|r| Error::Usage(format!("cluster name {:?}: {r}", args.name)))?;
+    let record = home
+        .load(&args.name)?
+        .ok_or_else(|| Error::NotFound(args.name.clone()))?;
+    print!("{}", crate::client_env::render(&record, args.output));
     Ok(())
 }
 

@@ -35,6 +35,8 @@ pub enum Kind {
     EventList,
     /// `logs --all`.
     LogList,
+    /// `env`: what a client needs to reach the cluster.
+    ClientEnv,
 }
 
 #[derive(Serialize)]

@@ -3,6 +3,7 @@
 //! crate that uses `anyhow`.
 
 mod cli;
+mod client_env;
 mod commands;
 mod contract;
 mod down;
@@ -46,6 +47,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Get(a) => inspect::get(&home, a).await,
         Command::Describe(a) => commands::describe(&home, a).await,
         Command::Logs(a) => inspect::logs(&home, a).await,
+        Command::Env(a) => commands::env(&home, a),
         Command::Render(a) => commands::render(&home, a).await,
         Command::Adapt(a) => commands::adapt(&home, a).await,
         Command::Events(a) => commands::events(&home, a).await,

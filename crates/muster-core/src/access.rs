@@ -33,7 +33,26 @@ impl SchedulerAccess for Direct {
 }
 
 /// A client for the scheduler published at `published`, reached through
-/// `access`.
-pub async fn client(access: &dyn SchedulerAccess, published: &str) -> Result<SchedulerClient> {
-    Ok(SchedulerClient::new(&access.http_url(published).await?))
+/// `access`; an `https://` one trusts exactly the CA in `ca_file` (the
+/// cluster's).
+pub async fn client(
+    access: &dyn SchedulerAccess,
+    published: &str,
+    ca_file: Option<&std::path::Path>,
+) -> Result<SchedulerClient> {
+    let url = access.http_url(published).await?;
+    match ca_file {
+        Some(path) if url.starts_with("https://") => {
+            let pem = std::fs::read(path).map_err(|e| {
+                crate::Error::io(format!("reading the cluster's CA {}", path.display()), e)
+            })?;
+            SchedulerClient::with_ca(&url, &pem)
+        }
+        None if url.starts_with("https://") => Err(crate::Error::Scheduler {
+            url,
+            message: "the scheduler speaks HTTPS but the cluster has no credentials here".into(),
+            transient: false,
+        }),
+        _ => Ok(SchedulerClient::new(&url)),
+    }
 }

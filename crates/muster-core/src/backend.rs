@@ -139,6 +139,11 @@ pub struct Capabilities {
     /// polling the scheduler; a costly query (a remote round trip competing
     /// with starting workers) asks for less.
     pub status_interval: Duration,
+    /// True when the backend carries the cluster's TLS credentials to its
+    /// processes and starts them with [`crate::dask::secure`]; `up` makes
+    /// credentials only then, and otherwise warns that the cluster runs in
+    /// plain TCP.
+    pub tls: bool,
 }
 
 impl Default for Capabilities {
@@ -146,6 +151,7 @@ impl Default for Capabilities {
         Capabilities {
             supervisor: Supervisor::Agent,
             status_interval: Duration::from_secs(1),
+            tls: false,
         }
     }
 }

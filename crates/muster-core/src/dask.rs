@@ -97,6 +97,64 @@ pub fn scheduler_command(spec: &ClusterSpec, host: &str, scheduler_file: &Path) 
     ProcessCommand { argv, env }
 }
 
+/// The Dask configuration variables that make the scheduler serve its
+/// dashboard and HTTP API over HTTPS with its certificate.
+pub const DASHBOARD_TLS_ENV: [&str; 3] = [
+    "DASK_DISTRIBUTED__SCHEDULER__DASHBOARD__TLS__CA_FILE",
+    "DASK_DISTRIBUTED__SCHEDULER__DASHBOARD__TLS__CERT",
+    "DASK_DISTRIBUTED__SCHEDULER__DASHBOARD__TLS__KEY",
+];
+
+/// The scheme of the scheduler's comm address for this spec: `tls` by
+/// default, `tcp` with `scheduler.security: none`.
+pub fn comm_scheme(spec: &ClusterSpec) -> &'static str {
+    if spec.scheduler.security.is_tls() {
+        "tls"
+    } else {
+        "tcp"
+    }
+}
+
+/// THE place TLS reaches a Dask command (every backend calls it on the
+/// scheduler's and the workers' commands it built): with the default
+/// `scheduler.security: tls` it adds `--protocol tls`, `--tls-ca-file`,
+/// `--tls-cert` and `--tls-key` naming the credential files in `dir`, the
+/// directory that holds them on the machine where `cmd` runs (paths only,
+/// never contents); for the scheduler also the variables that put its
+/// HTTP server on the same certificate. With `none` it changes nothing.
+/// The flags go right after the program's module, before the options and
+/// the user's extra arguments.
+pub fn secure(cmd: &mut ProcessCommand, spec: &ClusterSpec, party: crate::tls::Party, dir: &str) {
+    if !spec.scheduler.security.is_tls() {
+        return;
+    }
+    let dir = dir.trim_end_matches('/');
+    let ca = format!("{dir}/{}", crate::tls::CA_FILE);
+    let cert = format!("{dir}/{}", party.cert_file());
+    let key = format!("{dir}/{}", party.key_file());
+    let at = cmd
+        .argv
+        .iter()
+        .position(|a| a.starts_with("distributed.cli."))
+        .map_or(cmd.argv.len(), |i| i + 1);
+    let flags = [
+        "--protocol".to_string(),
+        "tls".into(),
+        "--tls-ca-file".into(),
+        ca.clone(),
+        "--tls-cert".into(),
+        cert.clone(),
+        "--tls-key".into(),
+        key.clone(),
+    ];
+    cmd.argv.splice(at..at, flags);
+    if party == crate::tls::Party::Scheduler {
+        for (var, value) in DASHBOARD_TLS_ENV.iter().zip([ca, cert, key]) {
+            cmd.env.insert((*var).to_string(), value);
+        }
+    }
+}
+
 /// A worker job's command line and environment. `name` is the job id, which
 /// becomes the Dask worker name (with `-0`, `-1`, ... appended by Dask when the
 /// job runs several processes).
@@ -264,8 +322,15 @@ pub fn parse_scheduler_file(text: &str) -> Option<SchedulerEndpoint> {
     let file: SchedulerFile = serde_json::from_str(text).ok()?;
     let host = host_of_address(&file.address)?;
     let port = file.services.get("dashboard")?.as_u64()?;
+    // A TLS scheduler is one muster started with its certificate on the
+    // HTTP server too (see `secure`).
+    let scheme = if file.address.starts_with("tls://") {
+        "https"
+    } else {
+        "http"
+    };
     Some(SchedulerEndpoint {
-        http_url: format!("http://{}:{port}", bracket_ipv6(host)),
+        http_url: format!("{scheme}://{}:{port}", bracket_ipv6(host)),
         address: file.address,
     })
 }
@@ -325,7 +390,7 @@ pub struct SchedulerClient {
 impl SchedulerClient {
     /// A client for the scheduler whose dashboard is at `http_url`.
     pub fn new(http_url: &str) -> Self {
-        let http = reqwest::Client::builder()
+        let http = crate::tls::http_builder()
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(5))
             .build()
@@ -334,6 +399,56 @@ impl SchedulerClient {
             http,
             base: http_url.trim_end_matches('/').to_string(),
         }
+    }
+
+    /// A client for the HTTPS API at `http_url` that trusts exactly the
+    /// cluster's CA (`ca_pem`, no system roots) and checks that the server's
+    /// certificate names [`crate::tls::SCHEDULER_NAME`], wherever the URL
+    /// points (a tunnel's local end included). A plain `http://` URL gets a
+    /// plain client.
+    pub fn with_ca(http_url: &str, ca_pem: &[u8]) -> Result<Self> {
+        let bad = |m: String| Error::Scheduler {
+            url: http_url.to_string(),
+            message: m,
+            transient: false,
+        };
+        let mut url = reqwest::Url::parse(http_url).map_err(|e| bad(e.to_string()))?;
+        if url.scheme() != "https" {
+            return Ok(Self::new(http_url));
+        }
+        let addr = url
+            .socket_addrs(|| None)
+            .map_err(|e| bad(format!("resolving the scheduler's host: {e}")))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| bad("the scheduler's host has no address".into()))?;
+        url.set_host(Some(crate::tls::SCHEDULER_NAME))
+            .map_err(|e| bad(e.to_string()))?;
+        let mut roots = rustls::RootCertStore::empty();
+        use rustls::pki_types::pem::PemObject;
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem) {
+            let cert = cert.map_err(|e| bad(format!("the cluster's CA file: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| bad(format!("the cluster's CA file: {e}")))?;
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let http = crate::tls::http_builder()
+            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(5))
+            .tls_backend_preconfigured(config)
+            .resolve(crate::tls::SCHEDULER_NAME, addr)
+            .build()
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(SchedulerClient {
+            http,
+            base: url.as_str().trim_end_matches('/').to_string(),
+        })
     }
 
     fn fail(&self, url: &str, e: impl std::fmt::Display, transient: bool) -> Error {
@@ -524,6 +639,38 @@ mod tests {
         let s = ClusterSpec::from_yaml(yaml, None).unwrap();
         s.validate().unwrap();
         s
+    }
+
+    #[test]
+    fn secure_adds_tls_flags_and_paths_only() {
+        use crate::tls::Party;
+        let s = spec("name: demo\nworker: {extra_args: [--resources, GPU=1]}");
+        let mut sched = scheduler_command(&s, "0.0.0.0", Path::new("/s/scheduler.json"));
+        secure(&mut sched, &s, Party::Scheduler, "/state/tls/");
+        insta::assert_snapshot!("secure_scheduler", sched.to_shell());
+        let contact = SchedulerContact::File("/s/scheduler.json".into());
+        let mut worker = worker_command(&s, "demo-w0", &contact);
+        secure(&mut worker, &s, Party::Worker, "tls");
+        insta::assert_snapshot!("secure_worker", worker.to_shell());
+        // The user's extra arguments stay last.
+        assert_eq!(worker.argv.last().map(String::as_str), Some("GPU=1"));
+
+        let plain = spec("name: demo\nscheduler: {security: none}");
+        let before = scheduler_command(&plain, "h", Path::new("f"));
+        let mut after = before.clone();
+        secure(&mut after, &plain, Party::Scheduler, "/state/tls");
+        assert_eq!(before, after);
+        assert_eq!(comm_scheme(&plain), "tcp");
+        assert_eq!(comm_scheme(&s), "tls");
+    }
+
+    #[test]
+    fn tls_scheduler_files_give_https_urls() {
+        let ep = parse_scheduler_file(
+            r#"{"address": "tls://10.0.0.5:8786", "services": {"dashboard": 8787}}"#,
+        )
+        .unwrap();
+        assert_eq!(ep.http_url, "https://10.0.0.5:8787");
     }
 
     #[test]

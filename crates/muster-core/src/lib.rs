@@ -23,6 +23,7 @@ pub mod runner;
 pub mod spec;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
+pub mod tls;
 pub mod units;
 pub mod waits;
 

@@ -212,8 +212,33 @@ impl ManagedCluster {
         Ok(report)
     }
 
+    /// Makes the cluster's TLS credentials before anything is launched
+    /// (when it speaks TLS and the backend carries them), or warns that it
+    /// will not be protected.
+    fn prepare_security(&mut self, progress: &dyn Progress) -> Result<()> {
+        if !self.spec().scheduler.security.is_tls() {
+            warn_all(progress, &[crate::spec::INSECURE_WARNING.to_string()]);
+            return Ok(());
+        }
+        if !self.backend.capabilities().tls {
+            warn_all(
+                progress,
+                &[format!(
+                    "the {} backend does not carry TLS credentials yet: this cluster's scheduler speaks plain TCP without authentication",
+                    self.backend.kind()
+                )],
+            );
+            return Ok(());
+        }
+        progress.stage("making TLS credentials");
+        let (_, client) = crate::tls::create(&self.home, &self.record.name)?;
+        self.record.credentials = Some(client);
+        Ok(())
+    }
+
     async fn bring_up(&mut self, progress: &dyn Progress) -> Result<()> {
         let deadline = Instant::now() + self.timeout;
+        self.prepare_security(progress)?;
         progress.stage("starting scheduler");
         let launched = self.backend.launch(&Role::Scheduler).await?;
         let scheduler = launched

@@ -41,7 +41,8 @@ pub async fn scheduler_client(
             record.phase.word()
         ))
     })?;
-    access::client(backend.scheduler_access().as_ref(), url).await
+    let ca = record.credentials.as_ref().map(|c| c.ca_file.as_path());
+    access::client(backend.scheduler_access().as_ref(), url, ca).await
 }
 
 /// Asks the backend for the states of the recorded worker jobs and forgets

@@ -344,6 +344,10 @@ pub struct ClusterRecord {
     /// resumes paused and backed off as it was.
     #[serde(default)]
     pub policy: PolicyMemory,
+    /// The client's TLS files on this machine, when the cluster speaks TLS
+    /// (muster's own HTTP calls trust exactly the CA named here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<crate::tls::PartyFiles>,
 }
 
 /// One round's observation, as recorded.
@@ -396,6 +400,7 @@ impl ClusterRecord {
             adapt_generation: 0,
             observed: None,
             policy: PolicyMemory::default(),
+            credentials: None,
         }
     }
 

@@ -137,7 +137,34 @@ pub struct SchedulerSpec {
     /// backends, as a batch job of its own.
     #[serde(default, skip_serializing_if = "Placement::is_host")]
     pub placement: Placement,
+    /// How clients and workers talk to the scheduler: TLS with the
+    /// cluster's own certificates (default), or plain TCP when asked.
+    #[serde(default, skip_serializing_if = "Security::is_tls")]
+    pub security: Security,
 }
+
+/// The scheduler's transport security.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Security {
+    /// Mutual TLS with certificates made for this cluster: only holders of
+    /// its files can connect.
+    #[default]
+    Tls,
+    /// Plain TCP, no authentication: anyone who can reach the port can run
+    /// code as the cluster's owner.
+    None,
+}
+
+impl Security {
+    /// True for the default.
+    pub fn is_tls(&self) -> bool {
+        *self == Security::Tls
+    }
+}
+
+/// The warning `scheduler.security: none` earns.
+pub const INSECURE_WARNING: &str = "scheduler.security is none: the scheduler speaks plain TCP without authentication, so anyone who can reach its port can run code as you";
 
 /// Where a batch cluster's Dask scheduler runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

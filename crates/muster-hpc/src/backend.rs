@@ -31,7 +31,10 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::default()
+        Capabilities {
+            tls: true,
+            ..Capabilities::default()
+        }
     }
 
     fn scheduler_access(&self) -> Arc<dyn SchedulerAccess> {
@@ -130,6 +133,7 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
                 ));
             }
         }
+        self.put_credentials(&role).await?;
         let array = self.submit(spec, &role, &text).await?;
         let jobs = match role {
             ScriptRole::Scheduler { .. } => vec![Self::full(&spec.name, &array)],
@@ -291,6 +295,15 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
     }
 
     async fn forget(&self) -> Result<Warnings> {
+        if self.spec.scheduler.security.is_tls() {
+            let dir = script::tls_dir(&self.log_dir(self.cluster()));
+            self.file_op(
+                "removing the TLS credentials",
+                files::remove_tree_argv(&dir),
+                None,
+            )
+            .await?;
+        }
         self.local.forget().await
     }
 }

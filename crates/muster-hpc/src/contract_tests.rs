@@ -91,6 +91,8 @@ async fn keeps_the_backend_contract() {
     .unwrap();
     s.worker.python = "/usr/bin/python3".into();
     assert!(crate::kind::slurm_problems(&s).is_empty());
+    // What `up` makes before anything is launched.
+    muster_core::tls::create(&Home::at(dir.path()), "ctr").unwrap();
     let b = HpcBackend::for_spec_with(
         &s,
         Home::at(dir.path()),

@@ -40,6 +40,28 @@ pub fn write_argv(dir: &str, path: &str) -> Vec<String> {
     ]
 }
 
+/// Writes standard input to `path` owner-only: `dir` (the credentials'
+/// directory, inside the existing-or-created `parent`) is made mode 0700 and
+/// the file is created 0600 (umask 077) under a temporary name and renamed
+/// over any old one (a job starting meanwhile reads a whole file). Used for
+/// the cluster's TLS files: their contents only ever travel on stdin.
+pub fn write_private_argv(parent: &str, dir: &str, path: &str) -> Vec<String> {
+    vec![
+        "sh".into(),
+        "-c".into(),
+        r#"mkdir -p -- "$1" && mkdir -p -m 700 -- "$2" && chmod 700 -- "$2" && umask 077 && t="$3.$$.tmp" && rm -f -- "$t" && cat > "$t" && mv -f -- "$t" "$3""#.into(),
+        "muster-write-private".into(),
+        parent.into(),
+        dir.into(),
+        path.into(),
+    ]
+}
+
+/// Removes a directory and everything in it; a missing one is not an error.
+pub fn remove_tree_argv(dir: &str) -> Vec<String> {
+    vec!["rm".into(), "-rf".into(), "--".into(), dir.into()]
+}
+
 /// Removes a file; a missing one is not an error.
 pub fn remove_argv(path: &str) -> Vec<String> {
     vec!["rm".into(), "-f".into(), "--".into(), path.into()]

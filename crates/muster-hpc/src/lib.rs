@@ -298,6 +298,33 @@ impl<R: CommandRunner> HpcBackend<R> {
         let text = script::render(&input);
         Ok(Some((role, text)))
     }
+
+    /// Puts the credential files a job of `role` needs (the CA, and the
+    /// scheduler's or the workers' certificate and key) owner-only into the
+    /// cluster's log directory, where the job script names them. Contents go
+    /// on the command's stdin, never on a command line.
+    async fn put_credentials(&self, role: &ScriptRole) -> Result<()> {
+        if !self.spec.scheduler.security.is_tls() {
+            return Ok(());
+        }
+        let party = match role {
+            ScriptRole::Scheduler { .. } => muster_core::tls::Party::Scheduler,
+            ScriptRole::Workers { .. } => muster_core::tls::Party::Worker,
+        };
+        let creds = muster_core::tls::load(&self.home, self.cluster())?;
+        let log_dir = self.log_dir(self.cluster());
+        let dir = script::tls_dir(&log_dir);
+        for (name, text) in creds.files_for(&[party]) {
+            let path = format!("{dir}/{name}");
+            self.file_op(
+                "writing the TLS credentials",
+                files::write_private_argv(&log_dir, &dir, &path),
+                Some(text.as_bytes().to_vec()),
+            )
+            .await?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

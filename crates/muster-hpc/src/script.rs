@@ -437,13 +437,30 @@ pub fn check_template(path: &str, text: &str) -> Result<(), TemplateError> {
     Ok(())
 }
 
+/// Where a batch cluster's TLS credentials are, for its jobs: `tls` in its
+/// log directory.
+pub fn tls_dir(log_dir: &str) -> String {
+    format!(
+        "{}/{}",
+        log_dir.trim_end_matches('/'),
+        muster_core::tls::DIR_NAME
+    )
+}
+
 /// Renders the job script.
 pub fn render(input: &ScriptInput<'_>) -> String {
     let template = input.template.unwrap_or(match input.dialect {
         Dialect::Slurm => SLURM_TEMPLATE,
         Dialect::Pbs(_) => PBS_TEMPLATE,
     });
-    let cmd = dask_command(input.spec, input.role);
+    let mut cmd = dask_command(input.spec, input.role);
+    // The cluster's credentials sit owner-only beside the job output, on the
+    // shared filesystem; the script names them by path.
+    let party = match input.role {
+        ScriptRole::Scheduler { .. } => muster_core::tls::Party::Scheduler,
+        ScriptRole::Workers { .. } => muster_core::tls::Party::Worker,
+    };
+    dask::secure(&mut cmd, input.spec, party, &tls_dir(input.log_dir));
     let prologue = input.hpc.job_script_prologue.join("\n");
     let role = match input.role {
         ScriptRole::Scheduler { .. } => "scheduler",

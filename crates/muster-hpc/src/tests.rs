@@ -81,6 +81,10 @@ fn backend<R: CommandRunner>(
     runner: R,
     home: &std::path::Path,
 ) -> HpcBackend<R> {
+    if home.exists() && spec.scheduler.security.is_tls() {
+        // What `up` makes before anything is launched.
+        muster_core::tls::create(&Home::at(home), &spec.name).unwrap();
+    }
     HpcBackend::for_spec_with(spec, Home::at(home), runner, Arc::new(Direct))
         .unwrap()
         .with_user(Some("alice".into()))

@@ -27,6 +27,7 @@ use muster_core::backend::{
 use muster_core::dask::{self, ProcessCommand, SchedulerEndpoint};
 use muster_core::runner::LocalRunner;
 use muster_core::spec::ClusterSpec;
+use muster_core::tls::Party;
 use muster_core::{Error, Home, JobId, JobStatus, Result};
 use nix::sys::signal::Signal;
 
@@ -95,6 +96,13 @@ impl LocalBackend {
         self.home.root().display().to_string()
     }
 
+    /// Where the cluster's credentials are (this machine runs every process).
+    fn tls_dir(&self) -> String {
+        muster_core::tls::local_dir(&self.home, self.cluster())
+            .display()
+            .to_string()
+    }
+
     fn jobs_dir(&self, cluster: &str) -> PathBuf {
         self.home.cluster_dir(cluster).join("jobs")
     }
@@ -135,10 +143,9 @@ impl LocalBackend {
             Role::Scheduler => {
                 let host = spec.scheduler.host.as_deref().unwrap_or("127.0.0.1");
                 let id = JobId(format!("{}-scheduler", spec.name));
-                vec![(
-                    id,
-                    dask::scheduler_command(spec, host, &self.scheduler_path(&spec.name)),
-                )]
+                let mut cmd = dask::scheduler_command(spec, host, &self.scheduler_path(&spec.name));
+                dask::secure(&mut cmd, spec, Party::Scheduler, &self.tls_dir());
+                vec![(id, cmd)]
             }
             Role::Workers {
                 first_index,
@@ -147,7 +154,8 @@ impl LocalBackend {
             } => (0..u64::from(*count))
                 .map(|i| {
                     let id = JobId(format!("{}-w{}", spec.name, first_index + i));
-                    let cmd = dask::worker_command(spec, id.as_str(), contact);
+                    let mut cmd = dask::worker_command(spec, id.as_str(), contact);
+                    dask::secure(&mut cmd, spec, Party::Worker, &self.tls_dir());
                     (id, cmd)
                 })
                 .collect(),
@@ -257,7 +265,10 @@ impl Backend for LocalBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::default()
+        Capabilities {
+            tls: true,
+            ..Capabilities::default()
+        }
     }
 
     fn scheduler_access(&self) -> std::sync::Arc<dyn SchedulerAccess> {

@@ -9,7 +9,7 @@
 # Job argv and environment arrive as JSON: nothing here goes through a shell
 # except the fixed wrapper below, which only expands "$@".
 # Layout on the host: <state_dir>/ssh/<cluster>/<host>/{scheduler.json,
-# logs/<job>.log, jobs/<job>.pid, jobs/<job>.exit}. Every process carries
+# logs/<job>.log, jobs/<job>.pid, jobs/<job>.exit, tls/ (owner-only)}. Every process carries
 # MUSTER_HOME=<state_dir>, MUSTER_CLUSTER, MUSTER_JOB and MUSTER_HOST, and only
 # processes whose MUSTER_HOST is this host are ever touched: hosts may share
 # a pid space or a filesystem.
@@ -141,6 +141,7 @@ def op_launch():
 
     for sub in ("logs", "jobs"):
         os.makedirs(os.path.join(DIR, sub), exist_ok=True)
+    write_tls_files(REQ.get("tls_files") or {})
     started, failed = [], []
     sched = os.path.join(DIR, "scheduler.json")
     if REQ.get("wait_scheduler_file"):
@@ -206,6 +207,31 @@ def op_launch():
                 break
             time.sleep(0.02)
     return res
+
+
+def write_tls_files(files):
+    """The cluster's credentials for this host's jobs (they came in the
+    request, over the SSH session): <DIR>/tls made 0700, each file created
+    0600 (never readable by others, even for an instant)."""
+    if not files:
+        return
+    d = os.path.join(DIR, "tls")
+    os.makedirs(d, mode=0o700, exist_ok=True)
+    os.chmod(d, 0o700)
+    for name, text in files.items():
+        if "/" in name or name.startswith("."):
+            raise ValueError(f"bad credential file name {name!r}")
+        # A job starting beside this launch may be reading the file: write
+        # a new one and rename it over, so it always finds a whole file.
+        tmp = os.path.join(d, f".{name}.{os.getpid()}.tmp")
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, os.path.join(d, name))
 
 
 def write_scheduler_file(text):

@@ -57,7 +57,13 @@ pub async fn call_helper(
             )
         }
     };
-    tracing::debug!(host = %host.target.describe(), python = ?python, request = %req, "ssh helper");
+    let mut shown = request.clone();
+    if let Some(files) = shown.get_mut("tls_files").and_then(Value::as_object_mut) {
+        for text in files.values_mut() {
+            *text = json!("<redacted>");
+        }
+    }
+    tracing::debug!(host = %host.target.describe(), python = ?python, request = %shown, "ssh helper");
     let mut preamble = serde_json::to_string(HELPER).expect("a string serializes");
     preamble.push('\n');
     let reply = pool

@@ -12,13 +12,14 @@ use futures_util::future::join_all;
 use muster_core::backend::{Role, Warnings};
 use muster_core::dask::{self, ProcessCommand, SchedulerEndpoint};
 use muster_core::spec::SpecError;
+use muster_core::tls::Party;
 use muster_core::{ClusterSpec, Error, JobId, Result};
 use serde_json::{Value, json};
 
 use crate::config;
 use crate::placement::{Slot, host_of, place, scheduler_id, worker_id};
 use crate::{
-    HostAnswer, HostPlan, LaunchRequest, Layout, SCHEDULER_FILE, SshBackend, call_helper,
+    HostAnswer, HostPlan, LaunchRequest, Layout, SCHEDULER_FILE, SshBackend, TLS_DIR, call_helper,
     default_start_method, is_unreachable, lock, runner,
 };
 
@@ -131,7 +132,7 @@ impl SshBackend {
         } else {
             host.to_string()
         };
-        Some((port, format!("tcp://{host}:{port}")))
+        Some((port, format!("{}://{host}:{port}", dask::comm_scheme(spec))))
     }
 
     pub(crate) fn remember_seen(&self, label: &str, jobs: &Value) {
@@ -192,6 +193,9 @@ impl SshBackend {
                 }
                 let mut cmd =
                     dask::scheduler_command(&with_port, &listen, Path::new(SCHEDULER_FILE));
+                // Jobs run in the host's cluster directory; the helper
+                // writes the credentials into its `tls` subdirectory.
+                dask::secure(&mut cmd, spec, Party::Scheduler, TLS_DIR);
                 if spec.scheduler.python.is_none()
                     && let Some(py) = &h.explicit_python
                 {
@@ -216,6 +220,7 @@ impl SshBackend {
                         let h = &layout.hosts[hi];
                         let id = worker_id(&spec.name, first_index + i as u64, &h.label);
                         let mut cmd = dask::worker_command(spec, id.as_str(), contact);
+                        dask::secure(&mut cmd, spec, Party::Worker, TLS_DIR);
                         default_start_method(spec, &mut cmd);
                         if let Some(py) = &h.explicit_python {
                             cmd.argv[0] = py.clone();

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use muster_core::backend::{Role, SchedulerContact};
 use muster_core::dask::{ProcessCommand, SchedulerEndpoint};
+use muster_core::tls::Party;
 use muster_core::{ClusterSpec, Error, JobId, JobStatus, Result};
 use serde_json::{Value, json};
 
@@ -113,6 +114,7 @@ impl SshBackend {
                     .or_else(|| self.worker_python(h));
                 let request = json!({
                     "op": "launch",
+                    "tls_files": self.tls_files(Party::Scheduler)?,
                     "jobs": job_list(layout.scheduler),
                     "wait_scheduler_file": true,
                     "wait_seconds": wait.as_secs_f64(),
@@ -160,6 +162,7 @@ impl SshBackend {
             (true, false) => self.read_scheduler_file(&spec.name).await?,
         };
         let hosts: Vec<&HostPlan> = by_host.keys().map(|&i| &layout.hosts[i]).collect();
+        let tls_files = self.tls_files(Party::Worker)?;
         let answers = self
             .call_many(&hosts, &spec.name, |h| {
                 let hi = layout
@@ -169,6 +172,7 @@ impl SshBackend {
                     .unwrap_or(0);
                 json!({
                     "op": "launch",
+                    "tls_files": tls_files,
                     "jobs": job_list(hi),
                     "record_python": true,
                     "scheduler_file_text": text,

@@ -37,6 +37,7 @@ use muster_core::backend::{
 };
 use muster_core::dask::{ProcessCommand, SchedulerEndpoint};
 use muster_core::spec::SpecError;
+use muster_core::tls::Party;
 use muster_core::{ClusterSpec, Error, JobId, JobStatus, Result, SchedulerContact};
 use serde_json::{Value, json};
 pub use ssh_spec::{SshConnectSpec, SshHost, SshHostMap, SshSpec};
@@ -48,6 +49,9 @@ pub use session::{SshError, SshPool, SshTarget};
 
 /// The scheduler file, in each host's cluster directory.
 const SCHEDULER_FILE: &str = "scheduler.json";
+/// The credentials' directory, relative to a host's cluster directory where
+/// the jobs run (the helper creates it 0700, its files 0600).
+const TLS_DIR: &str = muster_core::tls::DIR_NAME;
 
 /// The environment variable that sets how a nanny starts its worker process
 /// (Dask's `distributed.worker.multiprocessing-method`).
@@ -88,9 +92,11 @@ impl muster_core::kinds::BackendKind for SshKind {
     fn build(
         &self,
         spec: &ClusterSpec,
-        _home: &muster_core::Home,
+        home: &muster_core::Home,
     ) -> Result<std::sync::Arc<dyn Backend>> {
-        Ok(std::sync::Arc::new(SshBackend::new(spec)?))
+        Ok(std::sync::Arc::new(
+            SshBackend::new(spec)?.with_home(home.clone()),
+        ))
     }
 }
 
@@ -123,6 +129,9 @@ pub struct SshBackend {
     /// file while the workers start.
     pending: Mutex<Option<PendingScheduler>>,
     notes: Mutex<Vec<String>>,
+    /// Where the cluster's TLS credentials were made (this machine's state
+    /// directory); each launch sends a host the files its jobs need.
+    home: Option<muster_core::Home>,
 }
 
 /// A scheduler launch in flight.
@@ -185,7 +194,31 @@ impl SshBackend {
             scheduler_text: Mutex::new(None),
             pending: Mutex::new(None),
             notes: Mutex::default(),
+            home: None,
         })
+    }
+
+    /// Takes the cluster's TLS credentials from `home` (where `up` made
+    /// them) to the hosts at launch.
+    pub fn with_home(mut self, home: muster_core::Home) -> Self {
+        self.home = Some(home);
+        self
+    }
+
+    /// The credential files (name → PEM text) the jobs of `role` need on a
+    /// host: the CA and the party's certificate and key. Empty for
+    /// `security: none`. They travel inside the helper's request, over the
+    /// SSH session's stdin, and the helper writes them owner-only.
+    pub(crate) fn tls_files(&self, party: Party) -> Result<BTreeMap<String, String>> {
+        let (true, Some(home)) = (self.spec.scheduler.security.is_tls(), &self.home) else {
+            return Ok(BTreeMap::new());
+        };
+        let creds = muster_core::tls::load(home, &self.spec.name)?;
+        Ok(creds
+            .files_for(&[party])
+            .into_iter()
+            .map(|(name, text)| (name, text.to_string()))
+            .collect())
     }
 }
 
@@ -200,6 +233,7 @@ impl Backend for SshBackend {
             // Each check is a request to each host's helper and a scan of
             // its /proc: cheap, but while workers start the CPU is theirs.
             status_interval: Duration::from_secs(3),
+            tls: true,
             ..Capabilities::default()
         }
     }
@@ -441,7 +475,7 @@ scheduler: {env: {NOTE: "it's"}}
         backend.remember_free_port("h1", &json!({"free_port": 41234}));
         assert_eq!(
             backend.planned_scheduler(&s, layout),
-            Some((41234, "tcp://h1:41234".to_string()))
+            Some((41234, "tls://h1:41234".to_string()))
         );
         let item = backend.render(&Role::Scheduler).unwrap();
         assert!(
@@ -456,7 +490,7 @@ scheduler: {env: {NOTE: "it's"}}
         fixed.scheduler.host = Some("fd00::5".into());
         assert_eq!(
             backend.planned_scheduler(&fixed, layout),
-            Some((8786, "tcp://[fd00::5]:8786".to_string()))
+            Some((8786, "tls://[fd00::5]:8786".to_string()))
         );
         fixed.scheduler.host = Some("0.0.0.0".into());
         assert_eq!(backend.planned_scheduler(&fixed, layout), None);

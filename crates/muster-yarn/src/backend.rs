@@ -104,6 +104,7 @@ impl Backend for YarnBackend {
             supervisor: Supervisor::Agent,
             // One GET of the service per status; the RM serves everyone.
             status_interval: Duration::from_secs(2),
+            ..Capabilities::default()
         }
     }
 

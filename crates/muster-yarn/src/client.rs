@@ -35,7 +35,7 @@ impl YarnClient {
     /// A client of the ResourceManagers at `urls` (tried in order) acting
     /// as `user`.
     pub fn new(urls: &[&str], user: &str) -> Self {
-        let http = reqwest::Client::builder()
+        let http = muster_core::tls::http_builder()
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(30))
             .build()

@@ -31,7 +31,7 @@ pub use muster_core::{
 };
 pub use muster_core::{
     access, backend, cluster as cluster_api, dask, kinds, ops, policy, reconcile, registry, runner,
-    spec, units,
+    spec, tls, units,
 };
 pub use muster_hpc::HpcBackend;
 pub use muster_local::LocalBackend;

@@ -133,6 +133,16 @@ class MusterCluster(Cluster):
             self._backend = doc["backend"]
             self._dashboard_url = doc.get("dashboard_url")
             address = doc.get("scheduler_address")
+            tls = doc.get("tls")
+            if tls:
+                # The cluster's own CA and client certificate (muster made
+                # them at `up`; owner-only files): Client(cluster) uses them.
+                self.security = Security(
+                    tls_ca_file=tls["ca_file"],
+                    tls_client_cert=tls["cert_file"],
+                    tls_client_key=tls["key_file"],
+                    require_encryption=True,
+                )
             if not address:
                 raise RuntimeError(f"muster cluster {self.name!r} has no scheduler address (phase {doc.get('phase')})")
             self.scheduler_comm = rpc(address, connection_args=self.security.get_connection_args("client"))

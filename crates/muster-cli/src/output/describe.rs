@@ -203,6 +203,8 @@ struct Doc<'a> {
     state_dir: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     agent: Option<&'a AgentView>,
+    /// The client's TLS files; null for plain TCP.
+    tls: Option<&'a muster::tls::PartyFiles>,
 }
 
 /// `muster describe` as a readable report.
@@ -244,6 +246,7 @@ pub fn describe(
         spec: &record.spec,
         state_dir,
         agent,
+        tls: record.credentials.as_ref(),
     };
     if let Some(s) = contract::object(Kind::ClusterDescription, &doc, output) {
         return s;
@@ -279,6 +282,15 @@ pub fn describe(
         status.processes_per_worker,
         state_dir,
     );
+    out.push_str(&match &record.credentials {
+        Some(f) => format!(
+            "TLS:          CA {}, client {} (key {})\n",
+            f.ca_file.display(),
+            f.cert_file.display(),
+            f.key_file.display()
+        ),
+        None => "TLS:          none (plain TCP)\n".to_string(),
+    });
     out.push_str("\nWorker jobs:\n");
     for line in workers_table(status, true).lines() {
         out.push_str(&format!("  {line}\n"));

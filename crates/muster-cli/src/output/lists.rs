@@ -30,6 +30,8 @@ pub struct ClusterItem<'a> {
     scheduler_address: Option<&'a str>,
     dashboard_url: Option<String>,
     age_seconds: u64,
+    /// The client's TLS files (null when the cluster speaks plain TCP).
+    tls: Option<&'a muster::tls::PartyFiles>,
     /// False for a cluster found only from its processes' markers (its
     /// registry record is gone): `muster down NAME` removes it.
     recorded: bool,
@@ -76,6 +78,7 @@ pub fn clusters(
                 scheduler_address: r.scheduler_address.as_deref(),
                 dashboard_url: r.dashboard_link(),
                 age_seconds: now.saturating_sub(r.created_at),
+                tls: r.credentials.as_ref(),
                 recorded: true,
                 found_jobs: Vec::new(),
             }
@@ -94,6 +97,7 @@ pub fn clusters(
         scheduler_address: None,
         dashboard_url: None,
         age_seconds: 0,
+        tls: None,
         recorded: false,
         found_jobs: jobs.clone(),
     }));

@@ -22,6 +22,8 @@ pub struct UpItem<'a> {
     pub workers: usize,
     /// Dask workers registered.
     pub connected_workers: usize,
+    /// The client's TLS files (null when the cluster speaks plain TCP).
+    pub tls: Option<&'a muster::tls::PartyFiles>,
 }
 
 /// `muster up` and `muster scale`.
@@ -32,7 +34,7 @@ pub fn up(item: &UpItem<'_>, verb: &str, output: Output) -> String {
     if output == Output::Name {
         return format!("cluster/{}\n", item.name);
     }
-    format!(
+    let mut out = format!(
         "cluster {} is {verb} ({} backend)\n  scheduler: {}\n  dashboard: {}\n  workers:   {} jobs, {} Dask workers connected\n",
         item.name,
         item.backend,
@@ -40,7 +42,19 @@ pub fn up(item: &UpItem<'_>, verb: &str, output: Output) -> String {
         item.dashboard_url.unwrap_or("-"),
         item.workers,
         item.connected_workers,
-    )
+    );
+    if let Some(files) = item.tls {
+        out.push_str(&format!(
+            "  tls:       client files in {} (`muster env {}` prints them for Dask)\n",
+            files
+                .ca_file
+                .parent()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default(),
+            item.name
+        ));
+    }
+    out
 }
 
 /// `muster down`. `searched` says where a cluster without a registry record

@@ -346,6 +346,7 @@ fn up_and_down_messages() {
         dashboard_url: Some("http://127.0.0.1:40002/status"),
         workers: 2,
         connected_workers: 2,
+        tls: None,
     };
     insta::assert_snapshot!("up_table", up(&item, "up", Output::Table));
     insta::assert_snapshot!("up_json", up(&item, "up", Output::Json));

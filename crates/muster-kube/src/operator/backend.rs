@@ -110,6 +110,7 @@ impl Backend for GroupBackend {
         Capabilities {
             supervisor: Supervisor::Operator,
             status_interval: Duration::from_secs(5),
+            ..Capabilities::default()
         }
     }
 

@@ -130,6 +130,7 @@ fn record_of(group: &DaskWorkerGroup) -> ClusterRecord {
         adapt_generation: 0,
         observed: None,
         policy: Default::default(),
+        credentials: None,
     }
 }
 
