@@ -281,6 +281,9 @@ pub struct ScaleArgs {
     pub name: String,
     /// Number of worker jobs wanted
     pub workers: u32,
+    /// The worker group to resize (kubernetes; default: the cluster's own)
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
     /// How long to wait for the scheduler to see them
     #[arg(long, default_value = "2m", value_name = "DURATION")]
     pub timeout: Seconds,
@@ -295,6 +298,10 @@ pub enum GetWhat {
     /// Every cluster in the registry
     #[command(alias = "cluster")]
     Clusters {
+        /// Kubernetes: muster's DaskClusters in every namespace, not only
+        /// the current context's
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
         /// Output format
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
@@ -342,6 +349,9 @@ pub struct LogsArgs {
     /// failed ones included)
     #[arg(long, conflicts_with = "worker")]
     pub all: bool,
+    /// Follow the log until the job ends (kubernetes)
+    #[arg(short, long, conflicts_with = "all")]
+    pub follow: bool,
     /// Output format (table prints each log under a `# job` header)
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,

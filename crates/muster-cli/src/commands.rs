@@ -12,6 +12,7 @@ use muster::{
 };
 
 use crate::cli::*;
+use crate::kubernetes as kube;
 use crate::output;
 use crate::progress::Bar;
 
@@ -82,6 +83,13 @@ fn open(home: &Home, name: &str) -> Result<ManagedCluster, Error> {
         home,
         this_exe()?,
     ))
+}
+
+/// The registry's record of `name` when it is a kubernetes cluster.
+fn kube_record(home: &Home, name: &str) -> Result<Option<muster::ClusterRecord>, Error> {
+    muster::spec::check_name(name)
+        .map_err(|r| Error::Usage(format!("cluster name {name:?}: {r}")))?;
+    Ok(home.load(name)?.filter(|r| kube::is_kube(&r.spec)))
 }
 
 fn this_exe() -> Result<PathBuf, Error> {
@@ -156,6 +164,9 @@ pub async fn up(home: &Home, args: UpArgs) -> Result<()> {
             .unwrap_or(a.minimum)
             .clamp(a.minimum, a.maximum);
     }
+    if kube::is_kube(&spec) {
+        return kube::up(home, spec, &args).await;
+    }
     let backend = muster::backend_for_spec(&spec, home)?;
     let mut cluster = muster::wire(
         ManagedCluster::new(spec, backend, home.clone())?,
@@ -177,6 +188,14 @@ pub async fn up(home: &Home, args: UpArgs) -> Result<()> {
 }
 
 pub async fn scale(home: &Home, args: ScaleArgs) -> Result<()> {
+    if let Some(r) = kube_record(home, &args.name)? {
+        return kube::scale(home, &r, &args).await;
+    }
+    if args.group.is_some() {
+        return Err(
+            Error::Usage("--group: only kubernetes clusters have worker groups".into()).into(),
+        );
+    }
     let mut cluster = open(home, &args.name)?.with_timeout(args.timeout.duration());
     let bar = Bar::new(matches!(args.output, Output::Table | Output::Wide));
     let result = cluster.scale(args.workers, &bar).await;
@@ -192,6 +211,7 @@ pub async fn down(home: &Home, args: DownArgs) -> Result<()> {
     let targets: Vec<(String, Arc<dyn Backend>)> = if args.all {
         home.list()?
             .into_iter()
+            .filter(|r| !kube::is_kube(&r.spec))
             .map(|r| Ok((r.name.clone(), muster::backend_for_spec(&r.spec, home)?)))
             .collect::<Result<_>>()?
     } else {
@@ -202,6 +222,26 @@ pub async fn down(home: &Home, args: DownArgs) -> Result<()> {
         muster::spec::check_name(&name)
             .map_err(|r| Error::Usage(format!("cluster name {name:?}: {r}")))?;
         // The registry's spec, else the one given with -f, else just a kind.
+        let given = match &args.file {
+            Some(file) => Some(build_spec(&SpecArgs {
+                file: Some(file.clone()),
+                name: Some(name.clone()),
+                ..Default::default()
+            })?),
+            None => None,
+        };
+        let recorded = home.load(&name)?.map(|r| r.spec);
+        let spec = recorded.or(given);
+        if spec
+            .as_ref()
+            .map_or(args.backend == "kubernetes", kube::is_kube)
+        {
+            let r = kube::down(home, &name, spec.as_ref())
+                .await
+                .with_context(|| format!("bringing down cluster {name:?}"))?;
+            print!("{}", output::down(&[r], args.output));
+            return Ok(());
+        }
         let backend = match (home.load(&name)?, &args.file) {
             (Some(r), _) => muster::backend_for_spec(&r.spec, home)?,
             (None, Some(file)) => {
@@ -218,6 +258,16 @@ pub async fn down(home: &Home, args: DownArgs) -> Result<()> {
     };
     let mut reports = Vec::new();
     let mut failures = Vec::new();
+    if args.all {
+        for r in home.list()?.into_iter().filter(|r| kube::is_kube(&r.spec)) {
+            match kube::down(home, &r.name, Some(&r.spec)).await {
+                Ok(rep) => reports.push(rep),
+                Err(e) => failures.push(
+                    anyhow::Error::new(e).context(format!("bringing down cluster {:?}", r.name)),
+                ),
+            }
+        }
+    }
     let agent = agent_control(home)?;
     for (name, backend) in targets {
         // The library stops the agent first (so it cannot relaunch workers)
@@ -244,13 +294,31 @@ pub async fn down(home: &Home, args: DownArgs) -> Result<()> {
 
 pub async fn get(home: &Home, args: GetArgs) -> Result<()> {
     match args.what {
-        GetWhat::Clusters { output: out } => {
+        GetWhat::Clusters {
+            all_namespaces,
+            output: out,
+        } => {
+            let mut records = home.list()?;
+            // Muster's DaskClusters come from the API server, the truth;
+            // the registry's copies are shown only when it cannot be asked.
+            match kube::list(all_namespaces, &records).await {
+                Some(Ok(found)) => {
+                    records.retain(|r| !kube::is_kube(&r.spec));
+                    records.extend(found);
+                }
+                Some(Err(e)) => eprintln!("warning: cannot list DaskClusters: {e}"),
+                None => {}
+            }
             print!(
                 "{}",
-                output::clusters(&home.list()?, muster::registry::unix_now(), out)
+                output::clusters(&records, muster::registry::unix_now(), out)
             );
         }
         GetWhat::Workers { name, output: out } => {
+            if let Some(r) = kube_record(home, &name)? {
+                print!("{}", output::workers(&kube::status(home, &r).await?, out));
+                return Ok(());
+            }
             let status = open(home, &name)?.status().await?;
             print!("{}", output::workers(&status, out));
         }
@@ -259,6 +327,12 @@ pub async fn get(home: &Home, args: GetArgs) -> Result<()> {
 }
 
 pub async fn describe(home: &Home, args: DescribeArgs) -> Result<()> {
+    if let Some(r) = kube_record(home, &args.name)? {
+        let status = kube::status(home, &r).await?;
+        let dir = home.cluster_dir(&args.name).display().to_string();
+        print!("{}", output::describe(&status, &r, &dir, None, args.output));
+        return Ok(());
+    }
     let cluster = open(home, &args.name)?;
     // Report the agent as found, then restart it if it died.
     let health = adaptive_agent::health(home, &args.name)?;
@@ -282,6 +356,22 @@ pub async fn describe(home: &Home, args: DescribeArgs) -> Result<()> {
 
 pub async fn adapt(home: &Home, args: AdaptArgs) -> Result<()> {
     let name = args.name.clone();
+    if let Some(r) = kube_record(home, &name)? {
+        let adapt = if args.off {
+            None
+        } else {
+            let mut spec = r.spec.clone();
+            if spec.adapt.is_none() && args.flags.maximum.is_none() {
+                return Err(Error::Usage(format!(
+                    "adapt.maximum: required to turn adaptive scaling on (muster adapt {name} --max N)"
+                ))
+                .into());
+            }
+            apply_adapt(&mut spec, &args.flags, true)?;
+            spec.adapt
+        };
+        return kube::adapt(home, &r, adapt, args.output).await;
+    }
     let mut cluster = open(home, &name)?;
     let adapt = if args.off {
         None
@@ -314,6 +404,9 @@ pub async fn adapt(home: &Home, args: AdaptArgs) -> Result<()> {
 }
 
 pub async fn events(home: &Home, args: EventsArgs) -> Result<()> {
+    if let Some(r) = kube_record(home, &args.name)? {
+        return kube::events(home, &r, &args).await;
+    }
     let cluster = open(home, &args.name)?;
     let mut evs = timeline::read(home, cluster.name())?;
     if let Some(n) = args.tail {
@@ -360,6 +453,17 @@ pub fn resolve_worker(cluster: &str, known: &[JobId], typed: &str) -> JobId {
 }
 
 pub async fn logs(home: &Home, args: LogsArgs) -> Result<()> {
+    if !args.all
+        && let Some(r) = kube_record(home, &args.name)?
+    {
+        return kube::logs(home, &r, &args).await;
+    }
+    if args.follow {
+        return Err(Error::Usage(
+            "--follow: only kubernetes clusters' logs can be followed".into(),
+        )
+        .into());
+    }
     let cluster = open(home, &args.name)?;
     if args.all {
         return all_logs(&cluster, args.tail, args.output).await;

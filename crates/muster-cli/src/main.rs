@@ -5,6 +5,7 @@
 mod cli;
 mod commands;
 mod contract;
+mod kubernetes;
 mod operator;
 mod output;
 mod progress;
