@@ -86,6 +86,10 @@ pub enum Command {
         after_help = "Examples:\n  KUBECONFIG=~/.kube/config muster operator --no-leader-election\n  muster operator crds --dir charts/muster-operator/crds"
     )]
     Operator(OperatorArgs),
+    /// Forward loopback ports to a Kubernetes cluster's scheduler (comm and
+    /// dashboard) through the API server, print the addresses, and keep
+    /// them open until interrupted
+    PortForward(PortForwardArgs),
 }
 
 /// `muster operator`: run the controllers, or `crds`.
@@ -269,9 +273,23 @@ pub struct DownArgs {
         conflicts_with = "all"
     )]
     pub file: Option<PathBuf>,
+    /// Kubernetes, without registry record or -f: the namespace to search
+    /// (default: the context's)
+    #[arg(short = 'n', long, value_name = "NS", conflicts_with = "all")]
+    pub namespace: Option<String>,
+    /// Kubernetes, without registry record or -f: the kubeconfig context
+    #[arg(long, value_name = "CONTEXT", conflicts_with = "all")]
+    pub context: Option<String>,
     /// Output format
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+}
+
+/// `muster port-forward`.
+#[derive(Debug, Args)]
+pub struct PortForwardArgs {
+    /// Cluster name (kubernetes)
+    pub name: String,
 }
 
 /// `muster scale`.

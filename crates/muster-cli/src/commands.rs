@@ -236,6 +236,24 @@ pub async fn down(home: &Home, args: DownArgs) -> Result<()> {
             .as_ref()
             .map_or(args.backend == "kubernetes", kube::is_kube)
         {
+            let spec = match spec {
+                Some(s) => Some(s),
+                None if args.namespace.is_some() || args.context.is_some() => {
+                    let mut s = ClusterSpec::from_yaml("{}", None)?;
+                    s.name = name.clone();
+                    s.backend = BackendSpec::of_kind("kubernetes");
+                    for (k, v) in [("namespace", &args.namespace), ("context", &args.context)] {
+                        if let Some(v) = v {
+                            s.backend
+                                .options
+                                .insert(k.into(), serde_json::Value::String(v.clone()));
+                        }
+                    }
+                    muster::validate(&s)?;
+                    Some(s)
+                }
+                None => None,
+            };
             let r = kube::down(home, &name, spec.as_ref())
                 .await
                 .with_context(|| format!("bringing down cluster {name:?}"))?;
@@ -416,6 +434,17 @@ pub async fn events(home: &Home, args: EventsArgs) -> Result<()> {
     Ok(())
 }
 
+pub async fn port_forward(home: &Home, args: PortForwardArgs) -> Result<()> {
+    let Some(r) = kube_record(home, &args.name)? else {
+        return Err(Error::Usage(format!(
+            "{:?}: port-forward is for kubernetes clusters in the registry",
+            args.name
+        ))
+        .into());
+    };
+    kube::port_forward(home, &r).await
+}
+
 pub async fn agent(home: &Home, args: AgentArgs) -> Result<()> {
     let record = home
         .load(&args.name)?
@@ -453,9 +482,7 @@ pub fn resolve_worker(cluster: &str, known: &[JobId], typed: &str) -> JobId {
 }
 
 pub async fn logs(home: &Home, args: LogsArgs) -> Result<()> {
-    if !args.all
-        && let Some(r) = kube_record(home, &args.name)?
-    {
+    if let Some(r) = kube_record(home, &args.name)? {
         return kube::logs(home, &r, &args).await;
     }
     if args.follow {

@@ -139,6 +139,37 @@ pub async fn events(home: &Home, record: &ClusterRecord, args: &EventsArgs) -> R
 /// `muster logs [-f]`: a pod's log (the scheduler's by default).
 pub async fn logs(home: &Home, record: &ClusterRecord, args: &LogsArgs) -> Result<()> {
     let c = KubeCluster::open(record, home.clone())?;
+    if args.all {
+        let status = c.status().await?;
+        let mut jobs = Vec::new();
+        if let Some((id, st)) = &status.scheduler {
+            jobs.push(("scheduler", id.as_str().to_string(), st.clone()));
+        }
+        for w in &status.workers {
+            jobs.push(("worker", w.name.clone(), w.status.clone()));
+        }
+        let mut items = Vec::new();
+        for (role, job, status) in jobs {
+            let (text, error) = match c.target().await?.log(&job).await {
+                Ok(t) => (
+                    args.tail
+                        .map(|n| muster::cluster_api::tail_lines(&t, n))
+                        .unwrap_or(t),
+                    None,
+                ),
+                Err(e) => (String::new(), Some(e.to_string())),
+            };
+            items.push(output::LogItem {
+                job,
+                role,
+                status,
+                text,
+                error,
+            });
+        }
+        print!("{}", output::logs(&items, args.output));
+        return Ok(());
+    }
     let pod = match &args.worker {
         None => format!("{}-scheduler", c.name()),
         Some(w) => {
@@ -248,4 +279,18 @@ pub async fn list(
             })
             .collect()
     }))
+}
+
+/// `muster port-forward NAME`: loopback ports to the scheduler, printed,
+/// open until interrupted.
+pub async fn port_forward(home: &Home, record: &ClusterRecord) -> Result<()> {
+    let c = KubeCluster::open(record, home.clone())?;
+    let (comm, http) = c.forward_addresses().await?;
+    println!("scheduler: {comm}\ndashboard: {http}/status");
+    use std::io::Write;
+    std::io::stdout().flush().ok();
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for an interrupt")?;
+    Ok(())
 }

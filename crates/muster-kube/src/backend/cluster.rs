@@ -144,6 +144,15 @@ impl KubeCluster {
         }
     }
 
+    /// Loopback addresses (comm, http) forwarded to the scheduler pod,
+    /// whatever the spec says, open while this handle lives.
+    pub async fn forward_addresses(&self) -> Result<(String, String)> {
+        let f = self.forward().await?;
+        let comm = f.local(COMM_PORT).await?;
+        let http = f.local(HTTP_PORT).await?;
+        Ok((format!("tcp://{comm}"), format!("http://{http}")))
+    }
+
     fn save(&self, phase: Phase) -> Result<()> {
         let mut rec = match self.home.load(&self.spec.name)? {
             Some(r) => r,
@@ -206,11 +215,18 @@ impl KubeCluster {
             let Some(ip) = t.scheduler_ip(name).await? else {
                 return Ok(None);
             };
+            let pods = t.pods(name).await?;
+            // A forward to a pod that does not run yet fails on every try.
+            let scheduler_up = pods
+                .iter()
+                .any(|p| component(p) == "scheduler" && pod_status(p) == JobStatus::Running);
+            if !scheduler_up {
+                return Ok(None);
+            }
             let url = access.http_url(&format!("http://{ip}:{HTTP_PORT}")).await?;
             let Ok(workers) = SchedulerClient::new(&url).workers().await else {
                 return Ok(None);
             };
-            let pods = t.pods(name).await?;
             let live: Vec<&str> = pods
                 .iter()
                 .filter(|p| component(p) == "worker" && p.metadata.deletion_timestamp.is_none())
