@@ -116,8 +116,12 @@ impl Target {
     /// Fails unless the API server serves muster's resources (the operator's
     /// CRDs are installed), saying how to install them.
     pub async fn require_operator(&self) -> Result<(), Error> {
-        let gv = format!("{GROUP}/{VERSION}");
-        match self.client.list_api_group_resources(&gv).await {
+        self.require_api(&format!("{GROUP}/{VERSION}")).await
+    }
+
+    /// As [`Target::require_operator`], for API group/version `gv`.
+    pub async fn require_api(&self, gv: &str) -> Result<(), Error> {
+        match self.client.list_api_group_resources(gv).await {
             Ok(list) if list.resources.iter().any(|r| r.name == "daskclusters") => Ok(()),
             Ok(_) => Err(Error::backend(
                 KIND,

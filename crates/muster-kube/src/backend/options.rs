@@ -500,3 +500,83 @@ mod tests {
         assert!(dns1123_label("team-a").is_ok() && dns1123_label("Team").is_err());
     }
 }
+
+#[cfg(test)]
+mod spec_tests {
+    use muster_core::kinds::BackendKind;
+
+    use crate::backend::KubeKind;
+
+    fn fields(yaml: &str) -> Vec<String> {
+        let spec = muster_core::ClusterSpec::from_yaml(yaml, None).unwrap();
+        KubeKind
+            .validate(&spec)
+            .into_iter()
+            .map(|e| e.field)
+            .collect()
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let got = fields(
+            r#"
+name: demo
+worker: {processes: 2}
+scheduler: {placement: job}
+backend:
+  kind: kubernetes
+  context: ""
+  namespace: Team_A
+  image: "two words"
+  image_pull_policy: Sometimes
+  service_type: Internal
+  scheduler:
+    annotations: {"bad key!": x}
+    node_selector: {k: "not ok"}
+  worker:
+    env: {"1X": y}
+    labels: {"dask.org/component": x}
+    resources: {requests: {cpu: lots}, limits: {"bad name!": "1"}}
+    tolerations:
+      - {operator: Exists, value: v}
+      - {key: k, operator: Maybe, effect: Never, toleration_seconds: 5}
+      - {operator: Equal}
+  worker_groups:
+    - {name: gpu}
+    - {name: gpu}
+    - {name: default}
+    - {name: GPU}
+    - {name: "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}
+"#,
+        );
+        insta::assert_debug_snapshot!("kubernetes_validation", got);
+    }
+
+    #[test]
+    fn names_too_long_or_starting_with_a_digit_for_the_service() {
+        assert_eq!(
+            fields(&format!(
+                "name: {}\nbackend: {{kind: kubernetes}}",
+                "a".repeat(54)
+            )),
+            ["name"]
+        );
+        assert_eq!(
+            fields("name: 9lives\nbackend: {kind: kubernetes}"),
+            ["name"]
+        );
+        assert!(fields("name: ok\nbackend: {kind: kubernetes}").is_empty());
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        assert_eq!(
+            fields("name: a\nbackend: {kind: kubernetes, bogus: 1}"),
+            ["backend.bogus"]
+        );
+        assert_eq!(
+            fields("name: a\nbackend: {kind: kubernetes, worker: {envv: {}}}"),
+            ["backend.worker.envv"]
+        );
+    }
+}

@@ -307,3 +307,102 @@ fn resources(r: Option<&Resources>) -> Option<ResourceRequirements> {
         ..ResourceRequirements::default()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use muster_core::kinds::BackendKind;
+
+    fn spec(yaml: &str) -> ClusterSpec {
+        ClusterSpec::from_yaml(yaml, None).unwrap()
+    }
+
+    const FULL: &str = r#"
+name: demo
+workers: 2
+worker: {cores: 2, memory: 2GiB, extra_args: ["--resources", "GPU=1"]}
+adapt: {minimum: 1, maximum: 5}
+backend:
+  kind: kubernetes
+  namespace: team-a
+  image: registry.example/dask:2026.8.0
+  image_pull_policy: IfNotPresent
+  service_type: NodePort
+  scheduler:
+    resources: {requests: {cpu: 500m, memory: 1Gi}}
+    annotations: {example.com/owner: "data team"}
+  worker:
+    env: {HOSTILE: "$(rm -rf /); `x` 'y'", PLAIN: "ok"}
+    node_selector: {kubernetes.io/arch: amd64}
+    tolerations: [{key: dedicated, operator: Equal, value: dask, effect: NoSchedule}]
+    labels: {team: a}
+    resources: {limits: {memory: 2Gi}}
+  worker_groups:
+    - name: gpu
+      workers: 1
+      worker: {node_selector: {gpu: "true"}, resources: {limits: {nvidia.com/gpu: "1"}}}
+"#;
+
+    #[test]
+    fn renders_every_object_up_applies() {
+        let s = spec(FULL);
+        assert!(super::super::KubeKind.validate(&s).is_empty());
+        let opts: KubeOptions =
+            muster_core::kinds::parse_options("backend", &s.backend.options).unwrap();
+        let m = manifests(&s, &opts, "team-a");
+        let text: Vec<String> = m
+            .yaml()
+            .into_iter()
+            .map(|(t, y)| format!("# {t}\n{y}"))
+            .collect();
+        insta::assert_snapshot!("kubernetes_full", text.join("---\n"));
+    }
+
+    #[test]
+    fn the_backend_renders_the_same_objects() {
+        let s = spec(FULL);
+        let home = muster_core::Home::at("/nonexistent");
+        let b = super::super::KubeKind.build(&s, &home).unwrap();
+        let r = b.render(&muster_core::Role::Scheduler).unwrap();
+        let titles: Vec<&str> = r.items.iter().map(|i| i.title.as_str()).collect();
+        assert_eq!(
+            titles,
+            [
+                "DaskCluster demo",
+                "DaskWorkerGroup demo-gpu",
+                "DaskAutoscaler demo"
+            ]
+        );
+        let back: DaskCluster = serde_yaml_ng::from_str(&r.items[0].text).unwrap();
+        let opts: KubeOptions =
+            muster_core::kinds::parse_options("backend", &s.backend.options).unwrap();
+        assert_eq!(back, manifests(&s, &opts, "team-a").cluster);
+    }
+
+    #[test]
+    fn hostile_strings_stay_data() {
+        let s = spec(FULL);
+        let opts: KubeOptions =
+            muster_core::kinds::parse_options("backend", &s.backend.options).unwrap();
+        let m = manifests(&s, &opts, "team-a");
+        let c = &m.cluster.spec.worker.spec.containers[0];
+        let env = c.env.as_ref().unwrap();
+        let hostile = env.iter().find(|e| e.name == "HOSTILE").unwrap();
+        // The kubelet reads `$$` as `$`: the pod sees the string as written.
+        assert_eq!(hostile.value.as_deref(), Some("$$(rm -rf /); `x` 'y'"));
+        let args = c.args.as_ref().unwrap();
+        assert!(args.contains(&"$(DASK_WORKER_NAME)".to_string()));
+        assert!(args.contains(&"$(DASK_SCHEDULER_ADDRESS)".to_string()));
+        assert_eq!(kube_word("a$b"), "a$$b");
+    }
+
+    #[test]
+    fn minimal_spec_defaults() {
+        let s = spec("name: small\nbackend: {kind: kubernetes}\n");
+        let opts: KubeOptions =
+            muster_core::kinds::parse_options("backend", &s.backend.options).unwrap();
+        let m = manifests(&s, &opts, "default");
+        insta::assert_yaml_snapshot!("kubernetes_minimal", m.cluster);
+        assert!(m.groups.is_empty() && m.autoscaler.is_none());
+    }
+}
