@@ -3,7 +3,7 @@
 //! Needs muster's operator in the namespace. Run with
 //! `cargo run -p muster --example kubernetes -- NAMESPACE IMAGE`.
 
-use muster::{Cluster, ClusterSpec, Quiet};
+use muster::{ClusterSpec, Quiet};
 
 #[tokio::main]
 async fn main() -> muster::Result<()> {
