@@ -52,6 +52,10 @@ eval "$yarn_env"
 export MUSTER_REQUIRE_YARN=1
 say "cargo test"
 cargo test --quiet --workspace
+# The Rust tests that need the SSH test hosts are #[ignore]d (they fail
+# without them); the hosts run since the start of this script.
+say "cargo test: the Rust tests on the SSH test hosts (--ignored)"
+cargo test --quiet -p muster-ssh -- --ignored
 # Kubernetes operator: generated CRDs and manifests/ up to date, helm lint,
 # helm template | kubeconform -strict with local schemas (scripts/generate.sh).
 say "operator chart and CRDs: drift, helm lint, kubeconform"

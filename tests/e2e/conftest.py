@@ -130,6 +130,19 @@ class Muster:
     def processes(self, cluster=None):
         return marked_processes(self.home, cluster)
 
+    def kill_agent(self, cluster):
+        """SIGKILLs the cluster's agent (its marked process without a job),
+        e.g. before deleting the registry, which its next round would write
+        again."""
+        for pid in self.processes(cluster):
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    env = f.read().split(b"\0")
+            except OSError:
+                continue
+            if not any(e.startswith(b"MUSTER_JOB=") for e in env):
+                os.kill(pid, 9)
+
 
 @pytest.fixture(scope="session")
 def muster_bin():

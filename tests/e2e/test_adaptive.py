@@ -112,10 +112,17 @@ def test_a_killed_agent_is_reported_and_restarted_and_dead_workers_are_replaced(
     os.kill(old, signal.SIGKILL)
     wait_until(lambda: not pid_alive(old), message="the agent to die")
 
+    # describe reports the dead agent and leaves it dead (read-only).
     view = muster.json("describe", "heal")["agent"]
     assert view["agent"] == "dead" and view["pid"] == old, view
-    new = view["restarted_pid"]
-    assert new and new != old and pid_alive(new), view
+    assert view["restarted_pid"] is None, view
+    again = muster.json("describe", "heal")["agent"]
+    assert again["agent"] == "dead" and again["pid"] == old and not pid_alive(old), again
+    assert not any("restarted" in e["message"] for e in events(muster, "heal"))
+    # An explicit command restarts it.
+    muster.json("scale", "heal", 2)
+    new = agent_pid(muster, "heal")
+    assert new and new != old and pid_alive(new)
     table = muster.run("describe", "heal").stdout
     assert f"Agent:        running (pid {new}" in table, table
     assert any("restarted" in e["message"] for e in events(muster, "heal"))

@@ -18,7 +18,7 @@ import yaml
 
 from conftest import compute, wait_until
 from kube import pod_ready
-from test_operator import operator  # noqa: F401  (the fixture)
+from operator_kit import operator  # noqa: F401  (the fixture)
 
 
 def spec_file(tmp_path, ns, name, workers=2, **backend):

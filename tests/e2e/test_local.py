@@ -112,8 +112,11 @@ def test_jobs_of_a_launch_interrupted_before_recording_are_adopted(muster):
 def test_down_finds_processes_even_without_the_registry(muster):
     muster.run("up", "orphan", "--workers", 1, "--python", muster.python)
     # Lose the registry entirely: down must find the processes from the OS.
+    muster.kill_agent("orphan")  # its next round would write the record again
     subprocess.run(["rm", "-rf", str(muster.home / "clusters")], check=True)
-    assert muster.json("get", "clusters") == []
+    # Listed from its processes' markers, not hidden.
+    (listed,) = muster.json("get", "clusters")
+    assert (listed["name"], listed["recorded"], listed["phase"]) == ("orphan", False, "Unrecorded")
     assert muster.processes("orphan")
     down = muster.run("down", "orphan")
     assert "is down" in down.stdout
@@ -143,6 +146,21 @@ def test_bad_input_exits_2_names_the_field_and_launches_nothing(muster, args, fi
     proc = muster.run(*args, check=False)
     assert proc.returncode == 2, proc.stderr
     assert field in proc.stderr
+    assert muster.processes() == []
+    assert muster.json("get", "clusters") == []
+
+
+def test_every_unknown_key_is_named_at_once_and_nothing_starts(muster, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        f"name: unk\nwrokers: 2\nworker: {{python: {muster.python}, coress: 2, cores: 0}}\n"
+    )
+    proc = muster.run("up", "-f", bad, check=False)
+    assert proc.returncode == 2, proc.stderr
+    # Both unknown keys and the bad value, each by its full path, in one error.
+    assert "wrokers: unknown field" in proc.stderr, proc.stderr
+    assert "worker.coress: unknown field" in proc.stderr, proc.stderr
+    assert "worker.cores" in proc.stderr, proc.stderr
     assert muster.processes() == []
     assert muster.json("get", "clusters") == []
 

@@ -7,139 +7,19 @@ The operator image is the muster binary on a minimal root, built and imported
 by tests/services/kubernetes/mkimage.sh. The chart is installed with
 rbac.cluster=false, so the operator watches only the test's namespace.
 
-Not covered yet: the autoscaler burst, a second group with its own autoscaler,
-DaskJob, Python KubeCluster, the operator killed mid-reconcile."""
+The autoscaler, idleTimeout and DaskJob are in test_operator_scaling.py;
+killing the operator and restarting the API server in test_operator_resilience.py."""
 
 import json
-import os
-import subprocess
-import time
-from pathlib import Path
-
-import pytest
-import yaml
 
 from kube import pod_ready
-
-REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "charts" / "muster-operator"
-EXAMPLE = REPO / "crates" / "muster-kube" / "tests" / "examples" / "daskcluster.yaml"
-TAG = "e2e"
-
-
-def helm():
-    path = os.environ.get("MUSTER_K8S_HELM")
-    if not path:
-        pytest.fail("MUSTER_K8S_HELM unset (source /run/muster-k8s/env.sh)")
-    return path
-
-
-def muster_binary():
-    """The newest of the release and debug builds."""
-    built = [REPO / "target" / p / "muster" for p in ("release", "debug")]
-    built = [b for b in built if b.exists()]
-    if not built:
-        pytest.fail("no muster binary: cargo build -p muster-cli")
-    return max(built, key=lambda b: b.stat().st_mtime)
-
-
-def wait_for(what, check, timeout=120, every=0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(every)
-
-
-@pytest.fixture
-def operator(kube, kube_namespace):
-    """The chart installed in a fresh namespace; yields the namespace."""
-    subprocess.run(
-        [
-            str(REPO / "tests/services/kubernetes/mkimage.sh"),
-            "--binary", str(muster_binary()),
-            "--tag", f"muster.test/muster-operator:{TAG}",
-            "--cmd", '["operator"]',
-            "--import",
-        ],
-        check=True, capture_output=True, text=True,
-    )
-    env = {**os.environ, "KUBECONFIG": kube.kubeconfig}
-    # Helm installs crds/ only when absent and never upgrades them: apply the
-    # current ones, so the test never runs against an older schema.
-    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
-    install = subprocess.run(
-        [
-            helm(), "install", "muster-e2e", str(CHART), "-n", kube_namespace,
-            "--set", f"image.tag={TAG}", "--set", "image.pullPolicy=Never",
-            "--set", "rbac.cluster=false", "--wait", "--timeout", "120s",
-        ],
-        capture_output=True, text=True, env=env,
-    )
-    assert install.returncode == 0, (
-        f"helm install exited {install.returncode}\n{install.stdout}{install.stderr}\n"
-        + kube.diagnose(kube_namespace)
-    )
-    yield kube_namespace
-    subprocess.run(
-        [helm(), "uninstall", "muster-e2e", "-n", kube_namespace, "--wait"],
-        capture_output=True, text=True, env=env,
-    )
-
-
-def example_cluster(name):
-    """dask-kubernetes's documented DaskCluster, with the test image. The image's
-    distributed no longer ships the `dask-scheduler`/`dask-worker` scripts, so
-    the commands are `dask scheduler` / `dask worker` (same flags)."""
-    doc = yaml.safe_load(EXAMPLE.read_text())
-    doc["metadata"]["name"] = name
-    image = os.environ["MUSTER_K8S_DASK_IMAGE"]
-    for role in ("scheduler", "worker"):
-        c = doc["spec"][role]["spec"]["containers"][0]
-        c["image"] = image
-        c["imagePullPolicy"] = "Never"
-        c["args"] = ["dask", role, *c["args"][1:]]
-    doc["spec"]["scheduler"]["service"]["selector"]["dask.org/cluster-name"] = name
-    return doc
-
-
-def assert_workers(kube, ns, cluster, n):
-    """Exactly n Running worker pods of the default group, each named with its
-    Dask worker name and owned by the group, and the scale subresource says n."""
-    sel = f"dask.org/cluster-name={cluster},dask.org/component=worker"
-
-    def settled():
-        pods = [p for p in kube.pods(ns, sel) if not p["metadata"].get("deletionTimestamp")]
-        return pods if len(pods) == n and all(pod_ready(p) for p in pods) else None
-
-    pods = wait_for(f"{n} worker pods of {cluster}", settled, timeout=180)
-    group = kube.json("get", "daskworkergroup", f"{cluster}-default", "-n", ns)
-    for p in pods:
-        name = p["metadata"]["name"]
-        labels = p["metadata"]["labels"]
-        assert labels["dask.org/workergroup-name"] == f"{cluster}-default"
-        env = {e["name"]: e.get("value") for e in p["spec"]["containers"][0]["env"]}
-        assert env["DASK_WORKER_NAME"] == name
-        assert env["DASK_SCHEDULER_ADDRESS"] == f"tcp://{cluster}-scheduler.{ns}.svc.cluster.local:8786"
-        assert [o["uid"] for o in p["metadata"]["ownerReferences"]] == [group["metadata"]["uid"]]
-    wait_for(
-        f"the scale subresource to report {n}",
-        lambda: json.loads(
-            kube.kubectl(
-                "get", "--raw",
-                f"/apis/kubernetes.dask.org/v1/namespaces/{ns}/daskclusters/{cluster}/scale",
-            ).stdout
-        )["status"].get("replicas") == n,
-    )
-    return pods
-
-
-def operator_pod(kube, ns):
-    pods = kube.pods(ns, "app.kubernetes.io/name=muster-operator")
-    assert len(pods) == 1, pods
-    return pods[0]
+from operator_kit import (  # noqa: F401  (operator is a fixture)
+    assert_workers,
+    example_cluster,
+    operator,
+    operator_pod,
+    wait_for,
+)
 
 
 def test_daskcluster_lifecycle_through_the_chart(kube, operator):

@@ -118,6 +118,26 @@ def test_killed_cli_during_up_leaves_nothing_after_down(muster, tmp_path):
     assert muster.json("get", "clusters") == []
 
 
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_during_up_rolls_back_the_queue(muster, tmp_path, sig, code):
+    """Ctrl-C (or SIGTERM) once the array is queued: `up` cancels it and its
+    scheduler, forgets the cluster and says so; squeue holds nothing of it."""
+    name = unique("si")
+    proc = muster.popen("up", "-f", spec_file(tmp_path, name, "slurm", 4), "--timeout", "120s")
+    try:
+        wait_until(lambda: active(name), timeout=60, interval=0.05, message="jobs in the queue")
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, err
+    assert "rolled back" in err, err
+    assert active(name) == [], "squeue still runs or queues the cluster's jobs"
+    assert muster.processes(name) == []
+    assert muster.json("get", "clusters") == []
+
+
 def test_invalid_batch_options_are_named_before_anything_runs(muster, tmp_path):
     name = unique("sv")
     path = tmp_path / "bad.yaml"
@@ -146,14 +166,26 @@ def test_down_without_the_registry_finds_jobs_by_marker(muster, tmp_path):
     name = unique("sl")
     muster.run("up", "-f", spec_file(tmp_path, name, "slurm", 2), "--timeout", "120s")
     assert len(active(name)) == 2
-    # Lose the registry: the queue and the OS still know the cluster.
+    # Lose the registry: the queue and the OS still know the cluster. Its
+    # agent goes first (it would write the record again at its next round).
+    muster.kill_agent(name)
     import shutil
     shutil.rmtree(muster.home / "clusters" / name)
-    assert muster.json("get", "clusters") == []
-    out = muster.run("down", name, "--backend", "slurm").stdout
-    assert "down" in out
+    listed = {c["name"]: c for c in muster.json("get", "clusters")}
+    if muster.processes(name):
+        # Its scheduler runs on this host: listed from its processes' markers.
+        assert listed[name]["recorded"] is False and listed[name]["phase"] == "Unrecorded"
+    else:
+        assert listed == {}
+    # No --backend: `down` searches this host and every queue it can (here
+    # SLURM's), so the array tasks go too (issue 10: it used to stop only
+    # the local scheduler and say "is down").
+    out = muster.run("down", name).stdout
+    assert f"cluster {name} is down" in out, out
     assert active(name) == []
     assert muster.processes(name) == []
+    gone = muster.run("down", name).stdout
+    assert "not found" in gone and "the slurm queue (squeue)" in gone, gone
 
 
 def test_a_job_failing_at_start_is_reported_with_reason_and_stderr(muster, tmp_path):

@@ -350,6 +350,12 @@ async fn run_inner(home: Home, name: &str, backend: Arc<dyn Backend>) -> Result<
                 clock.sleep(Duration::from_secs(1)).await;
                 continue;
             }
+            // `down` removed the cluster, or someone deleted its registry
+            // entry, while the round ran: the record is not written back.
+            Err(Error::NotFound(_)) => {
+                tracing::info!("cluster {name} has no record any more: the agent exits");
+                return Ok(());
+            }
             Err(e) => return Err(e),
         };
         if outcome.finished {

@@ -143,7 +143,7 @@ async fn failed_launches_back_off_then_pause_visibly_and_the_agent_exits_with_th
     record.phase = Phase::Running;
     record.scheduler_address = Some("tcp://127.0.0.1:1".into());
     record.http_url = Some(url);
-    home.save(&record).unwrap();
+    home.create(&record).unwrap();
 
     let backend = Arc::new(FailingBackend::default());
     let task = tokio::spawn(agent::run(home.clone(), "fake", backend.clone()));

@@ -10,17 +10,24 @@ const EXAMPLES: &str = "\
 Examples:
   muster up demo --workers 4 --python ~/venv/bin/python   # scheduler + 4 workers here
   muster up -f cluster.yaml -o json                       # from a spec file, for scripts
-  muster get clusters                                     # what runs
+  muster get clusters                                     # what runs (READY 3/4: worker jobs ready/wanted)
+  muster get clusters -w                                  # watch: print again on every change
   muster get workers demo -o wide
+  muster get clusters -o name | xargs -n1 basename        # cluster/NAME lines for scripts
   muster scale demo 8                                     # grow (or shrink, retiring safely)
   muster adapt demo --min 0 --max 6                       # let the scheduler's load size it
   muster events demo                                      # every scaling decision and why
-  muster logs demo --worker demo-w0 --tail 50
+  muster logs demo --worker w0 --tail 50 -f               # follow a worker's log
   muster render -f cluster.yaml                           # what `up` would launch
   muster down demo                                        # stop everything, verify, forget
 
 State lives in $MUSTER_HOME (default $XDG_STATE_HOME/muster, else ~/.local/state/muster).
-Exit codes: 0 success, 1 runtime failure, 2 usage or validation error.";
+Exit codes (every command): 0 success; 2 the command as typed cannot be carried out
+(bad flag or spec, the error names the field; unknown cluster name); 1 any other failure
+(a manager, a job, a timeout, a cluster that already exists); 130/143 stopped by
+SIGINT/SIGTERM after cleaning up (`up` rolls back). `down` of a cluster that is not
+there succeeds (0) and says where it looked.
+Machine-readable output (-o json|yaml) is the muster/v1 contract (README).";
 
 /// Deploy Dask on the cluster managers you already run, and scale it.
 #[derive(Debug, Parser)]
@@ -55,14 +62,14 @@ pub enum Command {
     Scale(ScaleArgs),
     /// List clusters or a cluster's workers
     #[command(
-        after_help = "Examples:\n  muster get clusters -o json\n  muster get workers demo -o wide"
+        after_help = "Examples:\n  muster get clusters -o json\n  muster get clusters -w\n  muster get workers demo -o wide\n  muster get workers demo -o name"
     )]
     Get(GetArgs),
     /// Show everything about one cluster
     Describe(DescribeArgs),
     /// Print the scheduler's or a worker's log
     #[command(
-        after_help = "Examples:\n  muster logs demo\n  muster logs demo --worker demo-w3 --tail 100\n  muster logs demo --all -o json"
+        after_help = "Examples:\n  muster logs demo\n  muster logs demo -f\n  muster logs demo --worker w3 --tail 100\n  muster logs demo --all -o json"
     )]
     Logs(LogsArgs),
     /// Print exactly what `up` would launch, without launching anything
@@ -134,6 +141,8 @@ pub enum Output {
     Json,
     /// YAML for scripts
     Yaml,
+    /// `cluster/NAME` or `worker/NAME` lines (get, up, scale, down, adapt, describe)
+    Name,
 }
 
 /// Where a cluster spec comes from: a file, flags, or both (flags win).
@@ -258,12 +267,14 @@ pub struct DownArgs {
     /// Cluster to bring down
     #[arg(required_unless_present = "all", conflicts_with = "all")]
     pub name: Option<String>,
-    /// Bring down every cluster in the registry
+    /// Bring down every cluster in the registry and every one found running
+    /// on this host from its processes' markers (even without a record)
     #[arg(long)]
     pub all: bool,
-    /// Backend to search when the cluster is not in the registry
-    #[arg(long, value_name = "KIND", default_value = "local", value_parser = clap::builder::PossibleValuesParser::new(muster::KINDS.names()))]
-    pub backend: String,
+    /// Backend to search when the cluster is not in the registry (default:
+    /// this host's processes and the SLURM/PBS queues whose commands are here)
+    #[arg(long, value_name = "KIND", value_parser = clap::builder::PossibleValuesParser::new(muster::KINDS.names()))]
+    pub backend: Option<String>,
     /// Spec file whose backend section says where to search when the cluster
     /// is not in the registry (e.g. the SSH hosts)
     #[arg(
@@ -313,7 +324,8 @@ pub struct ScaleArgs {
 /// What `muster get` lists.
 #[derive(Debug, Clone, Subcommand)]
 pub enum GetWhat {
-    /// Every cluster in the registry
+    /// Every cluster in the registry, and those found running on this host
+    /// without a record
     #[command(alias = "cluster")]
     Clusters {
         /// Kubernetes: muster's DaskClusters in every namespace, not only
@@ -323,6 +335,9 @@ pub enum GetWhat {
         /// Output format
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
+        /// Watch: print again whenever the listing changes (Ctrl-C stops)
+        #[arg(short, long)]
+        watch: bool,
     },
     /// The worker jobs of one cluster
     #[command(alias = "worker")]
@@ -332,6 +347,9 @@ pub enum GetWhat {
         /// Output format
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
+        /// Watch: print again whenever the listing changes (Ctrl-C stops)
+        #[arg(short, long)]
+        watch: bool,
     },
 }
 
@@ -367,7 +385,8 @@ pub struct LogsArgs {
     /// failed ones included)
     #[arg(long, conflicts_with = "worker")]
     pub all: bool,
-    /// Follow the log until the job ends (kubernetes)
+    /// Follow: keep printing what is appended to the log (Ctrl-C stops;
+    /// kubernetes: follows the pod's log until the pod ends)
     #[arg(short, long, conflicts_with = "all")]
     pub follow: bool,
     /// Output format (table prints each log under a `# job` header)

@@ -2,16 +2,16 @@
 //! library, print. The CLI is a thin client of the `muster` crate.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use muster::adaptive::{ProcessAgent, agent as adaptive_agent, events as timeline};
 use muster::{
-    AdaptSpec, Backend, BackendSpec, Cluster, ClusterSpec, Error, Home, JobId, ManagedCluster,
+    AdaptSpec, Backend, BackendSpec, Cluster, ClusterSpec, Error, Home, ManagedCluster,
     SchedulerContact, Supervisor,
 };
 
 use crate::cli::*;
+use crate::interrupt::{Interrupt, Interrupted, Signals};
 use crate::kubernetes as kube;
 use crate::output;
 use crate::progress::Bar;
@@ -71,7 +71,7 @@ pub fn home(flag: Option<&Path>) -> Result<Home, Error> {
 /// Opens a cluster of the registry, wired with its timeline and agent.
 /// Opening starts nothing: read-only commands (`get`, `logs`, `events`)
 /// never restart an agent; commands that change the cluster do.
-fn open(home: &Home, name: &str) -> Result<ManagedCluster, Error> {
+pub(crate) fn open(home: &Home, name: &str) -> Result<ManagedCluster, Error> {
     muster::spec::check_name(name)
         .map_err(|r| Error::Usage(format!("cluster name {name:?}: {r}")))?;
     let record = home
@@ -86,7 +86,7 @@ fn open(home: &Home, name: &str) -> Result<ManagedCluster, Error> {
 }
 
 /// The registry's record of `name` when it is a kubernetes cluster.
-fn kube_record(home: &Home, name: &str) -> Result<Option<muster::ClusterRecord>, Error> {
+pub(crate) fn kube_record(home: &Home, name: &str) -> Result<Option<muster::ClusterRecord>, Error> {
     muster::spec::check_name(name)
         .map_err(|r| Error::Usage(format!("cluster name {name:?}: {r}")))?;
     Ok(home.load(name)?.filter(|r| kube::is_kube(&r.spec)))
@@ -96,7 +96,7 @@ fn this_exe() -> Result<PathBuf, Error> {
     std::env::current_exe().map_err(|e| Error::io("finding the muster binary", e))
 }
 
-fn agent_control(home: &Home) -> Result<ProcessAgent, Error> {
+pub(crate) fn agent_control(home: &Home) -> Result<ProcessAgent, Error> {
     Ok(ProcessAgent::new(this_exe()?, home.clone()))
 }
 
@@ -152,6 +152,39 @@ fn print_summary(c: &ManagedCluster, connected: usize, verb: &str, out: Output) 
     print!("{}", output::up(&item, verb, out));
 }
 
+/// For a scheduler on this host (the local backend): a fixed port that is
+/// already taken fails `up` before anything starts, naming the field and the
+/// port (Dask would fail with a log tail, or move the dashboard elsewhere
+/// without a word).
+fn check_ports(spec: &ClusterSpec) -> Result<(), Error> {
+    if spec.backend.kind() != "local" {
+        return Ok(());
+    }
+    let host = spec.scheduler.host.as_deref().unwrap_or("127.0.0.1");
+    let problems: Vec<String> = [
+        ("scheduler.port", spec.scheduler.port),
+        ("scheduler.dashboard_port", spec.scheduler.dashboard_port),
+    ]
+    .into_iter()
+    .filter(|(_, port)| *port != 0)
+    .filter_map(
+        |(field, port)| match std::net::TcpListener::bind((host, port)) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Some(format!(
+                "{field}: port {port} on {host} is already in use (by another process); \
+             pick another port, or 0 for any free one"
+            )),
+            // Anything else (an address not on this host...) is Dask's to report.
+            _ => None,
+        },
+    )
+    .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Usage(problems.join("\n")))
+    }
+}
+
 pub async fn up(home: &Home, args: UpArgs) -> Result<()> {
     let mut spec = build_spec(&args.spec)?;
     apply_adapt(&mut spec, &args.adapt_flags, args.adapt)?;
@@ -167,6 +200,7 @@ pub async fn up(home: &Home, args: UpArgs) -> Result<()> {
     if kube::is_kube(&spec) {
         return kube::up(home, spec, &args).await;
     }
+    check_ports(&spec)?;
     let backend = muster::backend_for_spec(&spec, home)?;
     let mut cluster = muster::wire(
         ManagedCluster::new(spec, backend, home.clone())?,
@@ -175,16 +209,136 @@ pub async fn up(home: &Home, args: UpArgs) -> Result<()> {
     )
     .with_timeout(args.timeout.duration());
     let bar = Bar::new(matches!(args.output, Output::Table | Output::Wide));
-    // `up` also starts the agent and records adaptive settings.
-    let result = cluster.up(&bar).await;
+    let name = cluster.name().to_string();
+    let backend = cluster.backend().clone();
+    let mut signals = Signals::install().context("catching SIGINT and SIGTERM")?;
+    // `up` also starts the agent and records adaptive settings. A signal
+    // drops it wherever it is (releasing the lock) and rolls back.
+    let result = tokio::select! {
+        r = cluster.up(&bar) => Ok(r),
+        sig = signals.next() => Err(sig),
+    };
     bar.finish();
-    result.with_context(|| format!("bringing up cluster {:?}", cluster.name()))?;
+    let result = match result {
+        Ok(r) => r,
+        Err(sig) => return Err(roll_back_up(home, &name, backend.as_ref(), sig, signals).await),
+    };
+    if let Err(Error::AlreadyExists(_)) = &result
+        && let Some(hint) = half_started(home, &name)?
+    {
+        return Err(anyhow::anyhow!("cluster {name:?} already exists: {hint}"));
+    }
+    result.with_context(|| format!("bringing up cluster {name:?}"))?;
     // `up` returns once every launched worker is registered (a backend may
     // launch fewer than asked when hosts are unreachable, and says so).
     let connected =
         cluster.record().workers.len() * cluster.record().spec.worker.processes as usize;
     print_summary(&cluster, connected, "up", args.output);
     Ok(())
+}
+
+/// Why a recorded cluster cannot be changed: it was left half-started by an
+/// `up` that is gone (a live `up` would still hold the lock, and the library
+/// checked under it), with exactly what to run.
+fn half_started(home: &Home, name: &str) -> Result<Option<String>> {
+    Ok(home
+        .load(name)?
+        .filter(|r| r.phase == muster::Phase::Starting)
+        .map(|r| {
+            format!(
+                "it was left half-started ({} worker jobs recorded) by a `muster up` that was \
+                 killed before it finished; run `muster down {name}` to remove what it launched, \
+                 then `muster up` again",
+                r.workers.len()
+            )
+        }))
+}
+
+/// After a signal during `up`: bring down whatever of the cluster the
+/// backend finds (the record, the jobs launched so far, the agent), twice if
+/// the first pass stopped something (a launch in flight when the signal came
+/// may surface a moment later), and say so.
+async fn roll_back_up(
+    home: &Home,
+    name: &str,
+    backend: &dyn Backend,
+    sig: Interrupt,
+    signals: Signals,
+) -> anyhow::Error {
+    eprintln!(
+        "{}: rolling back cluster {name} (a second signal leaves without it)",
+        sig.name()
+    );
+    signals.leave_on_next(format!("muster down {name}"));
+    let agent = match agent_control(home) {
+        Ok(a) => a,
+        Err(e) => return anyhow::Error::new(e),
+    };
+    let mut stopped = Vec::new();
+    for pass in 0..2 {
+        match ManagedCluster::down_named(name, backend, home, Some(&agent)).await {
+            Ok(r) => {
+                for w in &r.warnings {
+                    eprintln!("warning: {w}");
+                }
+                let found = !r.stopped.is_empty();
+                stopped.extend(r.stopped);
+                if !found || pass == 1 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            Err(e) => {
+                return anyhow::Error::new(e).context(format!(
+                    "interrupted by {}: rolling back cluster {name:?} failed; run `muster down {name}`",
+                    sig.name()
+                ));
+            }
+        }
+    }
+    stopped.sort();
+    stopped.dedup();
+    let list = stopped
+        .iter()
+        .map(|j| j.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    anyhow::Error::new(Interrupted {
+        signal: sig,
+        message: format!(
+            "`up` rolled back: cluster {name} stopped ({} jobs{}{list}{}) and forgotten; nothing of it runs",
+            stopped.len(),
+            if list.is_empty() { "" } else { ": " },
+            ""
+        ),
+    })
+}
+
+/// Refuses to resize a cluster whose scheduler has ended: workers could not
+/// join it, and the new size would be recorded for nothing.
+async fn check_scheduler_alive(cluster: &ManagedCluster) -> Result<()> {
+    let status = cluster.status().await?;
+    if let Some((id, st)) = &status.scheduler
+        && !st.is_active()
+    {
+        return Err(anyhow::anyhow!(
+            "cluster {:?} cannot be scaled: its scheduler job {id} is {st}; nothing was changed \
+             (`muster logs {}` shows why; `muster down {}` removes it)",
+            status.name,
+            status.name,
+            status.name
+        ));
+    }
+    Ok(())
+}
+
+/// The user's `scale` in the cluster's timeline (`muster events`), beside
+/// the rounds' own launch and retire events. Best effort.
+async fn record_scale(cluster: &ManagedCluster, before: u32, after: u32, how: &str) {
+    let message = format!("muster scale: {before} -> {after} worker jobs ({how})");
+    if let Err(e) = cluster.timeline().record("scale", &message).await {
+        tracing::warn!("cannot record the scale in the timeline: {e}");
+    }
 }
 
 pub async fn scale(home: &Home, args: ScaleArgs) -> Result<()> {
@@ -196,151 +350,65 @@ pub async fn scale(home: &Home, args: ScaleArgs) -> Result<()> {
             Error::Usage("--group: only kubernetes clusters have worker groups".into()).into(),
         );
     }
-    let mut cluster = open(home, &args.name)?.with_timeout(args.timeout.duration());
+    let name = args.name.clone();
+    let mut cluster = open(home, &name)?.with_timeout(args.timeout.duration());
+    {
+        // Under the lock: a live `up` still holds it (this waits, saying
+        // so); a record still Starting once it is free was left by a dead one.
+        let _guard = home.lock(&name)?;
+        if let Some(hint) = half_started(home, &name)? {
+            return Err(anyhow::anyhow!("cluster {name:?} cannot be scaled: {hint}"));
+        }
+    }
+    check_scheduler_alive(&cluster).await?;
+    let before = cluster.record().spec.workers;
     let bar = Bar::new(matches!(args.output, Output::Table | Output::Wide));
-    let result = cluster.scale(args.workers, &bar).await;
+    let mut signals = Signals::install().context("catching SIGINT and SIGTERM")?;
+    let result = tokio::select! {
+        r = cluster.scale(args.workers, &bar) => Ok(r),
+        sig = signals.next() => Err(sig),
+    };
     bar.finish();
-    result.with_context(|| format!("scaling cluster {:?} to {}", args.name, args.workers))?;
+    let result = match result {
+        Ok(r) => r,
+        Err(sig) => {
+            // The new size was recorded (under the lock) before any job was
+            // launched or retired, so the record is consistent: the agent
+            // finishes the change and never undoes a retirement in flight.
+            signals.leave_on_next(format!("muster describe {name}"));
+            let restarted = cluster.ensure_agent();
+            let wanted = home.load(&name)?.map(|r| r.spec.workers);
+            let message = match wanted {
+                Some(n) if n == args.workers => format!(
+                    "cluster {name} keeps the new size, {n} worker jobs (recorded before any job \
+                     was launched or retired); its agent{} finishes the change. \
+                     `muster scale {name} {before}` goes back",
+                    restarted.map(|p| format!(" (pid {p})")).unwrap_or_default()
+                ),
+                Some(n) => {
+                    format!("nothing was changed: cluster {name} still wants {n} worker jobs")
+                }
+                None => format!("cluster {name} is no longer in the registry"),
+            };
+            record_scale(
+                &cluster,
+                before,
+                args.workers,
+                "interrupted; the agent finishes it",
+            )
+            .await;
+            return Err(Interrupted {
+                signal: sig,
+                message,
+            }
+            .into());
+        }
+    };
+    result.with_context(|| format!("scaling cluster {name:?} to {}", args.workers))?;
+    record_scale(&cluster, before, args.workers, "done").await;
     let connected =
         cluster.record().workers.len() * cluster.record().spec.worker.processes as usize;
     print_summary(&cluster, connected, "scaled", args.output);
-    Ok(())
-}
-
-pub async fn down(home: &Home, args: DownArgs) -> Result<()> {
-    let targets: Vec<(String, Arc<dyn Backend>)> = if args.all {
-        home.list()?
-            .into_iter()
-            .filter(|r| !kube::is_kube(&r.spec))
-            .map(|r| Ok((r.name.clone(), muster::backend_for_spec(&r.spec, home)?)))
-            .collect::<Result<_>>()?
-    } else {
-        let name = args
-            .name
-            .clone()
-            .expect("clap requires a name without --all");
-        muster::spec::check_name(&name)
-            .map_err(|r| Error::Usage(format!("cluster name {name:?}: {r}")))?;
-        // The registry's spec, else the one given with -f, else just a kind.
-        let given = match &args.file {
-            Some(file) => Some(build_spec(&SpecArgs {
-                file: Some(file.clone()),
-                name: Some(name.clone()),
-                ..Default::default()
-            })?),
-            None => None,
-        };
-        let recorded = home.load(&name)?.map(|r| r.spec);
-        let spec = recorded.or(given);
-        if spec
-            .as_ref()
-            .map_or(args.backend == "kubernetes", kube::is_kube)
-        {
-            let spec = match spec {
-                Some(s) => Some(s),
-                None if args.namespace.is_some() || args.context.is_some() => {
-                    let mut s = ClusterSpec::from_yaml("{}", None)?;
-                    s.name = name.clone();
-                    s.backend = BackendSpec::of_kind("kubernetes");
-                    for (k, v) in [("namespace", &args.namespace), ("context", &args.context)] {
-                        if let Some(v) = v {
-                            s.backend
-                                .options
-                                .insert(k.into(), serde_json::Value::String(v.clone()));
-                        }
-                    }
-                    muster::validate(&s)?;
-                    Some(s)
-                }
-                None => None,
-            };
-            let r = kube::down(home, &name, spec.as_ref())
-                .await
-                .with_context(|| format!("bringing down cluster {name:?}"))?;
-            print!("{}", output::down(&[r], args.output));
-            return Ok(());
-        }
-        let backend = match (home.load(&name)?, &args.file) {
-            (Some(r), _) => muster::backend_for_spec(&r.spec, home)?,
-            (None, Some(file)) => {
-                let spec = build_spec(&SpecArgs {
-                    file: Some(file.clone()),
-                    name: Some(name.clone()),
-                    ..Default::default()
-                })?;
-                muster::backend_for_spec(&spec, home)?
-            }
-            (None, None) => muster::backend_for_down(&args.backend, &name, home)?,
-        };
-        vec![(name, backend)]
-    };
-    let mut reports = Vec::new();
-    let mut failures = Vec::new();
-    if args.all {
-        for r in home.list()?.into_iter().filter(|r| kube::is_kube(&r.spec)) {
-            match kube::down(home, &r.name, Some(&r.spec)).await {
-                Ok(rep) => reports.push(rep),
-                Err(e) => failures.push(
-                    anyhow::Error::new(e).context(format!("bringing down cluster {:?}", r.name)),
-                ),
-            }
-        }
-    }
-    let agent = agent_control(home)?;
-    for (name, backend) in targets {
-        // The library stops the agent first (so it cannot relaunch workers)
-        // and again after; rounds also re-read the record under the cluster
-        // lock, and finish once `down` has marked it Stopping or removed it.
-        let result = ManagedCluster::down_named(&name, backend.as_ref(), home, Some(&agent)).await;
-        match result {
-            Ok(r) => {
-                for w in &r.warnings {
-                    eprintln!("warning: {w}");
-                }
-                reports.push(r)
-            }
-            Err(e) => failures
-                .push(anyhow::Error::new(e).context(format!("bringing down cluster {name:?}"))),
-        }
-    }
-    print!("{}", output::down(&reports, args.output));
-    match failures.into_iter().next() {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
-}
-
-pub async fn get(home: &Home, args: GetArgs) -> Result<()> {
-    match args.what {
-        GetWhat::Clusters {
-            all_namespaces,
-            output: out,
-        } => {
-            let mut records = home.list()?;
-            // Muster's DaskClusters come from the API server, the truth;
-            // the registry's copies are shown only when it cannot be asked.
-            match kube::list(all_namespaces, &records).await {
-                Some(Ok(found)) => {
-                    records.retain(|r| !kube::is_kube(&r.spec));
-                    records.extend(found);
-                }
-                Some(Err(e)) => eprintln!("warning: cannot list DaskClusters: {e}"),
-                None => {}
-            }
-            print!(
-                "{}",
-                output::clusters(&records, muster::registry::unix_now(), out)
-            );
-        }
-        GetWhat::Workers { name, output: out } => {
-            if let Some(r) = kube_record(home, &name)? {
-                print!("{}", output::workers(&kube::status(home, &r).await?, out));
-                return Ok(());
-            }
-            let status = open(home, &name)?.status().await?;
-            print!("{}", output::workers(&status, out));
-        }
-    }
     Ok(())
 }
 
@@ -352,9 +420,10 @@ pub async fn describe(home: &Home, args: DescribeArgs) -> Result<()> {
         return Ok(());
     }
     let cluster = open(home, &args.name)?;
-    // Report the agent as found, then restart it if it died.
+    // Report the agent as found: a read-only command never restarts it
+    // (`scale`, `adapt` and `up` do).
     let health = adaptive_agent::health(home, &args.name)?;
-    let restarted = cluster.ensure_agent();
+    let restarted = None;
     let status = cluster.status().await?;
     let dir = home.cluster_dir(&args.name).display().to_string();
     let events = timeline::read(home, &args.name)?;
@@ -455,93 +524,6 @@ pub async fn agent(home: &Home, args: AgentArgs) -> Result<()> {
         .with_context(|| format!("agent of cluster {:?}", args.name))
 }
 
-/// Finds a worker job from what a user typed: the full id, or the id without
-/// the cluster prefix (`w3`), or just the index (`3`).
-pub fn resolve_worker(cluster: &str, known: &[JobId], typed: &str) -> JobId {
-    let candidates = [
-        typed.to_string(),
-        format!("{cluster}-{typed}"),
-        format!("{cluster}-w{typed}"),
-    ];
-    candidates
-        .iter()
-        .find(|c| known.iter().any(|k| k.as_str() == c.as_str()))
-        .map(|c| JobId(c.clone()))
-        // Ids that name a host after a dot (`demo-w3.h2`) resolve from `w3`.
-        .or_else(|| {
-            candidates.iter().find_map(|c| {
-                let prefix = format!("{c}.");
-                let mut hits = known.iter().filter(|k| k.as_str().starts_with(&prefix));
-                match (hits.next(), hits.next()) {
-                    (Some(k), None) => Some(k.clone()),
-                    _ => None,
-                }
-            })
-        })
-        .unwrap_or_else(|| JobId(typed.to_string()))
-}
-
-pub async fn logs(home: &Home, args: LogsArgs) -> Result<()> {
-    if let Some(r) = kube_record(home, &args.name)? {
-        return kube::logs(home, &r, &args).await;
-    }
-    if args.follow {
-        return Err(Error::Usage(
-            "--follow: only kubernetes clusters' logs can be followed".into(),
-        )
-        .into());
-    }
-    let cluster = open(home, &args.name)?;
-    if args.all {
-        return all_logs(&cluster, args.tail, args.output).await;
-    }
-    let job = args
-        .worker
-        .as_deref()
-        .map(|w| resolve_worker(&args.name, &cluster.record().workers, w));
-    let text = cluster.logs(job.as_ref()).await?;
-    match args.tail {
-        Some(n) => println!("{}", muster::cluster_api::tail_lines(&text, n)),
-        None => print!("{text}"),
-    }
-    Ok(())
-}
-
-/// `logs --all`: the scheduler's log and every worker job's, each with the
-/// job's state; a log that cannot be read is reported in place of its text.
-async fn all_logs(cluster: &ManagedCluster, tail: Option<usize>, out: Output) -> Result<()> {
-    let status = cluster.status().await?;
-    let mut jobs: Vec<(&'static str, JobId, muster::JobStatus)> = Vec::new();
-    if let Some((id, st)) = &status.scheduler {
-        jobs.push(("scheduler", id.clone(), st.clone()));
-    }
-    for w in &status.workers {
-        jobs.push(("worker", JobId(w.name.clone()), w.status.clone()));
-    }
-    let mut items = Vec::new();
-    for (role, job, st) in jobs {
-        let (text, error) = match cluster.logs(Some(&job)).await {
-            Ok(t) => (
-                match tail {
-                    Some(n) => muster::cluster_api::tail_lines(&t, n),
-                    None => t,
-                },
-                None,
-            ),
-            Err(e) => (String::new(), Some(e.to_string())),
-        };
-        items.push(output::LogItem {
-            job: job.as_str().to_string(),
-            role,
-            status: st,
-            text,
-            error,
-        });
-    }
-    print!("{}", output::logs(&items, out));
-    Ok(())
-}
-
 pub async fn render(home: &Home, args: RenderArgs) -> Result<()> {
     let spec = build_spec(&args.spec)?;
     let backend = muster::backend_for_spec(&spec, home)?;
@@ -614,23 +596,5 @@ mod tests {
                 .to_string()
                 .contains("name")
         );
-    }
-
-    #[test]
-    fn workers_resolve_from_short_forms() {
-        let known = vec![JobId::from("demo-w3"), JobId::from("demo-w10")];
-        assert_eq!(
-            resolve_worker("demo", &known, "demo-w3").as_str(),
-            "demo-w3"
-        );
-        assert_eq!(resolve_worker("demo", &known, "w10").as_str(), "demo-w10");
-        assert_eq!(resolve_worker("demo", &known, "3").as_str(), "demo-w3");
-        assert_eq!(
-            resolve_worker("demo", &known, "demo-w99").as_str(),
-            "demo-w99"
-        );
-        let ssh = vec![JobId::from("demo-w3.h2"), JobId::from("demo-w13.h3")];
-        assert_eq!(resolve_worker("demo", &ssh, "w3").as_str(), "demo-w3.h2");
-        assert_eq!(resolve_worker("demo", &ssh, "13").as_str(), "demo-w13.h3");
     }
 }

@@ -56,7 +56,7 @@ fn print<T: Serialize>(doc: &T, output: Output) -> Option<String> {
     match output {
         Output::Json => Some(serde_json::to_string_pretty(doc).expect("serialisable") + "\n"),
         Output::Yaml => Some(serde_yaml_ng::to_string(doc).expect("serialisable")),
-        Output::Table | Output::Wide => None,
+        Output::Table | Output::Wide | Output::Name => None,
     }
 }
 

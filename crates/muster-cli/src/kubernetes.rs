@@ -5,12 +5,14 @@
 
 use anyhow::{Context, Result};
 use futures::StreamExt;
+pub use muster::kube::backend::KIND;
 use muster::kube::backend::client::{self, Target, event_time};
 use muster::kube::backend::cluster::down_in;
-use muster::kube::backend::{KIND, KubeCluster, KubeOptions};
+use muster::kube::backend::{KubeCluster, KubeOptions};
 use muster::{Cluster, ClusterRecord, ClusterSpec, DownReport, Error, Home, Phase};
 
 use crate::cli::*;
+use crate::interrupt::{Interrupted, Signals};
 use crate::output;
 use crate::progress::Bar;
 
@@ -43,8 +45,40 @@ fn print_up(c: &KubeCluster, status: &muster::ClusterStatus, verb: &str, out: Ou
 pub async fn up(home: &Home, spec: ClusterSpec, args: &UpArgs) -> Result<()> {
     let mut c = KubeCluster::new(spec, home.clone())?.with_timeout(args.timeout.duration());
     let bar = Bar::new(matches!(args.output, Output::Table | Output::Wide));
-    let result = c.up(&bar).await;
+    let mut signals = Signals::install().context("catching SIGINT and SIGTERM")?;
+    // Like every backend's `up`: a signal drops it wherever it is and rolls
+    // back (the DaskCluster, whose owner references take the rest, and the
+    // record).
+    let result = tokio::select! {
+        r = c.up(&bar) => Ok(r),
+        sig = signals.next() => Err(sig),
+    };
     bar.finish();
+    let result = match result {
+        Ok(r) => r,
+        Err(sig) => {
+            let name = c.name().to_string();
+            eprintln!(
+                "{}: rolling back cluster {name} (a second signal leaves without it)",
+                sig.name()
+            );
+            signals.leave_on_next(format!("muster down {name}"));
+            let message = match c.down().await {
+                Ok(r) => format!(
+                    "`up` rolled back: cluster {name} stopped ({} objects) and forgotten; nothing of it runs",
+                    r.stopped.len()
+                ),
+                Err(e) => {
+                    format!("rolling back cluster {name:?} failed ({e}); run `muster down {name}`")
+                }
+            };
+            return Err(Interrupted {
+                signal: sig,
+                message,
+            }
+            .into());
+        }
+    };
     result.with_context(|| format!("bringing up cluster {:?}", c.name()))?;
     let status = c.status().await?;
     print_up(&c, &status, "up", args.output);
@@ -286,11 +320,13 @@ pub async fn list(
 pub async fn port_forward(home: &Home, record: &ClusterRecord) -> Result<()> {
     let c = KubeCluster::open(record, home.clone())?;
     let (comm, http) = c.forward_addresses().await?;
+    // Caught before printing, so that a signal right after closes the
+    // forward cleanly: ending a port-forward is its normal end (exit 0).
+    let mut signals = Signals::install().context("catching SIGINT and SIGTERM")?;
     println!("scheduler: {comm}\ndashboard: {http}/status");
     use std::io::Write;
     std::io::stdout().flush().ok();
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for an interrupt")?;
+    let sig = signals.next().await;
+    eprintln!("{}: port-forward closed", sig.name());
     Ok(())
 }

@@ -1,10 +1,13 @@
 //! The `muster` binary: parses the command line, sets up logging, runs one
-//! subcommand and maps failures to exit codes (0 success, 1 runtime failure,
-//! 2 usage or validation error). The only crate that uses `anyhow`.
+//! subcommand and maps failures to exit codes (see [`exit_code`]). The only
+//! crate that uses `anyhow`.
 
 mod cli;
 mod commands;
 mod contract;
+mod down;
+mod inspect;
+mod interrupt;
 mod kubernetes;
 mod operator;
 mod output;
@@ -39,11 +42,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let home = commands::home(cli.home.as_deref())?;
     match cli.command {
         Command::Up(a) => commands::up(&home, a).await,
-        Command::Down(a) => commands::down(&home, a).await,
+        Command::Down(a) => down::down(&home, a).await,
         Command::Scale(a) => commands::scale(&home, a).await,
-        Command::Get(a) => commands::get(&home, a).await,
+        Command::Get(a) => inspect::get(&home, a).await,
         Command::Describe(a) => commands::describe(&home, a).await,
-        Command::Logs(a) => commands::logs(&home, a).await,
+        Command::Logs(a) => inspect::logs(&home, a).await,
         Command::Render(a) => commands::render(&home, a).await,
         Command::Adapt(a) => commands::adapt(&home, a).await,
         Command::Events(a) => commands::events(&home, a).await,
@@ -53,11 +56,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// 2 when the failure is the user's input, 1 otherwise.
+/// The one exit-code rule (also in `muster --help` and the README):
+/// 2 when the command as typed cannot be carried out (a bad flag or spec, a
+/// cluster name the registry does not know), 130/143 when SIGINT/SIGTERM
+/// stopped it (after it cleaned up), 1 for every other failure.
 fn exit_code(err: &anyhow::Error) -> u8 {
+    if let Some(i) = err.downcast_ref::<interrupt::Interrupted>() {
+        return i.signal.exit_code();
+    }
     let usage = err.chain().any(|e| {
         e.downcast_ref::<muster::Error>()
-            .is_some_and(muster::Error::is_usage)
+            .is_some_and(|e| e.is_usage() || matches!(e, muster::Error::NotFound(_)))
     });
     if usage { 2 } else { 1 }
 }

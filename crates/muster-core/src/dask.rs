@@ -442,7 +442,44 @@ impl SchedulerClient {
     }
 }
 
+/// What retiring one Dask worker would cost, as its scheduler last heard
+/// from it: tasks it has to run or is running, then the bytes it holds.
+/// Ordered cheapest first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct WorkerLoad {
+    /// Tasks executing, long-running, ready, constrained or waiting on it.
+    pub busy: u64,
+    /// Bytes of results it holds (Dask's managed memory).
+    pub bytes: u64,
+}
+
 impl SchedulerClient {
+    /// Every worker's [`WorkerLoad`], by address, from the scheduler's
+    /// `/json/identity.json` (the workers' last heartbeat metrics). The
+    /// `/api/v1` routes give no per-worker load, and `retire_workers` with
+    /// `n` chooses among ALL workers: a caller that owns only some of them
+    /// (one worker group) chooses its own from these.
+    pub async fn worker_loads(&self) -> Result<BTreeMap<String, WorkerLoad>> {
+        let raw: serde_json::Value = self.get("/json/identity.json").await?;
+        let mut loads = BTreeMap::new();
+        for (address, w) in raw["workers"].as_object().into_iter().flatten() {
+            let counts = &w["metrics"]["task_counts"];
+            let busy = [
+                "executing",
+                "long-running",
+                "ready",
+                "constrained",
+                "waiting",
+            ]
+            .iter()
+            .filter_map(|state| counts[*state].as_u64())
+            .sum();
+            let bytes = w["metrics"]["managed_bytes"].as_u64().unwrap_or(0);
+            loads.insert(address.clone(), WorkerLoad { busy, bytes });
+        }
+        Ok(loads)
+    }
+
     /// Asks the scheduler to choose `n` workers and retire them: it picks
     /// idle workers holding the least data and never one running a
     /// long-running task, moves their data elsewhere, and answers once they

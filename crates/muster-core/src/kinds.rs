@@ -79,26 +79,36 @@ impl Kinds {
 }
 
 /// Reads a backend's typed options from its `backend:` section (the keys
-/// besides `kind`). A problem names its full path from `prefix`
-/// (`backend.hosts[0].port`), and an unknown key is one too when `T` denies
-/// unknown fields (`backend.bogus`).
+/// besides `kind`): the options, unless a value could not be read, and every
+/// problem found, each named by its full path from `prefix`: every key no
+/// field takes (`backend.bogus`, `backend.hosts[0].prot`) and the value that
+/// could not be read (`backend.hosts[0].port`). `T` must not deny unknown
+/// fields (they are collected here instead).
+pub fn read_options<T: DeserializeOwned>(
+    prefix: &str,
+    options: &serde_json::Map<String, serde_json::Value>,
+) -> (Option<T>, Vec<FieldError>) {
+    let value = serde_json::Value::Object(options.clone());
+    let read = crate::spec::keys::read::<T, _>(value, prefix);
+    let problems = read.problems(prefix);
+    (read.value, problems)
+}
+
+/// Reads a backend's typed options like [`read_options`], failing on the
+/// first problem (an unknown key is one): for building a backend from a
+/// spec that was validated.
 pub fn parse_options<T: DeserializeOwned>(
     prefix: &str,
     options: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<T, FieldError> {
-    let value = serde_json::Value::Object(options.clone());
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let (field, reason) = crate::spec::error_path(&path, &e.into_inner().to_string());
-        FieldError {
-            field: match field {
-                Some(f) => format!("{prefix}.{f}"),
-                None => prefix.to_string(),
-            },
+    match read_options(prefix, options) {
+        (Some(value), problems) if problems.is_empty() => Ok(value),
+        (_, problems) => Err(problems.into_iter().next().unwrap_or_else(|| FieldError {
+            field: prefix.to_string(),
             value: String::new(),
-            reason,
-        }
-    })
+            reason: "cannot be read".into(),
+        })),
+    }
 }
 
 /// The problem of a spec that asks a backend without batch jobs to run the

@@ -14,16 +14,16 @@ use async_trait::async_trait;
 use tracing::Instrument;
 
 use crate::backend::{Backend, Role, Supervisor};
-use crate::cluster::{
-    Cluster, ClusterStatus, DownReport, Progress, WorkerRow, group_by_job, tail_lines,
-};
-use crate::dask::{SchedulerEndpoint, job_of_worker};
+use crate::cluster::{Cluster, ClusterStatus, DownReport, Progress, WorkerRow, group_by_job};
+use crate::dask::job_of_worker;
 use crate::error::{Error, Result};
 use crate::job::{JobId, JobStatus};
 use crate::ops;
 use crate::reconcile::{AgentControl, Clock, ClusterStore, RoundContext, SystemClock, Timeline};
 use crate::registry::{ClusterRecord, FileStore, Home, Phase};
 use crate::spec::{AdaptSpec, ClusterSpec, MAX_WORKERS};
+
+mod waiting;
 
 /// How long to wait between polls of the scheduler's worker list.
 const POLL: Duration = Duration::from_millis(50);
@@ -199,128 +199,6 @@ impl ManagedCluster {
             a.stop(name)?;
         }
         Ok(report)
-    }
-
-    async fn failure(&self, what: String, id: &JobId, reason: String) -> Error {
-        let log_tail = self
-            .backend
-            .logs(id)
-            .await
-            .ok()
-            .map(|text| tail_lines(&text, 15))
-            .filter(|t| !t.is_empty());
-        Error::JobFailed {
-            what,
-            reason,
-            log_tail,
-        }
-    }
-
-    async fn wait_for_endpoint(
-        &self,
-        scheduler: &JobId,
-        deadline: Instant,
-    ) -> Result<SchedulerEndpoint> {
-        let mut last_status = Instant::now();
-        loop {
-            if let Some(ep) = self.backend.scheduler_endpoint(scheduler).await? {
-                return Ok(ep);
-            }
-            if last_status.elapsed() >= Duration::from_millis(250) {
-                last_status = Instant::now();
-                let st = self.backend.status(std::slice::from_ref(scheduler)).await?;
-                if let Some(other) = st.get(scheduler).filter(|s| !s.is_active()) {
-                    let reason = match other {
-                        JobStatus::Failed { reason } => reason.clone(),
-                        s => format!("it is {s} before publishing its address"),
-                    };
-                    return Err(self
-                        .failure(format!("scheduler job {scheduler}"), scheduler, reason)
-                        .await);
-                }
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::Timeout {
-                    what: format!("the scheduler ({scheduler}) to publish its address"),
-                    after: self.timeout,
-                });
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    /// Waits until the scheduler reports exactly `wanted` Dask workers, failing
-    /// early when a worker job of the cluster has ended.
-    async fn wait_for_workers(
-        &self,
-        wanted: usize,
-        deadline: Instant,
-        progress: &dyn Progress,
-    ) -> Result<()> {
-        let client = ops::scheduler_client(self.backend.as_ref(), &self.record).await?;
-        let every = self.backend.capabilities().status_interval;
-        let mut last_status = Instant::now();
-        let mut connected = 0;
-        // The job-state check runs alongside the scheduler polls: on remote
-        // backends one check can take longer than a worker takes to register.
-        let mut check: Option<crate::waits::StatusCheck<'_>> = None;
-        loop {
-            match client.workers().await {
-                Ok(ws) => {
-                    connected = ws.len();
-                    progress.workers(connected, wanted);
-                    if connected == wanted {
-                        return Ok(());
-                    }
-                }
-                Err(e) if e.is_transient() => tracing::debug!("scheduler not answering yet: {e}"),
-                Err(e) => return Err(e),
-            }
-            if check.is_none() && last_status.elapsed() >= every {
-                check = Some(self.backend.status(&self.record.workers));
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::Timeout {
-                    what: format!("{wanted} workers to register ({connected} did)"),
-                    after: self.timeout,
-                });
-            }
-            let Some(pending) = check.as_mut() else {
-                tokio::time::sleep(POLL).await;
-                continue;
-            };
-            tokio::select! {
-                st = pending => {
-                    check = None;
-                    last_status = Instant::now();
-                    if let Some((id, s)) = st?.iter().find(|(_, s)| !s.is_active()) {
-                        if self.superseded(id)? {
-                            // Another command (a later `scale`, `down`) changed
-                            // the cluster under its lock and removed this job:
-                            // this wait is over, and that is not a failure.
-                            tracing::info!(%id, "the cluster was changed by another command: not waiting any longer");
-                            return Ok(());
-                        }
-                        let reason = match s {
-                            JobStatus::Failed { reason } => reason.clone(),
-                            other => format!("it is {other}"),
-                        };
-                        return Err(self.failure(format!("worker job {id}"), id, reason).await);
-                    }
-                }
-                _ = tokio::time::sleep(POLL) => {}
-            }
-        }
-    }
-
-    /// True when the registry no longer wants what this handle waits for:
-    /// the cluster is gone, its desired size changed, or the job `id` was
-    /// removed from it by another command.
-    fn superseded(&self, id: &JobId) -> Result<bool> {
-        Ok(match self.home.load(&self.record.name)? {
-            None => true,
-            Some(now) => now.spec.workers != self.record.spec.workers || !now.workers.contains(id),
-        })
     }
 
     async fn bring_up(&mut self, progress: &dyn Progress) -> Result<()> {
@@ -547,7 +425,7 @@ impl ManagedCluster {
             let warnings = self.backend.preflight().await?;
             warn_all(progress, &warnings);
             self.record.phase = Phase::Starting;
-            self.store.save(&self.record).await?;
+            self.home.create(&self.record)?;
             match self.bring_up(progress).await {
                 Ok(()) => {
                     self.record.phase = Phase::Running;

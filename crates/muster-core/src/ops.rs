@@ -22,8 +22,10 @@ use crate::registry::{ClusterRecord, Phase};
 pub enum Removal {
     /// The newest jobs (predictable: what a fixed size does).
     Newest,
-    /// The scheduler's cheapest workers: idle first, least data, never one
-    /// running a long-running task (what adaptive scaling does).
+    /// The cheapest of this cluster's own workers, as the scheduler last
+    /// heard from them: idle first, then least data (what adaptive scaling
+    /// does). Only the record's jobs are candidates, so a worker group that
+    /// shares its scheduler with others never retires theirs.
     SchedulerChooses,
 }
 
@@ -159,32 +161,24 @@ pub async fn remove_workers(
     let processes = record.spec.worker.processes;
     let by_job = group_by_job(&connected, processes);
     let mut remove = crate::cluster::choose_removals(&record.workers, states, &by_job, count);
-    // With one Dask worker per job the scheduler can pick jobs itself; with
-    // several it could split a job, so muster picks whole jobs.
-    let retired = if choice == Removal::SchedulerChooses && processes == 1 {
+    if choice == Removal::SchedulerChooses {
+        // Jobs whose workers never connected still go first; the rest are
+        // this record's cheapest connected jobs (whole jobs, never a part).
         remove.retain(|id| !by_job.contains_key(id));
-        let names = client.retire_cheapest(count - remove.len()).await?;
-        let known: BTreeSet<&JobId> = record.workers.iter().collect();
-        remove.extend(
-            names
-                .iter()
-                .map(|n| JobId::from(n.as_str()))
-                .filter(|id| known.contains(id)),
-        );
-        names
-    } else {
-        let addresses: Vec<String> = remove
-            .iter()
-            .flat_map(|id| {
-                by_job
-                    .get(id)
-                    .into_iter()
-                    .flatten()
-                    .map(|w| w.address.clone())
-            })
-            .collect();
-        client.retire_workers(&addresses).await?
-    };
+        let loads = client.worker_loads().await?;
+        remove.extend(cheapest(record, &by_job, &loads, count - remove.len()));
+    }
+    let addresses: Vec<String> = remove
+        .iter()
+        .flat_map(|id| {
+            by_job
+                .get(id)
+                .into_iter()
+                .flatten()
+                .map(|w| w.address.clone())
+        })
+        .collect();
+    let retired = client.retire_workers(&addresses).await?;
     tracing::debug!(
         ?remove,
         ?retired,
@@ -194,6 +188,40 @@ pub async fn remove_workers(
     record.workers.retain(|id| !remove.contains(id));
     store.save(record).await?;
     Ok(remove)
+}
+
+/// The `n` cheapest of the record's connected jobs: least busy, then least
+/// data (summed over a job's workers), the newest first among equals.
+/// Only the record's own jobs are candidates.
+fn cheapest(
+    record: &ClusterRecord,
+    by_job: &BTreeMap<JobId, Vec<crate::dask::WorkerInfo>>,
+    loads: &BTreeMap<String, crate::dask::WorkerLoad>,
+    n: usize,
+) -> Vec<JobId> {
+    let mut ranked: Vec<(crate::dask::WorkerLoad, usize, &JobId)> = (record.workers.iter())
+        .enumerate()
+        .filter_map(|(i, id)| {
+            let workers = by_job.get(id)?;
+            let load =
+                workers
+                    .iter()
+                    .fold(Default::default(), |acc: crate::dask::WorkerLoad, w| {
+                        let l = loads.get(&w.address).copied().unwrap_or_default();
+                        crate::dask::WorkerLoad {
+                            busy: acc.busy + l.busy,
+                            bytes: acc.bytes + l.bytes,
+                        }
+                    });
+            Some((load, usize::MAX - i, id))
+        })
+        .collect();
+    ranked.sort();
+    ranked
+        .into_iter()
+        .take(n)
+        .map(|(_, _, id)| id.clone())
+        .collect()
 }
 
 /// Brings down whatever of the cluster the backend finds, with or without a
@@ -243,4 +271,64 @@ pub async fn bring_down(backend: &dyn Backend, store: &dyn ClusterStore) -> Resu
         existed,
         warnings,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::ClusterSpec;
+    use crate::testkit::{FakeBackend, FakeScheduler, MemoryStore};
+
+    fn ids(names: &[&str]) -> Vec<JobId> {
+        names.iter().map(|n| JobId::from(*n)).collect()
+    }
+
+    /// Two worker groups share one scheduler, as a DaskCluster's
+    /// DaskWorkerGroups do, and each is reconciled with its own record:
+    /// shrinking one retires its own cheapest worker, never the other's,
+    /// even when the other's are the cheapest of the whole cluster.
+    #[tokio::test]
+    async fn shrinking_one_group_never_retires_another_groups_workers() {
+        let sched = FakeScheduler::start().await;
+        sched.set_workers(&ids(&["a-w0", "a-w1", "b-w0", "b-w1"]));
+        sched.set_load("a-w0", 3, 10);
+        sched.set_load("a-w1", 0, 500);
+        let mut record = ClusterRecord::new(ClusterSpec::from_yaml("name: a", None).unwrap());
+        record.phase = Phase::Running;
+        record.http_url = Some(sched.url.clone());
+        record.workers = ids(&["a-w0", "a-w1"]);
+        let store = MemoryStore::new(record.clone());
+        let backend = FakeBackend::new("a");
+        let removed = remove_workers(
+            &backend,
+            &store,
+            &mut record,
+            1,
+            &BTreeMap::new(),
+            Removal::SchedulerChooses,
+        )
+        .await
+        .unwrap();
+        // a-w1 is idle (a-w0 runs tasks); b's idle, empty workers stay.
+        assert_eq!(removed, ids(&["a-w1"]));
+        assert_eq!(sched.workers(), ["a-w0", "b-w0", "b-w1"]);
+        assert_eq!(record.workers, ids(&["a-w0"]));
+        // Group b shrinks likewise within its own jobs.
+        let mut b = ClusterRecord::new(ClusterSpec::from_yaml("name: b", None).unwrap());
+        b.phase = Phase::Running;
+        b.http_url = Some(sched.url.clone());
+        b.workers = ids(&["b-w0", "b-w1"]);
+        let removed = remove_workers(
+            &backend,
+            &MemoryStore::new(b.clone()),
+            &mut b,
+            2,
+            &BTreeMap::new(),
+            Removal::SchedulerChooses,
+        )
+        .await
+        .unwrap();
+        assert_eq!(removed, ids(&["b-w1", "b-w0"]));
+        assert_eq!(sched.workers(), ["a-w0"]);
+    }
 }

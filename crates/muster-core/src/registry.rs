@@ -91,9 +91,18 @@ impl Home {
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
-                tracing::info!(
-                    cluster = name,
-                    "waiting for another muster command on this cluster"
+                // Say who holds it (the holder wrote that into the file), on
+                // stderr: a command must not wait silently.
+                let text = fs::read_to_string(&path).unwrap_or_default();
+                let mut lines = text.lines();
+                let who = lines.next().filter(|l| !l.is_empty());
+                let since = lines.next().and_then(|l| l.trim().parse::<u64>().ok());
+                tracing::warn!(
+                    "waiting for cluster {name}'s lock, held by {}{}",
+                    who.unwrap_or("another muster command"),
+                    since
+                        .map(|t| format!(" for {}s", unix_now().saturating_sub(t)))
+                        .unwrap_or_default()
                 );
                 file.lock()
                     .map_err(|e| Error::io(format!("locking {}", path.display()), e))?;
@@ -102,6 +111,7 @@ impl Home {
                 return Err(Error::io(format!("locking {}", path.display()), e));
             }
         }
+        write_holder(&file);
         Ok(ClusterLock { _file: file })
     }
 
@@ -120,12 +130,24 @@ impl Home {
         }
     }
 
-    /// Writes a cluster's record atomically: readers see the old or the new
-    /// record, never a torn one.
-    pub fn save(&self, record: &ClusterRecord) -> Result<()> {
+    /// Creates a cluster's directory and writes its first record (`up`).
+    pub fn create(&self, record: &ClusterRecord) -> Result<()> {
         let dir = self.cluster_dir(&record.name);
         fs::create_dir_all(&dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        self.save(record)
+    }
+
+    /// Replaces an existing cluster's record atomically: readers see the old
+    /// or the new record, never a torn one. When the cluster's directory is
+    /// gone (`down` ran, or someone deleted the registry), this is
+    /// [`Error::NotFound`] and nothing is written: an agent whose round loaded
+    /// the record just before must not bring the cluster back.
+    pub fn save(&self, record: &ClusterRecord) -> Result<()> {
+        let dir = self.cluster_dir(&record.name);
+        if !dir.is_dir() {
+            return Err(Error::NotFound(record.name.clone()));
+        }
         let json = serde_json::to_vec_pretty(record).expect("a record always serialises");
         let mut tmp = tempfile::NamedTempFile::new_in(&dir)
             .map_err(|e| Error::io(format!("writing in {}", dir.display()), e))?;
@@ -220,6 +242,30 @@ impl crate::reconcile::ClusterStore for FileStore {
     async fn remove(&self) -> Result<()> {
         self.home.remove(&self.name)
     }
+}
+
+/// Records in the lock file who holds it (pid, command line, since when),
+/// for a command that has to wait. Best effort: the lock is the flock, not
+/// this text.
+fn write_holder(mut file: &fs::File) {
+    use std::io::{Seek, Write};
+    let argv: Vec<String> = std::env::args()
+        .map(|a| {
+            a.chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect()
+        })
+        .collect();
+    let text = format!(
+        "pid {} (`{}`)\n{}\n",
+        std::process::id(),
+        argv.join(" "),
+        unix_now()
+    );
+    let _ = file
+        .set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| file.write_all(text.as_bytes()));
 }
 
 /// Holds a cluster's lock until dropped.
@@ -392,8 +438,8 @@ mod tests {
         assert!(home.list().unwrap().is_empty());
         assert_eq!(home.load("a").unwrap(), None);
         let mut a = record("a");
-        home.save(&a).unwrap();
-        home.save(&record("b")).unwrap();
+        home.create(&a).unwrap();
+        home.create(&record("b")).unwrap();
         a.workers.push(JobId::from("a-w0"));
         home.save(&a).unwrap();
         assert_eq!(
@@ -418,7 +464,7 @@ mod tests {
     fn a_corrupt_record_is_an_error_naming_the_file_and_is_skipped_in_lists() {
         let dir = tempfile::tempdir().unwrap();
         let home = Home::at(dir.path());
-        home.save(&record("good")).unwrap();
+        home.create(&record("good")).unwrap();
         fs::create_dir_all(home.cluster_dir("bad")).unwrap();
         fs::write(home.record_path("bad"), "{not json").unwrap();
         assert!(

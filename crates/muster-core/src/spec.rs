@@ -2,6 +2,10 @@
 //! validation. Every check runs before anything is launched, and every problem
 //! names the field and the offending value. Nothing here knows how a backend
 //! launches anything.
+//!
+//! No struct here denies unknown fields: [`keys`] reads the YAML noting every
+//! key no field takes, and validation reports them all with the other
+//! problems, each by its full path.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -10,9 +14,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::units::{Memory, Seconds};
 
+pub mod keys;
+mod validate;
+pub use validate::check_name;
+#[cfg(test)]
+mod tests;
+
 /// Everything needed to bring one Dask cluster up.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ClusterSpec {
     /// The cluster's name: a DNS-1123 label (lower-case letters, digits and `-`).
     #[serde(default)]
@@ -32,6 +41,11 @@ pub struct ClusterSpec {
     /// Adaptive-scaling bounds; absent means a fixed size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adapt: Option<AdaptSpec>,
+    /// The full path of every key the YAML had that no field takes
+    /// (`worker.coress`); each is a problem [`ClusterSpec::problems`]
+    /// reports. Never stored.
+    #[serde(skip)]
+    pub unknown_fields: Vec<String>,
 }
 
 fn default_workers() -> u32 {
@@ -100,7 +114,6 @@ impl<'de> Deserialize<'de> for BackendSpec {
 
 /// Options of the Dask scheduler.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SchedulerSpec {
     /// Address to listen on; the backend's default when absent (127.0.0.1 locally).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -147,7 +160,6 @@ impl Placement {
 
 /// Options of each worker job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct WorkerSpec {
     /// Threads per job, split evenly over its processes.
     #[serde(default = "default_cores")]
@@ -230,7 +242,6 @@ impl WorkerSpec {
 /// Adaptive scaling: bounds in worker jobs and the policy's timings and
 /// limits. Every field but `maximum` has a default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct AdaptSpec {
     /// Fewest worker jobs to keep.
     #[serde(default)]
@@ -311,9 +322,16 @@ pub struct FieldError {
 
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {:?}: {}", self.field, self.value, self.reason)
+        if self.value.is_empty() {
+            write!(f, "{}: {}", self.field, self.reason)
+        } else {
+            write!(f, "{}: {:?}: {}", self.field, self.value, self.reason)
+        }
     }
 }
+
+/// The reason of a [`FieldError`] for a key that no field takes.
+pub const UNKNOWN_FIELD: &str = "unknown field";
 
 /// A spec that cannot be used, with every problem found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -337,204 +355,30 @@ pub const MAX_WORKERS: u32 = 10_000;
 impl ClusterSpec {
     /// Reads a spec from YAML text. `source_name` (a file name) is used in errors.
     pub fn from_yaml(text: &str, source_name: Option<&str>) -> Result<Self, SpecError> {
-        let de = serde_yaml_ng::Deserializer::from_str(text);
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let (field, inner) = error_path(&path, &e.into_inner().to_string());
-            SpecError::Parse {
-                source_name: source_name.map(str::to_string),
-                message: match field {
-                    Some(f) => format!("{f}: {inner}"),
-                    None => inner,
-                },
-            }
+        let read = keys::read::<ClusterSpec, _>(serde_yaml_ng::Deserializer::from_str(text), "");
+        if let Some(mut spec) = read.value {
+            spec.unknown_fields = read.unknown;
+            return Ok(spec);
+        }
+        // A value serde could not read ends the read; the unknown keys met
+        // before it are named too.
+        let (field, inner) = read.error.unwrap_or_default();
+        let mut message = match field {
+            Some(f) => format!("{f}: {inner}"),
+            None => inner,
+        };
+        for key in &read.unknown {
+            message.push_str(&format!("\n  {key}: {UNKNOWN_FIELD}"));
+        }
+        Err(SpecError::Parse {
+            source_name: source_name.map(str::to_string),
+            message,
         })
     }
 
     /// The spec as YAML.
     pub fn to_yaml(&self) -> String {
         serde_yaml_ng::to_string(self).expect("a spec always serialises")
-    }
-
-    /// Checks every field and returns all problems at once.
-    pub fn validate(&self) -> Result<(), SpecError> {
-        let errs = self.problems();
-        if errs.is_empty() {
-            Ok(())
-        } else {
-            Err(SpecError::Invalid(errs))
-        }
-    }
-
-    /// Every problem of the backend-independent fields.
-    pub fn problems(&self) -> Vec<FieldError> {
-        let mut errs = Vec::new();
-        let mut bad = |field: &str, value: &dyn fmt::Display, reason: &str| {
-            errs.push(FieldError {
-                field: field.to_string(),
-                value: value.to_string(),
-                reason: reason.to_string(),
-            })
-        };
-
-        if let Err(reason) = check_name(&self.name) {
-            bad("name", &self.name, &reason);
-        }
-
-        // Scheduler.
-        if let Some(host) = &self.scheduler.host
-            && !is_host(host)
-        {
-            bad(
-                "scheduler.host",
-                host,
-                "must be a host name or an IP address",
-            );
-        }
-        if self.scheduler.port != 0 && self.scheduler.port == self.scheduler.dashboard_port {
-            bad(
-                "scheduler.dashboard_port",
-                &self.scheduler.dashboard_port,
-                "must differ from scheduler.port",
-            );
-        }
-        if let Some(python) = &self.scheduler.python
-            && let Err(reason) = check_program(python)
-        {
-            bad("scheduler.python", python, &reason);
-        }
-        check_env("scheduler.env", &self.scheduler.env, &mut bad);
-        check_args("scheduler.extra_args", &self.scheduler.extra_args, &mut bad);
-        // Worker.
-        let w = &self.worker;
-        if w.cores == 0 || w.cores > 4096 {
-            bad("worker.cores", &w.cores, "must be between 1 and 4096");
-        }
-        if w.processes == 0 {
-            bad("worker.processes", &w.processes, "must be at least 1");
-        } else if w.processes > w.cores {
-            bad(
-                "worker.processes",
-                &w.processes,
-                &format!(
-                    "must not exceed worker.cores ({}): each process needs a thread",
-                    w.cores
-                ),
-            );
-        }
-        if !w.nanny && w.processes > 1 {
-            bad(
-                "worker.nanny",
-                &w.nanny,
-                &format!(
-                    "Dask starts several worker processes per job (worker.processes is {}) only under nannies: set nanny: true or processes: 1",
-                    w.processes
-                ),
-            );
-        }
-        if let Some(mem) = w.memory
-            && mem.bytes() < u64::from(w.processes.max(1)) * (64 << 20)
-        {
-            bad(
-                "worker.memory",
-                &mem,
-                "too small: each worker process needs at least 64MiB",
-            );
-        }
-        if let Err(reason) = check_program(&w.python) {
-            bad("worker.python", &w.python, &reason);
-        }
-        check_env("worker.env", &w.env, &mut bad);
-        check_args("worker.extra_args", &w.extra_args, &mut bad);
-        if w.death_timeout.duration().as_secs() == 0 {
-            bad(
-                "worker.death_timeout",
-                &w.death_timeout,
-                "must be at least 1s",
-            );
-        }
-        if let Some(iface) = &w.interface
-            && (iface.is_empty()
-                || iface.len() > 15
-                || !iface
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.:@".contains(c)))
-        {
-            bad(
-                "worker.interface",
-                iface,
-                "must be a network interface name such as eth0 or ib0",
-            );
-        }
-        if let Some(dir) = &w.local_directory
-            && let Err(reason) = check_text(dir)
-        {
-            bad("worker.local_directory", dir, &reason);
-        }
-
-        // Sizes.
-        if self.workers > MAX_WORKERS {
-            bad(
-                "workers",
-                &self.workers,
-                &format!("must be at most {MAX_WORKERS}"),
-            );
-        }
-        if let Some(adapt) = &self.adapt {
-            if adapt.maximum == 0 || adapt.maximum > MAX_WORKERS {
-                bad(
-                    "adapt.maximum",
-                    &adapt.maximum,
-                    &format!("must be between 1 and {MAX_WORKERS}"),
-                );
-            }
-            if adapt.minimum > adapt.maximum {
-                bad(
-                    "adapt.minimum",
-                    &adapt.minimum,
-                    &format!("must not exceed adapt.maximum ({})", adapt.maximum),
-                );
-            }
-            let interval = adapt.interval.duration();
-            if interval < std::time::Duration::from_millis(100)
-                || interval > std::time::Duration::from_secs(3600)
-            {
-                bad(
-                    "adapt.interval",
-                    &adapt.interval,
-                    "must be between 100ms and 1h",
-                );
-            }
-            for (field, value) in [
-                ("adapt.scale_down_wait", adapt.scale_down_wait),
-                ("adapt.cooldown", adapt.cooldown),
-            ] {
-                if value.duration() > std::time::Duration::from_secs(86_400) {
-                    bad(field, &value, "must be at most 24h");
-                }
-            }
-            if adapt.max_pending == 0 {
-                bad(
-                    "adapt.max_pending",
-                    &adapt.max_pending,
-                    "must be at least 1",
-                );
-            }
-            if let Some(idle) = adapt.idle_timeout
-                && idle.duration() < std::time::Duration::from_secs(1)
-            {
-                bad("adapt.idle_timeout", &idle, "must be at least 1s");
-            }
-            if adapt.max_launch_failures == 0 {
-                bad(
-                    "adapt.max_launch_failures",
-                    &adapt.max_launch_failures,
-                    "must be at least 1",
-                );
-            }
-        }
-
-        errs
     }
 }
 
@@ -558,287 +402,4 @@ pub fn error_path(path: &str, message: &str) -> (Option<String>, String) {
         (p, None) => Some(p.to_string()),
     };
     (field, inner)
-}
-
-/// Checks a cluster name: a DNS-1123 label of at most 63 characters.
-pub fn check_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("a cluster name is required".into());
-    }
-    if name.len() > 63 {
-        return Err("must be at most 63 characters".into());
-    }
-    let ok_chars = name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    let ok_ends = name.as_bytes()[0].is_ascii_alphanumeric()
-        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric();
-    if ok_chars && ok_ends {
-        Ok(())
-    } else {
-        Err("must be a DNS-1123 label: lower-case letters, digits and '-', starting and ending with a letter or digit".into())
-    }
-}
-
-fn is_host(host: &str) -> bool {
-    if host.parse::<std::net::IpAddr>().is_ok() {
-        return true;
-    }
-    !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
-}
-
-/// Rejects text that can never be passed safely: NUL bytes and line breaks.
-/// Everything else is quoted wherever it reaches a shell or a file.
-fn check_text(text: &str) -> Result<(), String> {
-    if text.contains('\0') {
-        Err("must not contain NUL bytes".into())
-    } else if text.contains(['\n', '\r']) {
-        Err("must not contain line breaks".into())
-    } else {
-        Ok(())
-    }
-}
-
-fn check_program(program: &str) -> Result<(), String> {
-    if program.trim().is_empty() {
-        return Err("must not be empty".into());
-    }
-    if program.chars().any(char::is_control) {
-        return Err("must not contain control characters".into());
-    }
-    Ok(())
-}
-
-fn check_env(
-    field: &str,
-    env: &BTreeMap<String, String>,
-    bad: &mut impl FnMut(&str, &dyn fmt::Display, &str),
-) {
-    for (key, value) in env {
-        let valid_key = !key.is_empty()
-            && !key.as_bytes()[0].is_ascii_digit()
-            && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if !valid_key {
-            bad(
-                &format!("{field}.{key}"),
-                key,
-                "an environment variable name must match [A-Za-z_][A-Za-z0-9_]*",
-            );
-        } else if key.starts_with("MUSTER_") {
-            bad(
-                &format!("{field}.{key}"),
-                key,
-                "MUSTER_* variables are set by muster itself",
-            );
-        }
-        if value.contains('\0') {
-            bad(
-                &format!("{field}.{key}"),
-                value,
-                "must not contain NUL bytes",
-            );
-        }
-    }
-}
-
-fn check_args(field: &str, args: &[String], bad: &mut impl FnMut(&str, &dyn fmt::Display, &str)) {
-    for (i, arg) in args.iter().enumerate() {
-        if let Err(reason) = check_text(arg) {
-            bad(&format!("{field}[{i}]"), arg, &reason);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const FULL: &str = r#"
-name: demo
-backend: {kind: local}
-scheduler: {host: 127.0.0.1, port: 0, dashboard_port: 0}
-worker: {cores: 2, memory: 2GiB, processes: 1, python: python3, env: {}, extra_args: []}
-workers: 2
-adapt: {minimum: 0, maximum: 8}
-"#;
-
-    fn problems(yaml: &str) -> Vec<String> {
-        match ClusterSpec::from_yaml(yaml, None).and_then(|s| s.validate().map(|_| s)) {
-            Ok(_) => vec![],
-            Err(SpecError::Invalid(errs)) => errs.into_iter().map(|e| e.field).collect(),
-            Err(e @ SpecError::Parse { .. }) => vec![e.to_string()],
-        }
-    }
-
-    #[test]
-    fn the_documented_example_is_valid() {
-        let spec = ClusterSpec::from_yaml(FULL, None).unwrap();
-        spec.validate().unwrap();
-        assert_eq!(spec.worker.memory, Some(Memory(2 << 30)));
-        assert_eq!(spec.workers, 2);
-        assert_eq!(spec.adapt.as_ref().unwrap().maximum, 8);
-    }
-
-    #[test]
-    fn a_minimal_spec_gets_defaults() {
-        let spec = ClusterSpec::from_yaml("name: x", None).unwrap();
-        spec.validate().unwrap();
-        assert_eq!(spec.backend, BackendSpec::of_kind("local"));
-        assert_eq!(spec.worker.python, "python3");
-        assert_eq!(spec.worker.death_timeout, Seconds::from_secs(60));
-        assert!(spec.worker.nanny);
-    }
-
-    #[test]
-    fn the_yaml_form_round_trips() {
-        let spec = ClusterSpec::from_yaml(FULL, None).unwrap();
-        let again = ClusterSpec::from_yaml(&spec.to_yaml(), None).unwrap();
-        assert_eq!(spec, again);
-    }
-
-    #[test]
-    fn names_must_be_dns_labels() {
-        for good in ["a", "demo", "demo-2", "0abc", &"a".repeat(63)] {
-            assert_eq!(check_name(good), Ok(()), "{good}");
-        }
-        for bad in [
-            "",
-            "Demo",
-            "-x",
-            "x-",
-            "a_b",
-            "a.b",
-            "a b",
-            "$(id)",
-            "`id`",
-            "x\ny",
-            &"a".repeat(64),
-            "../etc",
-        ] {
-            assert!(check_name(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn unknown_fields_and_kinds_are_named() {
-        let msg = problems("name: x\nworker: {coress: 2}").join("");
-        assert!(msg.contains("worker.coress: unknown field"), "{msg}");
-        let msg = problems("name: x\nbogus: 1").join("");
-        assert!(msg.contains("bogus: unknown field"), "{msg}");
-        let msg = problems("name: x\nworker: {memory: 2XB}").join("");
-        assert!(
-            msg.contains("worker.memory: ") && msg.contains("XB"),
-            "{msg}"
-        );
-        let msg = problems("name: x\nadapt: {maximum: 2, interval: soon}").join("");
-        assert!(msg.contains("adapt.interval: "), "{msg}");
-        // The backend's own keys are its crate's to check (see kinds.rs).
-        let spec =
-            ClusterSpec::from_yaml("name: x\nbackend: {kind: mainframe, bogus: 1}", None).unwrap();
-        assert_eq!(spec.backend.kind(), "mainframe");
-        assert_eq!(spec.backend.options["bogus"], 1);
-        let msg = problems("name: x\nbackend: {queue: q}").join("");
-        assert!(msg.contains("backend: missing field `kind`"), "{msg}");
-    }
-
-    #[test]
-    fn every_problem_is_reported_at_once() {
-        let yaml = r#"
-name: Bad_Name
-scheduler: {host: "evil host;", port: 8786, dashboard_port: 8786}
-worker: {cores: 0, processes: 3, python: "", memory: 1MiB, death_timeout: 0,
-         env: {"BAD-KEY": x, MUSTER_CLUSTER: y}, extra_args: ["ok", "line\nbreak"],
-         interface: "eth0; reboot"}
-workers: 20000
-adapt: {minimum: 9, maximum: 0}
-"#;
-        assert_eq!(
-            problems(yaml),
-            vec![
-                "name",
-                "scheduler.host",
-                "scheduler.dashboard_port",
-                "worker.cores",
-                "worker.processes",
-                "worker.memory",
-                "worker.python",
-                "worker.env.BAD-KEY",
-                "worker.env.MUSTER_CLUSTER",
-                "worker.extra_args[1]",
-                "worker.death_timeout",
-                "worker.interface",
-                "workers",
-                "adapt.maximum",
-                "adapt.minimum",
-            ]
-        );
-    }
-
-    #[test]
-    fn adapt_settings_have_defaults_and_are_checked_by_name() {
-        let spec = ClusterSpec::from_yaml("name: x\nadapt: {maximum: 4}", None).unwrap();
-        spec.validate().unwrap();
-        assert_eq!(spec.adapt, Some(AdaptSpec::new(0, 4)));
-        let spec = ClusterSpec::from_yaml(
-            "name: x\nadapt: {maximum: 4, interval: 500ms, scale_down_wait: 2s, idle_timeout: 10m}",
-            None,
-        )
-        .unwrap();
-        spec.validate().unwrap();
-        let a = spec.adapt.unwrap();
-        assert_eq!(a.interval.duration().as_millis(), 500);
-        assert_eq!(a.idle_timeout, Some(Seconds::from_secs(600)));
-        let yaml = r#"
-name: x
-adapt: {minimum: 1, maximum: 4, interval: 10ms, scale_down_wait: 2d, cooldown: 3d,
-        max_pending: 0, idle_timeout: 0, max_launch_failures: 0}
-"#;
-        assert_eq!(
-            problems(yaml),
-            vec![
-                "adapt.interval",
-                "adapt.scale_down_wait",
-                "adapt.cooldown",
-                "adapt.max_pending",
-                "adapt.idle_timeout",
-                "adapt.max_launch_failures",
-            ]
-        );
-        let msg = problems("name: x\nadapt: {maximum: 4, wait: 3}").join("");
-        assert!(msg.contains("wait"), "{msg}");
-    }
-
-    #[test]
-    fn hostile_but_harmless_strings_are_accepted_for_quoting() {
-        // Shell metacharacters in values are legal: they are passed as argv
-        // elements or quoted, never interpreted.
-        let yaml = r#"
-name: x
-worker:
-  env: {NOTE: "$(touch /tmp/pwned) `id` 'quoted' \"dq\""}
-  extra_args: ["--resources", "GPU=1; rm -rf /"]
-"#;
-        assert_eq!(problems(yaml), Vec::<String>::new());
-    }
-
-    #[test]
-    fn per_process_shares() {
-        let spec = ClusterSpec::from_yaml(
-            "name: x\nworker: {cores: 8, processes: 4, memory: 8GiB}",
-            None,
-        )
-        .unwrap();
-        assert_eq!(spec.worker.threads_per_process(), 2);
-        assert_eq!(spec.worker.memory_per_process(), Some(Memory(2 << 30)));
-    }
 }

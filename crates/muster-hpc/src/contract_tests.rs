@@ -6,6 +6,7 @@
 
 use std::sync::Mutex;
 
+use async_trait::async_trait;
 use muster_core::{CommandOutput, CommandSpec};
 
 use super::*;

@@ -13,7 +13,6 @@ use muster_ssh::ssh_spec::{SshConnectSpec, parse_destination};
 /// Options shared by the SLURM and PBS backends (some are one dialect's only;
 /// validation names the ones that do not apply).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct HpcSpec {
     /// Partition (SLURM) or queue (PBS) to submit to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -237,14 +236,9 @@ impl HpcSpec {
     /// Every problem of a batch spec: its options, and what batch jobs need
     /// of the rest of the spec.
     pub fn problems(kind: HpcKind, spec: &ClusterSpec) -> Vec<FieldError> {
-        let mut errs = Vec::new();
-        let hpc = match HpcSpec::of(spec) {
-            Ok(h) => h,
-            Err(e) => {
-                errs.push(e);
-                HpcSpec::default()
-            }
-        };
+        let (hpc, mut errs) =
+            muster_core::kinds::read_options::<HpcSpec>("backend", &spec.backend.options);
+        let hpc = hpc.unwrap_or_default();
         hpc.validate(kind, &mut errs);
         if spec.worker.memory.is_none() {
             errs.push(FieldError {

@@ -15,7 +15,7 @@ use kube::Resource;
 use muster_core::dask::{HTTP_ROUTES, HTTP_ROUTES_ENV};
 
 use crate::resources::{
-    DaskCluster, DaskWorkerGroup, DaskWorkerGroupSpec, LABEL_CLUSTER, LABEL_COMPONENT,
+    DaskCluster, DaskJob, DaskWorkerGroup, DaskWorkerGroupSpec, LABEL_CLUSTER, LABEL_COMPONENT,
     LABEL_MANAGED_BY, LABEL_WORKERGROUP, SimpleObjectMeta,
 };
 
@@ -233,6 +233,60 @@ pub fn worker_pod(group: &DaskWorkerGroup, worker: &str) -> Pod {
     }
 }
 
+/// The DaskCluster a DaskJob runs against: named like the job, owned by it.
+pub fn job_cluster(job: &DaskJob) -> DaskCluster {
+    let name = name_of(job);
+    let mut cluster = DaskCluster::new(name, job.spec.cluster.spec.clone());
+    cluster.metadata = meta(
+        name,
+        job.metadata.namespace.as_deref(),
+        job.spec.cluster.metadata.as_ref(),
+        labels(name, "cluster"),
+        job.controller_owner_ref(&()),
+    );
+    cluster
+}
+
+/// The name of a DaskJob's runner pod for attempt `attempt` (0 first).
+pub fn runner_name(job: &str, attempt: i32) -> String {
+    match attempt {
+        0 => format!("{job}-runner"),
+        n => format!("{job}-runner-{n}"),
+    }
+}
+
+/// The selector of a DaskJob's runner pods.
+pub fn runner_selector(job: &str) -> String {
+    format!("{LABEL_CLUSTER}={job},{LABEL_COMPONENT}=job-runner")
+}
+
+/// A DaskJob's runner pod for one attempt, with `DASK_SCHEDULER_ADDRESS`
+/// of the job's cluster, owned by the job (it outlives the cluster, so its
+/// log stays readable). Its restart policy is `Never`: a failed runner is
+/// replaced by a new pod, counted against `backoffLimit`.
+pub fn runner_pod(job: &DaskJob, attempt: i32) -> Pod {
+    let name = name_of(job);
+    let namespace = job.metadata.namespace.as_deref().unwrap_or("default");
+    let mut spec = job.spec.job.spec.clone();
+    default_env(
+        &mut spec,
+        "DASK_SCHEDULER_ADDRESS",
+        &scheduler_address(name, namespace),
+    );
+    spec.restart_policy = Some("Never".into());
+    Pod {
+        metadata: meta(
+            &runner_name(name, attempt),
+            job.metadata.namespace.as_deref(),
+            job.spec.job.metadata.as_ref(),
+            labels(name, "job-runner"),
+            job.controller_owner_ref(&()),
+        ),
+        spec: Some(spec),
+        status: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,6 +339,22 @@ mod tests {
         assert_eq!(addr[0].value.as_deref(), Some(hostile));
         assert!(env.iter().any(|e| e.name == "DASK_WORKER_NAME"
             && e.value.as_deref() == Some("example-default-worker-0")));
+    }
+
+    #[test]
+    fn renders_a_jobs_cluster_and_runner_pods() {
+        let mut job: DaskJob =
+            serde_yaml_ng::from_str(include_str!("../tests/examples/daskjob.yaml")).unwrap();
+        job.metadata.namespace = Some("team-a".into());
+        job.metadata.uid = Some("2222-uid".into());
+        let c = job_cluster(&job);
+        assert_eq!(c.metadata.name, job.metadata.name);
+        let o = &c.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!((o.kind.as_str(), o.controller), ("DaskJob", Some(true)));
+        insta::assert_yaml_snapshot!("runner_pod", runner_pod(&job, 0));
+        let retry = runner_pod(&job, 2);
+        assert_eq!(retry.metadata.name.as_deref(), Some("example-job-runner-2"));
+        assert_eq!(retry.spec.unwrap().restart_policy.as_deref(), Some("Never"));
     }
 
     #[test]

@@ -357,6 +357,25 @@ pub struct DaskJobStatus {
     printcolumn(name = "Minimum", type_ = "integer", json_path = ".spec.minimum"),
     printcolumn(name = "Maximum", type_ = "integer", json_path = ".spec.maximum"),
     printcolumn(
+        name = "Desired",
+        type_ = "integer",
+        description = "Workers last asked of the group",
+        json_path = ".status.desiredWorkers"
+    ),
+    printcolumn(
+        name = "Current",
+        type_ = "integer",
+        description = "Worker pods of the group",
+        json_path = ".status.currentWorkers"
+    ),
+    printcolumn(
+        name = "Decision",
+        type_ = "string",
+        description = "The policy's last decision",
+        json_path = ".status.lastDecision",
+        priority = 1
+    ),
+    printcolumn(
         name = "Group",
         type_ = "string",
         description = "Worker group scaled (default: <cluster>-default)",
@@ -385,13 +404,33 @@ pub struct DaskAutoscalerSpec {
     pub worker_group: Option<String>,
 }
 
-/// What the autoscaler last decided.
+/// What the autoscaler last saw and decided.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DaskAutoscalerStatus {
-    /// The worker count last asked of the group.
+    /// The DaskWorkerGroup this autoscaler scales.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_group: Option<String>,
+    /// The worker count last asked of the group (its `spec.worker.replicas`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired_workers: Option<i32>,
+    /// The group's worker pods that exist and are not terminating.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_workers: Option<i32>,
+    /// Of those, workers connected to the scheduler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected_workers: Option<i32>,
+    /// The scheduler's adaptive target less the workers of the cluster's
+    /// other groups: what this group is asked to supply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<i32>,
+    /// The policy's last decision, as a stable word (`scale-up`,
+    /// `scale-down`, `waiting`, `steady`, `unreachable`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_decision: Option<String>,
+    /// Why, in a sentence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// When the group was last resized.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scale_time: Option<Time>,

@@ -60,10 +60,16 @@ fn is_defunct(pid: i32) -> bool {
 
 /// Every live process of the cluster `cluster` under muster home `home`.
 pub fn scan(home: &str, cluster: &str) -> Vec<MarkedProcess> {
+    scan_home(home).remove(cluster).unwrap_or_default()
+}
+
+/// Every live process of any cluster under muster home `home`, by cluster:
+/// what runs on this host whether or not the registry remembers it.
+pub fn scan_home(home: &str) -> BTreeMap<String, Vec<MarkedProcess>> {
+    let mut out: BTreeMap<String, Vec<MarkedProcess>> = BTreeMap::new();
     let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
+        return out;
     };
-    let mut out = Vec::new();
     for entry in entries.flatten() {
         let Some(pid) = entry
             .file_name()
@@ -78,13 +84,14 @@ pub fn scan(home: &str, cluster: &str) -> Vec<MarkedProcess> {
         };
         if let Some((h, c, job)) = parse_marker(&environ)
             && h == home
-            && c == cluster
             && !is_defunct(pid)
         {
-            out.push(MarkedProcess { pid, job });
+            out.entry(c).or_default().push(MarkedProcess { pid, job });
         }
     }
-    out.sort_by_key(|p| p.pid);
+    for procs in out.values_mut() {
+        procs.sort_by_key(|p| p.pid);
+    }
     out
 }
 

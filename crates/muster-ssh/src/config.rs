@@ -59,15 +59,29 @@ impl SshOptions {
     /// The options an SSH backend section asks for.
     pub fn from_spec(s: &SshSpec) -> Self {
         SshOptions {
-            ssh_config: s.ssh_config.as_deref().map(expand_tilde),
             user: s.user.clone(),
             port: s.port,
-            identity: s.identity.as_deref().map(expand_tilde),
-            known_hosts: s.known_hosts.as_deref().map(expand_tilde),
-            accept_new_host_keys: s.accept_new_host_keys,
-            connect_timeout: s.connect_timeout.duration(),
-            command_timeout: s.command_timeout.duration(),
+            command_timeout: s.command_timeout().duration(),
             parallelism: s.parallelism as usize,
+            ..SshOptions::connecting(&s.connect)
+        }
+    }
+
+    /// What the connection settings say, the rest left at the defaults.
+    fn connecting(c: &SshConnectSpec) -> Self {
+        let d = SshOptions::default();
+        SshOptions {
+            ssh_config: c.ssh_config.as_deref().map(expand_tilde),
+            identity: c.identity.as_deref().map(expand_tilde),
+            known_hosts: c.known_hosts.as_deref().map(expand_tilde),
+            accept_new_host_keys: c.accept_new_host_keys,
+            connect_timeout: c
+                .connect_timeout
+                .map_or(d.connect_timeout, |t| t.duration()),
+            command_timeout: c
+                .command_timeout
+                .map_or(d.command_timeout, |t| t.duration()),
+            ..d
         }
     }
 }
@@ -78,21 +92,12 @@ impl SshOptions {
     /// except that commands may take 120 s (a busy batch server is slow).
     pub fn for_login_node(c: Option<&SshConnectSpec>) -> Self {
         let c = c.cloned().unwrap_or_default();
-        let d = SshOptions::default();
         SshOptions {
-            ssh_config: c.ssh_config.as_deref().map(expand_tilde),
-            user: None,
-            port: None,
-            identity: c.identity.as_deref().map(expand_tilde),
-            known_hosts: c.known_hosts.as_deref().map(expand_tilde),
-            accept_new_host_keys: c.accept_new_host_keys,
-            connect_timeout: c
-                .connect_timeout
-                .map_or(d.connect_timeout, |t| t.duration()),
             command_timeout: c
                 .command_timeout
                 .map_or(Duration::from_secs(120), |t| t.duration()),
             parallelism: 4,
+            ..SshOptions::connecting(&c)
         }
     }
 }
@@ -459,9 +464,8 @@ Host *
         )
         .unwrap();
         spec.validate().unwrap();
-        let mut ssh: SshSpec =
-            muster_core::kinds::parse_options("backend", &spec.backend.options).unwrap();
-        ssh.ssh_config = Some("/dev/null".into());
+        let mut ssh = SshSpec::read(&spec.backend.options).0.unwrap();
+        ssh.connect.ssh_config = Some("/dev/null".into());
         let l = layout(&ssh).unwrap();
         assert_eq!((l.scheduler, l.worker_hosts.clone()), (0, vec![1, 2]));
         assert_eq!(l.hosts[2].explicit_python.as_deref(), Some("/py"));

@@ -1,19 +1,25 @@
 //! The `ssh` backend's section of a cluster spec (`backend: {kind: ssh, ...}`)
 //! and its validation. Only data and pure checks live here; connecting,
 //! reading `~/.ssh/config` and hostfiles is muster-ssh's business.
+//!
+//! The connection settings (key, ssh config, known_hosts, timeouts) are
+//! declared once, in [`SshConnectSpec`]: a batch backend's login node
+//! (`backend.ssh`) takes them as a section, and the `ssh` backend takes the
+//! same keys beside its own in `backend:` ([`SshSpec::read`] splits them).
 
 use std::fmt;
 
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
 
-use muster_core::spec::FieldError;
+use muster_core::kinds::read_options;
+use muster_core::spec::{FieldError, UNKNOWN_FIELD};
 use muster_core::units::Seconds;
 
 /// Options of the SSH backend: which hosts, how to reach them, where to put
 /// the scheduler and how many workers each host takes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct SshSpec {
     /// The hosts, each `user@host:port` (user and port optional; `host` may be
     /// an alias from the ssh config) or a map with `host`, `user`, `port`,
@@ -42,28 +48,11 @@ pub struct SshSpec {
     /// Port for hosts that name none (else the ssh config's, else 22).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
-    /// Private key file for hosts that name none (else the ssh config's
-    /// `IdentityFile`, else `~/.ssh/id_*`). The ssh agent is tried first
-    /// unless the ssh config says `IdentitiesOnly yes`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub identity: Option<String>,
-    /// The ssh client config to honour; `~/.ssh/config` when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ssh_config: Option<String>,
-    /// The known_hosts file host keys are checked against; else the ssh
-    /// config's `UserKnownHostsFile`, else `~/.ssh/known_hosts`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub known_hosts: Option<String>,
-    /// Trust and record the key of a host that is not in known_hosts yet
-    /// (a *changed* key is always refused).
-    #[serde(default)]
-    pub accept_new_host_keys: bool,
-    /// Give up connecting to a host after this long.
-    #[serde(default = "default_connect_timeout")]
-    pub connect_timeout: Seconds,
-    /// Give up on any one remote command after this long.
-    #[serde(default = "default_command_timeout")]
-    pub command_timeout: Seconds,
+    /// How to connect to every host (the same keys in `backend:`): key,
+    /// ssh config, known_hosts, timeouts. Hosts that name no key use its
+    /// `identity`; commands time out after 60 s unless it says otherwise.
+    #[serde(skip)]
+    pub connect: SshConnectSpec,
     /// Most SSH connections open at the same time.
     #[serde(default = "default_parallelism")]
     pub parallelism: u32,
@@ -73,12 +62,10 @@ pub struct SshSpec {
     pub state_dir: String,
 }
 
-fn default_connect_timeout() -> Seconds {
-    Seconds::from_secs(10)
-}
-fn default_command_timeout() -> Seconds {
-    Seconds::from_secs(60)
-}
+/// How long the `ssh` backend's commands may take unless
+/// `command_timeout` says otherwise.
+pub const COMMAND_TIMEOUT: Seconds = Seconds::from_secs(60);
+
 fn default_parallelism() -> u32 {
     32
 }
@@ -96,24 +83,18 @@ impl Default for SshSpec {
             workers_on_scheduler_host: false,
             user: None,
             port: None,
-            identity: None,
-            ssh_config: None,
-            known_hosts: None,
-            accept_new_host_keys: false,
-            connect_timeout: default_connect_timeout(),
-            command_timeout: default_command_timeout(),
+            connect: SshConnectSpec::default(),
             parallelism: default_parallelism(),
             state_dir: default_state_dir(),
         }
     }
 }
 
-/// How to reach one host that runs commands for another backend: the login
-/// node of a batch cluster (`backend.submit_host` of `slurm`/`pbs`). The same
-/// settings as the `ssh` backend's, for a single host; user and port are
-/// part of the destination.
+/// How to connect over SSH: the one declaration of these settings. The
+/// login node of a batch cluster (`backend.ssh` beside `submit_host` of
+/// `slurm`/`pbs`) takes them as a section; the `ssh` backend takes them in
+/// `backend:` for all its hosts. User and port are part of a destination.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SshConnectSpec {
     /// Private key file (else the ssh config's `IdentityFile`, else
     /// `~/.ssh/id_*`); the ssh agent is tried first unless the ssh config
@@ -133,7 +114,8 @@ pub struct SshConnectSpec {
     /// Give up connecting after this long (default 10 s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_timeout: Option<Seconds>,
-    /// Give up on any one remote command after this long (default 120 s).
+    /// Give up on any one remote command after this long (default 120 s on
+    /// a login node, 60 s on the `ssh` backend's hosts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command_timeout: Option<Seconds>,
 }
@@ -177,7 +159,6 @@ impl SshConnectSpec {
 /// One host of an SSH cluster. Written either as a string
 /// (`user@host:port`) or as a map.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SshHostMap {
     /// `host`, `user@host`, `host:port` or `user@host:port`; `host` is a name,
     /// an address or an ssh config alias.
@@ -354,6 +335,44 @@ fn check_text(field: &str, value: &str, errs: &mut Vec<FieldError>) {
 }
 
 impl SshSpec {
+    /// Reads the `ssh` backend's options: the connection settings into
+    /// [`SshConnectSpec`], every other key into the backend's own fields.
+    /// Returns the options (unless one of the backend's own values could not
+    /// be read; a bad connection setting is left out) and every problem found
+    /// while reading, each named by its full path
+    /// (`backend.connect_timeout`, `backend.hosts[0].prot`, `backend.bogus`).
+    pub fn read(options: &Map<String, Value>) -> (Option<SshSpec>, Vec<FieldError>) {
+        // A key is a connection setting when SshConnectSpec takes it alone;
+        // reading each alone also names every bad one, not only the first.
+        let (mut connect, mut own, mut errs) = (Map::new(), Map::new(), Vec::new());
+        for (key, value) in options {
+            let one = Map::from_iter([(key.clone(), value.clone())]);
+            let (_, problems) = read_options::<SshConnectSpec>("backend", &one);
+            if problems.iter().any(|e| e.reason == UNKNOWN_FIELD) {
+                own.insert(key.clone(), value.clone());
+            } else if problems.is_empty() {
+                connect.insert(key.clone(), value.clone());
+            } else {
+                errs.extend(problems);
+            }
+        }
+        // Every key in `connect` was read alone without a problem.
+        let (connection, _) = read_options::<SshConnectSpec>("backend", &connect);
+        let (spec, own_errs) = read_options::<SshSpec>("backend", &own);
+        errs.extend(own_errs);
+        // The settings read are checked too, even beside a bad one.
+        let spec = spec.map(|mut spec| {
+            spec.connect = connection.unwrap_or_default();
+            spec
+        });
+        (spec, errs)
+    }
+
+    /// The command timeout on the hosts.
+    pub fn command_timeout(&self) -> Seconds {
+        self.connect.command_timeout.unwrap_or(COMMAND_TIMEOUT)
+    }
+
     /// Checks the section; `errs` collects problems with `backend.`-prefixed
     /// field names.
     pub fn validate(&self, errs: &mut Vec<FieldError>) {
@@ -467,20 +486,6 @@ impl SshSpec {
                 "must be between 1 and 1024".into(),
             );
         }
-        if self.connect_timeout.duration().is_zero() {
-            bad(
-                "backend.connect_timeout".into(),
-                &self.connect_timeout,
-                "must be at least 1s".into(),
-            );
-        }
-        if self.command_timeout.duration().is_zero() {
-            bad(
-                "backend.command_timeout".into(),
-                &self.command_timeout,
-                "must be at least 1s".into(),
-            );
-        }
         for (i, SshHost(h)) in self.hosts.iter().enumerate() {
             if let Some(p) = &h.identity {
                 check_text(&format!("backend.hosts[{i}].identity"), p, errs);
@@ -489,17 +494,11 @@ impl SshSpec {
                 check_text(&format!("backend.hosts[{i}].python"), p, errs);
             }
         }
-        for (field, value) in [
-            ("backend.hostfile", &self.hostfile),
-            ("backend.identity", &self.identity),
-            ("backend.ssh_config", &self.ssh_config),
-            ("backend.known_hosts", &self.known_hosts),
-        ] {
-            if let Some(v) = value {
-                check_text(field, v, errs);
-            }
+        if let Some(v) = &self.hostfile {
+            check_text("backend.hostfile", v, errs);
         }
         check_text("backend.state_dir", &self.state_dir, errs);
+        self.connect.validate("backend", errs);
     }
 }
 
@@ -613,6 +612,53 @@ backend:
             vec!["backend.hosts"]
         );
         let unknown = fields("name: x\nbackend: {kind: ssh, hosts: [{host: a, prot: 2}]}");
-        assert!(unknown[0].contains("prot"), "{unknown:?}");
+        assert_eq!(unknown, ["backend.hosts[0].prot"]);
+    }
+
+    #[test]
+    fn every_unknown_key_and_bad_value_is_named_at_once() {
+        // Unknown keys at the top, in core's sections, in the backend beside
+        // the connection settings and inside a host; bad values of both
+        // the backend's own fields and the connection settings.
+        let yaml = r#"
+name: lab
+wrokers: 2
+worker: {coress: 2}
+backend:
+  kind: ssh
+  hosts: [{host: h1, prot: 2}, "h2;reboot"]
+  bogus: 1
+  connect_timeout: soon
+  command_timeout: 0s
+  identity: ""
+  parallelism: 0
+"#;
+        let spec = ClusterSpec::from_yaml(yaml, None).unwrap();
+        let mut errs = spec.problems();
+        errs.extend(crate::SshKind.validate(&spec));
+        insta::assert_snapshot!(muster_core::SpecError::Invalid(errs).to_string());
+    }
+
+    #[test]
+    fn the_connection_settings_are_read_into_one_place() {
+        let spec = ClusterSpec::from_yaml(
+            "name: x\nbackend: {kind: ssh, hosts: [a], known_hosts: /k, command_timeout: 5s, user: u}",
+            None,
+        )
+        .unwrap();
+        let (ssh, errs) = crate::SshSpec::read(&spec.backend.options);
+        assert_eq!(errs, []);
+        let ssh = ssh.unwrap();
+        assert_eq!(ssh.connect.known_hosts.as_deref(), Some("/k"));
+        assert_eq!(ssh.command_timeout(), muster_core::Seconds::from_secs(5));
+        assert_eq!(ssh.user.as_deref(), Some("u"));
+        let default = crate::SshSpec::read(&serde_json::Map::from_iter([(
+            "hosts".to_string(),
+            serde_json::json!(["a"]),
+        )]));
+        assert_eq!(
+            default.0.unwrap().command_timeout(),
+            crate::ssh_spec::COMMAND_TIMEOUT
+        );
     }
 }

@@ -13,7 +13,7 @@ use muster_core::backend::{
     Backend, Capabilities, Discovered, Launched, Rendered, Role, Supervisor, Warnings,
 };
 use muster_core::dask::SchedulerEndpoint;
-use muster_core::kinds::{BackendKind, parse_options};
+use muster_core::kinds::{BackendKind, parse_options, read_options};
 use muster_core::spec::{FieldError, SpecError};
 use muster_core::{ClusterSpec, Error, Home, JobId, JobStatus, Result};
 
@@ -40,10 +40,11 @@ impl BackendKind for YarnKind {
     }
 
     fn validate(&self, spec: &ClusterSpec) -> Vec<FieldError> {
-        match options_of(spec) {
-            Ok(opts) => opts.validate("backend", spec),
-            Err(e) => vec![e],
+        let (opts, mut errs) = read_options::<YarnOptions>("backend", &spec.backend.options);
+        if let Some(opts) = opts {
+            errs.extend(opts.validate("backend", spec));
         }
+        errs
     }
 
     fn build(&self, spec: &ClusterSpec, _home: &Home) -> Result<Arc<dyn Backend>> {

@@ -76,6 +76,22 @@ pub fn backend_for_down(kind: &str, name: &str, home: &Home) -> Result<Arc<dyn B
     k.build(&spec, home)
 }
 
+/// The clusters of `home` with live processes on this host, found from the
+/// markers in their environment (`/proc`), with their job ids: what runs
+/// here whether or not the registry remembers it. Local clusters and the
+/// submit-host schedulers of batch clusters both carry these markers.
+pub fn marked_on_this_host(home: &Home) -> std::collections::BTreeMap<String, Vec<String>> {
+    muster_local::procs::scan_home(&home.root().display().to_string())
+        .into_iter()
+        .map(|(cluster, procs)| {
+            let mut jobs: Vec<String> = procs.into_iter().map(|p| p.job).collect();
+            jobs.sort();
+            jobs.dedup();
+            (cluster, jobs)
+        })
+        .collect()
+}
+
 /// Fills a spec's unset options from the machine's site configuration: for
 /// `slurm`/`pbs`, an existing dask-jobqueue config (`jobqueue.slurm` /
 /// `jobqueue.pbs` in the Dask config files). Explicit values win. Call it

@@ -291,6 +291,8 @@ struct FakeState {
     up: bool,
     target: u32,
     workers: Vec<String>,
+    /// (busy tasks, bytes) per worker name, for `/json/identity.json`.
+    loads: BTreeMap<String, (u64, u64)>,
 }
 
 impl FakeScheduler {
@@ -304,6 +306,7 @@ impl FakeScheduler {
             up: true,
             target: 0,
             workers: Vec::new(),
+            loads: BTreeMap::new(),
         }));
         let shared = state.clone();
         tokio::spawn(async move {
@@ -340,6 +343,16 @@ impl FakeScheduler {
     /// Sets the Dask workers registered (by name).
     pub fn set_workers(&self, names: &[JobId]) {
         lock(&self.state).workers = names.iter().map(|n| n.0.clone()).collect();
+    }
+    /// Sets a worker's load: tasks on it and bytes it holds.
+    pub fn set_load(&self, name: &str, busy: u64, bytes: u64) {
+        lock(&self.state)
+            .loads
+            .insert(name.to_string(), (busy, bytes));
+    }
+    /// The workers registered now (by name).
+    pub fn workers(&self) -> Vec<String> {
+        lock(&self.state).workers.clone()
     }
     /// Answers, or drops every connection.
     pub fn set_up(&self, up: bool) {
@@ -387,6 +400,19 @@ fn answer(s: &mut FakeState, req: &str) -> String {
             ws.len(),
             ws.join(", ")
         )
+    } else if req.starts_with("GET /json/identity.json") {
+        let ws: Vec<String> = s
+            .workers
+            .iter()
+            .map(|n| {
+                let (busy, bytes) = s.loads.get(n).copied().unwrap_or_default();
+                format!(
+                    "\"tcp://127.0.0.1:1/{n}\": {{\"name\": \"{n}\", \"metrics\": \
+                     {{\"task_counts\": {{\"executing\": {busy}}}, \"managed_bytes\": {bytes}}}}}"
+                )
+            })
+            .collect();
+        format!("{{\"workers\": {{{}}}}}", ws.join(", "))
     } else if req.starts_with("GET /api/v1/check_idle") {
         "{\"idle_since\": null}".to_string()
     } else if req.starts_with("POST /api/v1/retire_workers") {

@@ -153,7 +153,8 @@ impl KubeCluster {
         Ok((format!("tcp://{comm}"), format!("http://{http}")))
     }
 
-    fn save(&self, phase: Phase) -> Result<()> {
+    /// The registry record of this cluster in `phase`.
+    fn record_in(&self, phase: Phase) -> Result<ClusterRecord> {
         let mut rec = match self.home.load(&self.spec.name)? {
             Some(r) => r,
             None => ClusterRecord::new(self.spec.clone()),
@@ -163,7 +164,13 @@ impl KubeCluster {
         rec.scheduler_job = Some(JobId(format!("{}-scheduler", self.spec.name)));
         rec.scheduler_address = self.scheduler_address.clone();
         rec.http_url = self.http_url.clone();
-        self.home.save(&rec)
+        Ok(rec)
+    }
+
+    /// Replaces the record (which `up` created); a cluster brought down
+    /// meanwhile stays down (`NotFound`).
+    fn save(&self, phase: Phase) -> Result<()> {
+        self.home.save(&self.record_in(phase)?)
     }
 
     /// Workers wanted in all groups.
@@ -303,7 +310,8 @@ impl Cluster for KubeCluster {
             )));
         }
         let m = render::manifests(&self.spec, &self.opts, &t.namespace);
-        self.save(Phase::Starting)?;
+        // `create` makes the cluster's directory; `save` only replaces.
+        self.home.create(&self.record_in(Phase::Starting)?)?;
         progress.stage("applying DaskCluster");
         let result = async {
             t.apply(&m).await?;

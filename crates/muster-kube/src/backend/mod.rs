@@ -22,7 +22,7 @@ use muster_core::backend::{
     Backend, Capabilities, Discovered, Launched, Rendered, RenderedItem, Role, Supervisor, Warnings,
 };
 use muster_core::dask::SchedulerEndpoint;
-use muster_core::kinds::{BackendKind, parse_options};
+use muster_core::kinds::{BackendKind, parse_options, read_options};
 use muster_core::spec::{FieldError, SpecError};
 use muster_core::{ClusterSpec, Error, Home, JobId, JobStatus, Result};
 use tokio::sync::OnceCell;
@@ -47,10 +47,13 @@ impl BackendKind for KubeKind {
     }
 
     fn validate(&self, spec: &ClusterSpec) -> Vec<FieldError> {
-        match parse_options::<KubeOptions>("backend", &spec.backend.options) {
-            Ok(o) => o.validate("backend", spec),
-            Err(e) => vec![e],
+        // Every unknown key (with its full path) and unreadable value, then
+        // what the options that could be read say.
+        let (opts, mut problems) = read_options::<KubeOptions>("backend", &spec.backend.options);
+        if let Some(o) = opts {
+            problems.extend(o.validate("backend", spec));
         }
+        problems
     }
 
     fn build(&self, spec: &ClusterSpec, _home: &Home) -> Result<Arc<dyn Backend>> {

@@ -35,7 +35,6 @@ fn one_of(p: &mut Problems, field: &str, v: Option<&str>, allowed: &[&str]) {
 
 /// One toleration (Kubernetes's fields, snake_case).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Toleration {
     /// The taint key (empty with `Exists`: every taint).
     #[serde(default)]
@@ -57,7 +56,6 @@ pub struct Toleration {
 
 /// Resource requests and limits (`cpu: "500m"`, `memory: 2Gi`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Resources {
     /// Requests.
     #[serde(default)]
@@ -69,7 +67,6 @@ pub struct Resources {
 
 /// What a spec may add to the scheduler's or the workers' pods.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PodOverrides {
     /// The container's resources.
     #[serde(default)]
@@ -118,7 +115,6 @@ impl PodOverrides {
 
 /// An extra group of workers (a DaskWorkerGroup `<cluster>-<name>`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct WorkerGroup {
     /// The group's name within the cluster.
     pub name: String,
@@ -132,7 +128,6 @@ pub struct WorkerGroup {
 
 /// `backend:` of `kind: kubernetes`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct KubeOptions {
     /// The kubeconfig context (default: its current context).
     #[serde(default)]
@@ -577,6 +572,20 @@ backend:
         assert_eq!(
             fields("name: a\nbackend: {kind: kubernetes, worker: {envv: {}}}"),
             ["backend.worker.envv"]
+        );
+        // Unknown keys do not hide the known ones' problems: all at once.
+        let mut got = fields(
+            "name: a\nbackend: {kind: kubernetes, bogus: 1, service_type: Internal, \
+             worker_groups: [{name: gpu, replica: 2}]}",
+        );
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                "backend.bogus",
+                "backend.service_type",
+                "backend.worker_groups[0].replica"
+            ]
         );
     }
 }

@@ -5,7 +5,10 @@
 //! scaled on its own, as Python `KubeCluster` does), and writes the status
 //! by server-side apply from what it observes each time, so the phase
 //! cannot stick in Pending behind a missed event (dask-kubernetes#968).
-//! A phase change is published as a Kubernetes Event.
+//! A phase change is published as a Kubernetes Event. With `idleTimeout`,
+//! the cluster is deleted once its scheduler has reported itself idle for
+//! that long (timed on the operator's clock from the first idle answer, so
+//! clock skew with the scheduler's pod does not matter).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,10 +16,11 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
+use muster_core::dask::SchedulerClient;
 use serde_json::json;
 use tracing::Instrument;
 
@@ -200,12 +204,69 @@ async fn reconcile_inner(dc: &DaskCluster, ctx: &Context) -> Result<Action, Erro
         generation,
         &previous.conditions,
     )];
-    write_status(ctx, dc, &status, previous.phase).await?;
-    Ok(Action::requeue(if ready {
+    let mut next = if ready {
         RESYNC
     } else {
         Duration::from_secs(5)
-    }))
+    };
+    if ready && dc.spec.idle_timeout > 0 {
+        let limit = Duration::from_secs(dc.spec.idle_timeout as u64);
+        let idle = match super::scheduler_http_url(ctx, &ns, &name).await? {
+            Some(url) => SchedulerClient::new(&url)
+                .idle_since()
+                .await
+                .map(|s| s.is_some())
+                .ok(),
+            None => None,
+        };
+        let now = Timestamp::now();
+        match idle {
+            Some(true) => {
+                let since = status.idle_since.get_or_insert(Time(now)).0;
+                let idle_for = now.duration_since(since).as_secs_f64().max(0.0);
+                if let Some(left) = idle_left(idle_for, limit) {
+                    next = next.min(left.max(Duration::from_secs(1)));
+                } else {
+                    let note = format!(
+                        "the scheduler has been idle {idle_for:.0}s (idleTimeout {}s): deleting the cluster",
+                        dc.spec.idle_timeout
+                    );
+                    publish(ctx, dc, EventType::Normal, "IdleTimeout", &note).await;
+                    Api::<DaskCluster>::namespaced(client.clone(), &ns)
+                        .delete(&name, &DeleteParams::background())
+                        .await
+                        .map_err(Error::kube(format!("deleting idle DaskCluster {name}")))?;
+                    return Ok(Action::await_change());
+                }
+            }
+            Some(false) => status.idle_since = None,
+            // Unknown (the scheduler did not answer): keep what was seen.
+            None => {}
+        }
+        let idle_cond = status.idle_since.is_some();
+        status.conditions.push(condition(
+            "Idle",
+            idle_cond,
+            if idle_cond {
+                "SchedulerIdle"
+            } else {
+                "SchedulerBusy"
+            },
+            &format!("idleTimeout {}s", dc.spec.idle_timeout),
+            generation,
+            &previous.conditions,
+        ));
+        next = next.min(Duration::from_secs(5));
+    }
+    write_status(ctx, dc, &status, previous.phase).await?;
+    Ok(Action::requeue(next))
+}
+
+/// How much longer a scheduler idle for `idle_for` seconds may stay so
+/// under `limit`; `None` once the limit is reached.
+pub fn idle_left(idle_for: f64, limit: Duration) -> Option<Duration> {
+    let left = limit.as_secs_f64() - idle_for;
+    (left > 0.0).then(|| Duration::from_secs_f64(left))
 }
 
 async fn write_status(

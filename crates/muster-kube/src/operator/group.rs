@@ -2,32 +2,31 @@
 //! [`round`] for the group, with the group's pods as the backend
 //! ([`GroupBackend`]), the group's status as the [`ClusterStore`] (written
 //! by server-side apply) and Kubernetes Events on the group as the
-//! [`Timeline`]. The desired size is `spec.worker.replicas`, or the bounds
-//! of the DaskAutoscaler naming this group (`spec.workerGroup`, or the
-//! cluster's default group when it names none); other groups are never
-//! touched, because a round only ever sees its own group's pods.
+//! `Timeline`. The desired size is `spec.worker.replicas` (a fixed size:
+//! a DaskAutoscaler drives a group by writing that field, see
+//! [`super::autoscaler`]). A shrink retires the group's own workers through
+//! the scheduler by address, then deletes exactly those pods: other groups
+//! are never touched, because a round only ever sees its own group's pods.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::Service;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use muster_core::backend::SchedulerContact;
 use muster_core::reconcile::{StoreGuard, SystemClock};
-use muster_core::{Backend, ops};
-use muster_core::{ClusterRecord, ClusterStore, JobId, Phase, RoundContext, Timeline, round};
+use muster_core::{ClusterRecord, ClusterStore, JobId, Phase, RoundContext, round};
 use serde_json::json;
 use tokio::sync::Mutex;
 use tracing::Instrument;
 
 use super::backend::{GroupBackend, api_error};
+use super::events::EventTimeline;
 use super::{Context, Error};
-use crate::children::{self, HTTP_PORT, MANAGER};
-use crate::resources::{DaskAutoscaler, DaskWorkerGroup, DaskWorkerGroupStatus};
+use crate::children::{self, MANAGER};
+use crate::resources::{DaskWorkerGroup, DaskWorkerGroupStatus};
 
 const KIND: &str = "DaskWorkerGroup";
 
@@ -104,51 +103,6 @@ fn same_but_time(old: Option<&DaskWorkerGroupStatus>, new: &DaskWorkerGroupStatu
     old.is_some_and(|o| untimed(o) == untimed(new))
 }
 
-/// Kubernetes Events on the group, one per decision.
-struct EventTimeline<'a> {
-    ctx: &'a Context,
-    group: &'a DaskWorkerGroup,
-}
-
-#[async_trait]
-impl Timeline for EventTimeline<'_> {
-    async fn record(&self, kind: &str, message: &str) -> muster_core::Result<()> {
-        let warn = kind.ends_with("failed") || kind == "died" || kind == "paused";
-        let reason: String = kind
-            .split('-')
-            .map(|w| {
-                let mut c = w.chars();
-                c.next()
-                    .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
-                    .unwrap_or_default()
-            })
-            .collect();
-        let ev = Event {
-            type_: if warn {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason,
-            note: Some(message.chars().take(1000).collect()),
-            action: "Scale".into(),
-            secondary: None,
-        };
-        match self
-            .ctx
-            .recorder
-            .publish(&ev, &self.group.object_ref(&()))
-            .await
-        {
-            Ok(()) => {
-                self.ctx.metrics.events.inc();
-            }
-            Err(e) => tracing::warn!("publishing an Event: {e}"),
-        }
-        Ok(())
-    }
-}
-
 /// The record to start from: the one in the status, or a fresh one.
 fn record_of(group: &DaskWorkerGroup) -> ClusterRecord {
     if let Some(rec) = group
@@ -179,28 +133,6 @@ fn record_of(group: &DaskWorkerGroup) -> ClusterRecord {
     }
 }
 
-/// The autoscaler that drives `group`, if any.
-async fn autoscaler_for(
-    ctx: &Context,
-    group: &DaskWorkerGroup,
-    ns: &str,
-) -> Result<Option<DaskAutoscaler>, Error> {
-    let api: Api<DaskAutoscaler> = Api::namespaced(ctx.client.clone(), ns);
-    let all = api
-        .list(&ListParams::default())
-        .await
-        .map_err(Error::kube("listing DaskAutoscalers"))?;
-    let name = group.name_any();
-    Ok(all.items.into_iter().find(|a| {
-        let target = a
-            .spec
-            .worker_group
-            .clone()
-            .unwrap_or_else(|| children::default_group_name(&a.spec.cluster));
-        a.spec.cluster == group.spec.cluster && target == name
-    }))
-}
-
 /// Reconciles one DaskWorkerGroup. muster-core's round is not `Send` (it
 /// is written for the single-threaded agent), so it runs on a blocking
 /// thread that polls it on this runtime; the runtime's thread still drives
@@ -224,16 +156,8 @@ async fn reconcile_inner(group: &DaskWorkerGroup, ctx: &Context) -> Result<Actio
         return Ok(Action::await_change());
     }
     let ns = group.namespace().unwrap_or_else(|| "default".into());
-    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
-    let svc_name = format!("{}-scheduler", group.spec.cluster);
-    let Some(ip) = services
-        .get_opt(&svc_name)
-        .await
-        .map_err(Error::kube(format!("reading Service {svc_name}")))?
-        .and_then(|s| s.spec)
-        .and_then(|s| s.cluster_ip)
-        .filter(|ip| !ip.is_empty() && ip != "None")
-    else {
+    super::adopt(ctx, group, &group.spec.cluster).await?;
+    let Some(http_url) = super::scheduler_http_url(ctx, &ns, &group.spec.cluster).await? else {
         tracing::debug!("no scheduler Service yet");
         return Ok(Action::requeue(Duration::from_secs(3)));
     };
@@ -242,21 +166,10 @@ async fn reconcile_inner(group: &DaskWorkerGroup, ctx: &Context) -> Result<Actio
     let address = children::scheduler_address(&group.spec.cluster, &ns);
     rec.scheduler_address = Some(address.clone());
     rec.contact = Some(SchedulerContact::Address(address));
-    rec.http_url = Some(format!("http://{ip}:{HTTP_PORT}"));
+    rec.http_url = Some(http_url);
     rec.spec.workers = group.spec.worker.replicas.max(0) as u32;
-    let adapt = autoscaler_for(ctx, group, &ns).await?.map(|a| {
-        let mut spec: muster_core::spec::AdaptSpec = serde_json::from_value(json!({
-            "minimum": a.spec.minimum.max(0),
-            "maximum": a.spec.maximum.max(0),
-        }))
-        .expect("adapt bounds");
-        spec.minimum = spec.minimum.min(spec.maximum);
-        spec
-    });
-    if adapt != rec.spec.adapt {
-        rec.spec.adapt = adapt;
-        rec.adapt_generation += 1;
-    }
+    // A fixed size: an autoscaler drives the group through this field.
+    rec.spec.adapt = None;
     let store = StatusStore {
         api: Api::namespaced(ctx.client.clone(), &ns),
         group: group.clone(),
@@ -264,8 +177,11 @@ async fn reconcile_inner(group: &DaskWorkerGroup, ctx: &Context) -> Result<Actio
         lock: ctx.group_lock(&ns, &group.name_any()).await,
     };
     let backend = GroupBackend::new(ctx.client.clone(), group.clone());
-    let timeline = EventTimeline { ctx, group };
-    shrink(&backend, &store, &timeline).await?;
+    let timeline = EventTimeline {
+        ctx,
+        object: group.object_ref(&()),
+        action: "Scale",
+    };
     let outcome = round(&RoundContext {
         backend: &backend,
         store: &store,
@@ -274,53 +190,13 @@ async fn reconcile_inner(group: &DaskWorkerGroup, ctx: &Context) -> Result<Actio
     })
     .await
     .map_err(|e| Error::Round(e.to_string()))?;
+    // Pod changes wake the group through its watch; polling only has to
+    // notice workers connecting and the scheduler's view, so no faster than
+    // every few seconds (the policy's 500 ms interval is the local agent's).
     let next = outcome
         .next_poll
-        .clamp(Duration::from_secs(1), Duration::from_secs(30));
+        .clamp(Duration::from_secs(3), Duration::from_secs(30));
     Ok(Action::requeue(next))
-}
-
-/// A fixed size below the group's pods: retire the newest through the
-/// scheduler, then delete exactly those pods, as muster-core's `scale` does
-/// (the round itself only grows a fixed size). Only this group's pods are
-/// candidates.
-async fn shrink(
-    backend: &GroupBackend,
-    store: &StatusStore,
-    timeline: &EventTimeline<'_>,
-) -> Result<(), Error> {
-    let _guard = store
-        .lock()
-        .await
-        .map_err(|e| Error::Round(e.to_string()))?;
-    let mut rec = store.record.lock().await.clone();
-    let wanted = rec.spec.workers as usize;
-    if rec.spec.adapt.is_some() || rec.workers.len() <= wanted {
-        return Ok(());
-    }
-    let round_err = |e: muster_core::Error| Error::Round(e.to_string());
-    let states = backend.status(&rec.workers).await.map_err(round_err)?;
-    let n = rec.workers.len() - wanted;
-    match ops::remove_workers(backend, store, &mut rec, n, &states, ops::Removal::Newest).await {
-        Ok(ids) => {
-            let names: Vec<&str> = ids.iter().map(|i| i.as_str()).collect();
-            let note = format!(
-                "fixed size {wanted}: retired through the scheduler, then deleted {}",
-                names.join(", ")
-            );
-            timeline
-                .record("scale-down", &note)
-                .await
-                .map_err(round_err)?;
-        }
-        Err(e) => {
-            timeline
-                .record("retire-failed", &format!("removing {n} failed: {e}"))
-                .await
-                .map_err(round_err)?;
-        }
-    }
-    Ok(())
 }
 
 /// After a failed reconcile: log it and look again soon.

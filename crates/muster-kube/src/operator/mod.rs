@@ -2,16 +2,24 @@
 //! operator` in a pod from the chart or anywhere with a kubeconfig. It
 //! elects a leader through a Lease ([`lease`]), so two replicas never act at
 //! once; serves `/metrics`, `/healthz` and `/readyz` ([`http`]); and
-//! reconciles each DaskCluster ([`cluster`]): its scheduler pod and Service,
-//! its default worker group, and its status, written by server-side apply.
+//! reconciles each DaskCluster ([`cluster`]: its scheduler pod and Service,
+//! its default worker group, `idleTimeout`), each DaskWorkerGroup
+//! ([`group`]: muster-core's round over the group's pods), each
+//! DaskAutoscaler ([`autoscaler`]: the shared policy, per group) and each
+//! DaskJob ([`job`]: a runner pod against a fresh cluster). Statuses are
+//! written by server-side apply; decisions are Kubernetes Events
+//! ([`events`]).
 //! Watches carry a server-side timeout, so they are renewed rather than
 //! going quiet. It knows the Kubernetes API; the Dask-side decisions are
 //! muster-core's.
 
+pub mod autoscaler;
 pub mod backend;
 pub mod cluster;
+pub mod events;
 pub mod group;
 pub mod http;
+pub mod job;
 pub mod lease;
 
 use std::net::SocketAddr;
@@ -20,13 +28,15 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::Controller;
+use kube::runtime::controller::Config as ControllerConfig;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Api, Client};
 
 use crate::children::MANAGER;
-use crate::resources::{DaskCluster, DaskWorkerGroup, LABEL_MANAGED_BY};
+use crate::resources::{DaskAutoscaler, DaskCluster, DaskJob, DaskWorkerGroup, LABEL_MANAGED_BY};
 
 /// What can go wrong while operating.
 #[derive(Debug, thiserror::Error)]
@@ -162,17 +172,116 @@ pub async fn run(config: Config) -> Result<(), Error> {
                 tracing::debug!("reconcile: {e}");
             }
         });
-    let groups = Controller::new(api::<DaskWorkerGroup>(&client, &config.namespace), main)
-        .owns(api::<Pod>(&client, &config.namespace), owned)
+    let groups = Controller::new(
+        api::<DaskWorkerGroup>(&client, &config.namespace),
+        main.clone(),
+    )
+    .owns(api::<Pod>(&client, &config.namespace), owned.clone())
+    .shutdown_on_signal()
+    .run(group::reconcile, group::error_policy, ctx.clone())
+    .for_each(|res| async move {
+        if let Err(e) = res {
+            tracing::debug!("reconcile: {e}");
+        }
+    });
+    // An autoscaler's own status changes while the policy waits out a
+    // window: debounced, so that write does not wake it at once.
+    let autoscalers = Controller::new(
+        api::<DaskAutoscaler>(&client, &config.namespace),
+        main.clone(),
+    )
+    .with_config(ControllerConfig::default().debounce(Duration::from_secs(1)))
+    .shutdown_on_signal()
+    .run(autoscaler::reconcile, autoscaler::error_policy, ctx.clone())
+    .for_each(|res| async move {
+        if let Err(e) = res {
+            tracing::debug!("reconcile: {e}");
+        }
+    });
+    let jobs = Controller::new(api::<DaskJob>(&client, &config.namespace), main)
+        .owns(api::<Pod>(&client, &config.namespace), owned.clone())
+        .owns(api::<DaskCluster>(&client, &config.namespace), owned)
         .shutdown_on_signal()
-        .run(group::reconcile, group::error_policy, ctx)
+        .run(job::reconcile, job::error_policy, ctx)
         .for_each(|res| async move {
             if let Err(e) = res {
                 tracing::debug!("reconcile: {e}");
             }
         });
-    futures::join!(clusters, groups);
+    futures::join!(clusters, groups, autoscalers, jobs);
     tracing::info!("operator stopped");
+    Ok(())
+}
+
+/// The scheduler's HTTP API of `cluster`, at its Service's cluster IP
+/// (reachable from a pod and from a node); `None` until the Service has one.
+pub async fn scheduler_http_url(
+    ctx: &Context,
+    namespace: &str,
+    cluster: &str,
+) -> Result<Option<String>, Error> {
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), namespace);
+    let name = format!("{cluster}-scheduler");
+    let ip = services
+        .get_opt(&name)
+        .await
+        .map_err(Error::kube(format!("reading Service {name}")))?
+        .and_then(|s| s.spec)
+        .and_then(|s| s.cluster_ip)
+        .filter(|ip| !ip.is_empty() && ip != "None");
+    Ok(ip.map(|ip| {
+        let host = if ip.contains(':') {
+            format!("[{ip}]")
+        } else {
+            ip
+        };
+        format!("http://{host}:{}", crate::children::HTTP_PORT)
+    }))
+}
+
+/// Makes the DaskCluster `cluster` an owner of `obj` (a worker group or an
+/// autoscaler written by hand, as dask-kubernetes does), so that deleting
+/// the cluster deletes it too. Nothing when it is owned already or the
+/// cluster does not exist (yet).
+pub async fn adopt<K>(ctx: &Context, obj: &K, cluster: &str) -> Result<(), Error>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let meta = obj.meta();
+    let ns = meta.namespace.clone().unwrap_or_else(|| "default".into());
+    let clusters: Api<DaskCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(dc) = clusters
+        .get_opt(cluster)
+        .await
+        .map_err(Error::kube(format!("reading DaskCluster {cluster}")))?
+    else {
+        return Ok(());
+    };
+    let owners = meta.owner_references.clone().unwrap_or_default();
+    let Some(mut owner) = kube::Resource::controller_owner_ref(&dc, &()) else {
+        return Ok(());
+    };
+    if owners.iter().any(|o| o.uid == owner.uid) {
+        return Ok(());
+    }
+    owner.controller = Some(!owners.iter().any(|o| o.controller == Some(true)));
+    let mut all = owners;
+    all.push(owner);
+    let name = meta.name.clone().unwrap_or_default();
+    Api::<K>::namespaced(ctx.client.clone(), &ns)
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"ownerReferences": all}})),
+        )
+        .await
+        .map_err(Error::kube(format!(
+            "adopting {name} under DaskCluster {cluster}"
+        )))?;
+    tracing::info!(%name, %cluster, "adopted by its DaskCluster");
     Ok(())
 }
 
