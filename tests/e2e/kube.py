@@ -8,6 +8,7 @@ The cluster is started by scripts/test.sh, which also sets
 MUSTER_REQUIRE_KUBERNETES=1: then a missing or broken cluster FAILS the tests
 that need it; without the marker they are skipped with the reason."""
 
+import contextlib
 import json
 import os
 import subprocess
@@ -108,17 +109,14 @@ class Kube:
             parts.append(f"$ kubectl {' '.join(args)}\n{out.stdout}{out.stderr}")
         return "\n".join(parts)
 
-    def wait(self, predicate, namespace, timeout, message, interval=0.2):
-        """wait_until, with diagnose() in the error when it times out."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(interval)
-        raise AssertionError(
-            f"timed out after {timeout}s waiting for {message}\n{self.diagnose(namespace)}"
-        )
+    @contextlib.contextmanager
+    def explained(self, namespace):
+        """Appends diagnose() to an AssertionError raised inside (a wait that
+        timed out), so the log says why the pods did not come."""
+        try:
+            yield
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{self.diagnose(namespace)}") from None
 
     def node_ready(self):
         nodes = self.json("get", "nodes")["items"]

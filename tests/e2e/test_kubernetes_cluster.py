@@ -89,7 +89,8 @@ def test_dask_on_real_pods_through_service_dns(kube, kube_namespace):
         pods = kube.pods(ns, f"smoke={label}")
         return pods if len(pods) == 3 and all(map(pod_ready, pods)) else None
 
-    pods = kube.wait(ready_pods, ns, timeout=120, message="3 pods Running and Ready")
+    with kube.explained(ns):
+        pods = wait_until(ready_pods, timeout=120, interval=0.2, message="3 pods Running and Ready")
     t_ready = time.monotonic() - t0
     assert {p["spec"]["nodeName"] for p in pods} == {kube.json("get", "nodes")["items"][0]["metadata"]["name"]}
     pod_ip = {p["metadata"]["name"]: p["status"]["podIP"] for p in pods}
@@ -162,7 +163,8 @@ def test_service_account_token_reaches_api_server_from_a_pod(kube, kube_namespac
         phase = pods[0]["status"].get("phase") if pods else None
         return phase if phase in ("Succeeded", "Failed") else None
 
-    phase = kube.wait(finished, ns, timeout=120, message="in-cluster probe finished")
+    with kube.explained(ns):
+        phase = wait_until(finished, timeout=120, interval=0.3, message="in-cluster probe finished")
     log = kube.kubectl("logs", "-n", ns, "in-cluster").stdout
     assert phase == "Succeeded", log
     # the namespace's default service account may read nothing: 403 proves the
