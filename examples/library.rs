@@ -2,7 +2,7 @@
 //! down again. Run with `cargo run -p muster --example library -- [PYTHON]`,
 //! where PYTHON has `dask[distributed]` installed (default `python3`).
 
-use muster::{Cluster, ClusterSpec, Quiet};
+use muster::{ClusterSpec, Quiet};
 
 #[tokio::main]
 async fn main() -> muster::Result<()> {

@@ -98,6 +98,10 @@ pub enum Command {
         after_help = "Examples:\n  KUBECONFIG=~/.kube/config muster operator --no-leader-election\n  muster operator crds --dir charts/muster-operator/crds"
     )]
     Operator(OperatorArgs),
+    /// Forward loopback ports to a Kubernetes cluster's scheduler (comm and
+    /// dashboard) through the API server, print the addresses, and keep
+    /// them open until interrupted
+    PortForward(PortForwardArgs),
 }
 
 /// `muster operator`: run the controllers, or `crds`.
@@ -285,9 +289,23 @@ pub struct DownArgs {
         conflicts_with = "all"
     )]
     pub file: Option<PathBuf>,
+    /// Kubernetes, without registry record or -f: the namespace to search
+    /// (default: the context's)
+    #[arg(short = 'n', long, value_name = "NS", conflicts_with = "all")]
+    pub namespace: Option<String>,
+    /// Kubernetes, without registry record or -f: the kubeconfig context
+    #[arg(long, value_name = "CONTEXT", conflicts_with = "all")]
+    pub context: Option<String>,
     /// Output format
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+}
+
+/// `muster port-forward`.
+#[derive(Debug, Args)]
+pub struct PortForwardArgs {
+    /// Cluster name (kubernetes)
+    pub name: String,
 }
 
 /// `muster scale`.
@@ -297,6 +315,9 @@ pub struct ScaleArgs {
     pub name: String,
     /// Number of worker jobs wanted
     pub workers: u32,
+    /// The worker group to resize (kubernetes; default: the cluster's own)
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
     /// How long to wait for the scheduler to see them
     #[arg(long, default_value = "2m", value_name = "DURATION")]
     pub timeout: Seconds,
@@ -312,6 +333,10 @@ pub enum GetWhat {
     /// without a record
     #[command(alias = "cluster")]
     Clusters {
+        /// Kubernetes: muster's DaskClusters in every namespace, not only
+        /// the current context's
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
         /// Output format
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
@@ -375,7 +400,8 @@ pub struct LogsArgs {
     /// failed ones included)
     #[arg(long, conflicts_with = "worker")]
     pub all: bool,
-    /// Follow: keep printing what is appended to the log (Ctrl-C stops)
+    /// Follow: keep printing what is appended to the log (Ctrl-C stops;
+    /// kubernetes: follows the pod's log until the pod ends)
     #[arg(short, long, conflicts_with = "all")]
     pub follow: bool,
     /// Output format (table prints each log under a `# job` header)

@@ -12,6 +12,7 @@ use muster::{
 
 use crate::cli::*;
 use crate::interrupt::{Interrupt, Interrupted, Signals};
+use crate::kubernetes as kube;
 use crate::output;
 use crate::progress::Bar;
 
@@ -82,6 +83,13 @@ pub(crate) fn open(home: &Home, name: &str) -> Result<ManagedCluster, Error> {
         home,
         this_exe()?,
     ))
+}
+
+/// The registry's record of `name` when it is a kubernetes cluster.
+pub(crate) fn kube_record(home: &Home, name: &str) -> Result<Option<muster::ClusterRecord>, Error> {
+    muster::spec::check_name(name)
+        .map_err(|r| Error::Usage(format!("cluster name {name:?}: {r}")))?;
+    Ok(home.load(name)?.filter(|r| kube::is_kube(&r.spec)))
 }
 
 fn this_exe() -> Result<PathBuf, Error> {
@@ -186,6 +194,9 @@ pub async fn up(home: &Home, args: UpArgs) -> Result<()> {
             .workers
             .unwrap_or(a.minimum)
             .clamp(a.minimum, a.maximum);
+    }
+    if kube::is_kube(&spec) {
+        return kube::up(home, spec, &args).await;
     }
     check_ports(&spec)?;
     let backend = muster::backend_for_spec(&spec, home)?;
@@ -327,6 +338,14 @@ async fn record_scale(cluster: &ManagedCluster, before: u32, after: u32, how: &s
 }
 
 pub async fn scale(home: &Home, args: ScaleArgs) -> Result<()> {
+    if let Some(r) = kube_record(home, &args.name)? {
+        return kube::scale(home, &r, &args).await;
+    }
+    if args.group.is_some() {
+        return Err(
+            Error::Usage("--group: only kubernetes clusters have worker groups".into()).into(),
+        );
+    }
     let name = args.name.clone();
     let mut cluster = open(home, &name)?.with_timeout(args.timeout.duration());
     {
@@ -388,6 +407,12 @@ pub async fn scale(home: &Home, args: ScaleArgs) -> Result<()> {
 }
 
 pub async fn describe(home: &Home, args: DescribeArgs) -> Result<()> {
+    if let Some(r) = kube_record(home, &args.name)? {
+        let status = kube::status(home, &r).await?;
+        let dir = home.cluster_dir(&args.name).display().to_string();
+        print!("{}", output::describe(&status, &r, &dir, None, args.output));
+        return Ok(());
+    }
     let cluster = open(home, &args.name)?;
     // Report the agent as found: a read-only command never restarts it
     // (`scale`, `adapt` and `up` do).
@@ -422,6 +447,22 @@ pub fn env(home: &Home, args: EnvArgs) -> Result<()> {
 
 pub async fn adapt(home: &Home, args: AdaptArgs) -> Result<()> {
     let name = args.name.clone();
+    if let Some(r) = kube_record(home, &name)? {
+        let adapt = if args.off {
+            None
+        } else {
+            let mut spec = r.spec.clone();
+            if spec.adapt.is_none() && args.flags.maximum.is_none() {
+                return Err(Error::Usage(format!(
+                    "adapt.maximum: required to turn adaptive scaling on (muster adapt {name} --max N)"
+                ))
+                .into());
+            }
+            apply_adapt(&mut spec, &args.flags, true)?;
+            spec.adapt
+        };
+        return kube::adapt(home, &r, adapt, args.output).await;
+    }
     let mut cluster = open(home, &name)?;
     let adapt = if args.off {
         None
@@ -454,6 +495,9 @@ pub async fn adapt(home: &Home, args: AdaptArgs) -> Result<()> {
 }
 
 pub async fn events(home: &Home, args: EventsArgs) -> Result<()> {
+    if let Some(r) = kube_record(home, &args.name)? {
+        return kube::events(home, &r, &args).await;
+    }
     let cluster = open(home, &args.name)?;
     let mut evs = timeline::read(home, cluster.name())?;
     if let Some(n) = args.tail {
@@ -461,6 +505,17 @@ pub async fn events(home: &Home, args: EventsArgs) -> Result<()> {
     }
     print!("{}", output::events(&evs, args.output));
     Ok(())
+}
+
+pub async fn port_forward(home: &Home, args: PortForwardArgs) -> Result<()> {
+    let Some(r) = kube_record(home, &args.name)? else {
+        return Err(Error::Usage(format!(
+            "{:?}: port-forward is for kubernetes clusters in the registry",
+            args.name
+        ))
+        .into());
+    };
+    kube::port_forward(home, &r).await
 }
 
 pub async fn agent(home: &Home, args: AgentArgs) -> Result<()> {

@@ -3,14 +3,19 @@
 //! search from here (this host's processes; the SLURM and PBS queues when
 //! their commands are on PATH) and says which it searched; `--backend` or
 //! `-f SPEC` narrows (or widens, for SSH hosts, Kubernetes, YARN) the search.
+//! Kubernetes clusters go to the API server (through [`crate::kubernetes`]):
+//! from their record or spec, else from `--backend kubernetes` / `-n` /
+//! `--context` and the kubeconfig.
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use anyhow::Result;
-use muster::{Backend, DownReport, Error, Home, JobId, ManagedCluster};
+use muster::{Backend, BackendSpec, ClusterSpec, DownReport, Error, Home, JobId, ManagedCluster};
 
 use crate::cli::*;
 use crate::commands::{agent_control, build_spec};
+use crate::kubernetes as kube;
 use crate::output;
 
 /// One place to search: what to call it, the backend, and whether failing
@@ -52,11 +57,61 @@ fn unrecorded_searches(name: &str, home: &Home) -> Result<Vec<Search>> {
     Ok(out)
 }
 
+/// What `down NAME` brings down when it is a kubernetes cluster: the spec
+/// (the registry's, else `-f`'s, else one made of `-n`/`--context`, else
+/// none: the kubeconfig's current context and namespace). `None` when the
+/// cluster is not a kubernetes one.
+fn kube_target(home: &Home, args: &DownArgs, name: &str) -> Result<Option<Option<ClusterSpec>>> {
+    let given = match &args.file {
+        Some(file) => Some(build_spec(&SpecArgs {
+            file: Some(file.clone()),
+            name: Some(name.to_string()),
+            ..Default::default()
+        })?),
+        None => None,
+    };
+    let spec = home.load(name)?.map(|r| r.spec).or(given);
+    let located = args.namespace.is_some() || args.context.is_some();
+    let is_kube = match &spec {
+        Some(s) => kube::is_kube(s),
+        None => match args.backend.as_deref() {
+            Some(kind) => kind == kube::KIND,
+            None => located,
+        },
+    };
+    if !is_kube {
+        if located {
+            return Err(Error::Usage(format!(
+                "-n/--context: only for kubernetes clusters (cluster {name:?} is not one)"
+            ))
+            .into());
+        }
+        return Ok(None);
+    }
+    if spec.is_some() || !located {
+        return Ok(Some(spec));
+    }
+    let mut s = ClusterSpec::from_yaml("{}", None)?;
+    s.name = name.to_string();
+    s.backend = BackendSpec::of_kind(kube::KIND);
+    for (k, v) in [("namespace", &args.namespace), ("context", &args.context)] {
+        if let Some(v) = v {
+            s.backend
+                .options
+                .insert(k.into(), serde_json::Value::String(v.clone()));
+        }
+    }
+    muster::validate(&s)?;
+    Ok(Some(Some(s)))
+}
+
 fn targets(home: &Home, args: &DownArgs) -> Result<(Vec<Target>, Option<String>)> {
     if args.all {
         let records = home.list()?;
         let mut t: Vec<Target> = records
             .iter()
+            // Kubernetes clusters are brought down by `down` itself.
+            .filter(|r| !kube::is_kube(&r.spec))
             .map(|r| {
                 Ok(Target {
                     name: r.name.clone(),
@@ -125,7 +180,7 @@ fn targets(home: &Home, args: &DownArgs) -> Result<(Vec<Target>, Option<String>)
         let mut text = w.join(", ");
         if args.file.is_none() && args.backend.is_none() {
             text.push_str(
-                "; SSH hosts, Kubernetes and YARN need `-f SPEC` (or --backend KIND) to be searched",
+                "; SSH hosts, Kubernetes and YARN need `-f SPEC` (or --backend KIND; Kubernetes also -n NS or --context) to be searched",
             );
         }
         text
@@ -134,9 +189,40 @@ fn targets(home: &Home, args: &DownArgs) -> Result<(Vec<Target>, Option<String>)
 }
 
 pub async fn down(home: &Home, args: DownArgs) -> Result<()> {
+    if let Some(name) = args.name.as_deref().filter(|_| !args.all) {
+        muster::spec::check_name(name)
+            .map_err(|r| Error::Usage(format!("cluster name {name:?}: {r}")))?;
+        if let Some(spec) = kube_target(home, &args, name)? {
+            let recorded = home.load(name)?.is_some();
+            let r = kube::down(home, name, spec.as_ref())
+                .await
+                .with_context(|| format!("bringing down cluster {name:?}"))?;
+            for w in &r.warnings {
+                eprintln!("warning: {w}");
+            }
+            let searched = (!recorded).then_some("the kubernetes backend");
+            print!("{}", output::down(&[r], searched, args.output));
+            return Ok(());
+        }
+    }
     let (targets, searched) = targets(home, &args)?;
     let mut reports = Vec::new();
     let mut failures = Vec::new();
+    if args.all {
+        for r in home.list()?.into_iter().filter(|r| kube::is_kube(&r.spec)) {
+            match kube::down(home, &r.name, Some(&r.spec)).await {
+                Ok(rep) => {
+                    for w in &rep.warnings {
+                        eprintln!("warning: {w}");
+                    }
+                    reports.push(rep)
+                }
+                Err(e) => failures.push(
+                    anyhow::Error::new(e).context(format!("bringing down cluster {:?}", r.name)),
+                ),
+            }
+        }
+    }
     let agent = agent_control(home)?;
     for t in targets {
         let mut merged = DownReport {

@@ -1,6 +1,8 @@
 //! The read-only commands that look at clusters: `get` (once or watching),
 //! `logs` (once, following, or every job's). They never start, stop or
 //! restart anything; what they print comes from [`crate::output`].
+//! Kubernetes clusters are asked of the API server (through
+//! [`crate::kubernetes`]), which also lists muster's DaskClusters.
 
 use std::time::Duration;
 
@@ -8,7 +10,8 @@ use anyhow::Result;
 use muster::{Cluster, ClusterStatus, Home, JobId, ManagedCluster};
 
 use crate::cli::*;
-use crate::commands::open;
+use crate::commands::{kube_record, open};
+use crate::kubernetes as kube;
 use crate::output;
 
 /// How often `-w` and `-f` look again.
@@ -23,6 +26,24 @@ const LOOK_TIMEOUT: Duration = Duration::from_secs(10);
 async fn live(home: &Home, records: &[muster::ClusterRecord]) -> Vec<Option<ClusterStatus>> {
     let mut out = Vec::new();
     for r in records {
+        if kube::is_kube(&r.spec) {
+            let status = match tokio::time::timeout(LOOK_TIMEOUT, kube::status(home, r)).await {
+                Ok(Ok(s)) => Some(s),
+                Ok(Err(e)) => {
+                    tracing::warn!("cannot look at cluster {:?}: {e}", r.name);
+                    None
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        "cluster {:?} did not answer within {LOOK_TIMEOUT:?}",
+                        r.name
+                    );
+                    None
+                }
+            };
+            out.push(status);
+            continue;
+        }
         let status = match open(home, &r.name) {
             Ok(c) => match tokio::time::timeout(LOOK_TIMEOUT, c.status()).await {
                 Ok(Ok(s)) => Some(s),
@@ -48,8 +69,19 @@ async fn live(home: &Home, records: &[muster::ClusterRecord]) -> Vec<Option<Clus
     out
 }
 
-async fn clusters_text(home: &Home, out: Output) -> Result<String> {
-    let records = home.list()?;
+async fn clusters_text(home: &Home, all_namespaces: bool, out: Output) -> Result<String> {
+    let registry = home.list()?;
+    let mut records = registry.clone();
+    // Muster's DaskClusters come from the API server, the truth; the
+    // registry's copies are shown only when it cannot be asked.
+    match kube::list(all_namespaces, &registry).await {
+        Some(Ok(found)) => {
+            records.retain(|r| !kube::is_kube(&r.spec));
+            records.extend(found);
+        }
+        Some(Err(e)) => eprintln!("warning: cannot list DaskClusters: {e}"),
+        None => {}
+    }
     let statuses = live(home, &records).await;
     let rows: Vec<output::ClusterRow> = records
         .iter()
@@ -61,7 +93,7 @@ async fn clusters_text(home: &Home, out: Output) -> Result<String> {
         .collect();
     let unrecorded: Vec<(String, Vec<String>)> = muster::marked_on_this_host(home)
         .into_iter()
-        .filter(|(name, _)| !records.iter().any(|r| &r.name == name))
+        .filter(|(name, _)| !registry.iter().any(|r| &r.name == name))
         .collect();
     Ok(output::clusters(
         &rows,
@@ -72,13 +104,20 @@ async fn clusters_text(home: &Home, out: Output) -> Result<String> {
 }
 
 async fn workers_text(home: &Home, name: &str, out: Output) -> Result<String> {
+    if let Some(r) = kube_record(home, name)? {
+        return Ok(output::workers(&kube::status(home, &r).await?, out));
+    }
     let status = open(home, name)?.status().await?;
     Ok(output::workers(&status, out))
 }
 
 pub async fn get(home: &Home, args: GetArgs) -> Result<()> {
     let (watch, text) = match &args.what {
-        GetWhat::Clusters { output: out, watch } => (*watch, clusters_text(home, *out).await?),
+        GetWhat::Clusters {
+            all_namespaces,
+            output: out,
+            watch,
+        } => (*watch, clusters_text(home, *all_namespaces, *out).await?),
         GetWhat::Workers {
             name,
             output: out,
@@ -94,7 +133,11 @@ pub async fn get(home: &Home, args: GetArgs) -> Result<()> {
     loop {
         tokio::time::sleep(WATCH_EVERY).await;
         let now = match &args.what {
-            GetWhat::Clusters { output: out, .. } => clusters_text(home, *out).await?,
+            GetWhat::Clusters {
+                all_namespaces,
+                output: out,
+                ..
+            } => clusters_text(home, *all_namespaces, *out).await?,
             GetWhat::Workers {
                 name, output: out, ..
             } => workers_text(home, name, *out).await?,
@@ -108,6 +151,10 @@ pub async fn get(home: &Home, args: GetArgs) -> Result<()> {
 }
 
 pub async fn logs(home: &Home, args: LogsArgs) -> Result<()> {
+    if let Some(r) = kube_record(home, &args.name)? {
+        // `-f` follows the pod's log through the API server until it ends.
+        return kube::logs(home, &r, &args).await;
+    }
     let cluster = open(home, &args.name)?;
     if args.all {
         return all_logs(&cluster, args.tail, args.output).await;

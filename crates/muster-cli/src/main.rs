@@ -9,6 +9,7 @@ mod contract;
 mod down;
 mod inspect;
 mod interrupt;
+mod kubernetes;
 mod operator;
 mod output;
 mod progress;
@@ -52,6 +53,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Adapt(a) => commands::adapt(&home, a).await,
         Command::Events(a) => commands::events(&home, a).await,
         Command::Agent(a) => commands::agent(&home, a).await,
+        Command::PortForward(a) => commands::port_forward(&home, a).await,
         Command::Operator(_) => unreachable!("handled above"),
     }
 }

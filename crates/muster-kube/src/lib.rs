@@ -5,6 +5,7 @@
 //! the Kubernetes API and Dask's pod conventions; it does not know any other
 //! cluster manager, nor the command line.
 
+pub mod backend;
 pub mod children;
 pub mod crds;
 pub mod resources;

@@ -34,6 +34,8 @@ pub use muster_core::{
     spec, tls, units,
 };
 pub use muster_hpc::HpcBackend;
+pub use muster_kube as kube;
+pub use muster_kube::backend::KubeCluster;
 pub use muster_local::LocalBackend;
 pub use muster_ssh::{SshBackend, SshOptions, SshRunner, SshSpec};
 
@@ -45,6 +47,7 @@ pub const KINDS: Kinds = Kinds(&[
     &muster_hpc::SLURM,
     &muster_hpc::PBS,
     &muster_yarn::backend::YarnKind,
+    &muster_kube::backend::KubeKind,
 ]);
 
 /// Validates the whole spec (backend-independent fields, then the backend's
@@ -125,29 +128,36 @@ pub fn wire(cluster: ManagedCluster, home: &Home, agent_exe: PathBuf) -> Managed
 /// A handle for a new cluster from a spec, with state under the default home
 /// (`$MUSTER_HOME`, else `$XDG_STATE_HOME/muster`, else
 /// `~/.local/state/muster`). Nothing is launched until [`Cluster::up`];
-/// after it, the cluster's agent keeps it (see [`agent_binary`]).
-pub fn cluster(spec: ClusterSpec) -> Result<ManagedCluster> {
+/// after it, the cluster's supervisor keeps it: its agent (see
+/// [`agent_binary`]), or on Kubernetes muster's operator ([`KubeCluster`]).
+pub fn cluster(spec: ClusterSpec) -> Result<Box<dyn Cluster>> {
     let home = Home::from_env()?;
     let mut spec = spec;
     apply_site_defaults(&mut spec);
     let backend = backend_for_spec(&spec, &home)?;
-    Ok(wire(
+    if backend.capabilities().supervisor == Supervisor::Operator {
+        return Ok(Box::new(KubeCluster::new(spec, home)?));
+    }
+    Ok(Box::new(wire(
         ManagedCluster::new(spec, backend, home.clone())?,
         &home,
         agent_binary(),
-    ))
+    )))
 }
 
 /// A handle for an existing cluster in the default home's registry.
-pub fn open(name: &str) -> Result<ManagedCluster> {
+pub fn open(name: &str) -> Result<Box<dyn Cluster>> {
     let home = Home::from_env()?;
     let record = home
         .load(name)?
         .ok_or_else(|| Error::NotFound(name.to_string()))?;
     let backend = backend_for_spec(&record.spec, &home)?;
-    Ok(wire(
+    if backend.capabilities().supervisor == Supervisor::Operator {
+        return Ok(Box::new(KubeCluster::open(&record, home)?));
+    }
+    Ok(Box::new(wire(
         ManagedCluster::open(name, backend, home.clone())?,
         &home,
         agent_binary(),
-    ))
+    )))
 }
