@@ -104,6 +104,50 @@ def connect(address, timeout=30, **kwargs):
     return Client(address, timeout=timeout, security=security_for(address), **kwargs)
 
 
+_TRY_CLIENT = """
+import json, sys
+from distributed import Client
+from distributed.security import Security
+address, tls = sys.argv[1], json.loads(sys.argv[2])
+security = Security(
+    tls_ca_file=tls.get("ca"), tls_client_cert=tls.get("cert"), tls_client_key=tls.get("key"),
+    require_encryption=tls.get("require", False),
+)
+try:
+    with Client(address, timeout=5, security=security) as c:
+        c.scheduler_info()
+except Exception as e:
+    print("REFUSED", repr(e))
+else:
+    print("GOT-IN")
+"""
+
+
+def refused(address, security=None):
+    """How the scheduler at `address` refused a Dask client with `security`
+    (a distributed Security, default none): the client's error, or None when
+    it got in. Tried in a fresh interpreter: a Client whose constructor
+    failed is collected later, and its __del__ closing it can deadlock a
+    Client being started in the same process (distributed 2026.8: the
+    LoopRunner lock); a CI run hung on that for good."""
+    tls = {}
+    if security is not None:
+        tls = {
+            "ca": security.tls_ca_file,
+            "cert": security.tls_client_cert,
+            "key": security.tls_client_key,
+            "require": bool(security.require_encryption),
+        }
+    proc = subprocess.run(
+        [sys.executable, "-c", _TRY_CLIENT, address, json.dumps(tls)],
+        capture_output=True, text=True, timeout=120,
+    )
+    out = proc.stdout.strip()
+    if proc.returncode != 0 or not out.startswith(("REFUSED", "GOT-IN")):
+        raise AssertionError(f"the client probe failed (exit {proc.returncode}): {proc.stdout}{proc.stderr}")
+    return None if out.startswith("GOT-IN") else out
+
+
 def compute(address, n):
     """Runs examples/compute.py (a real Dask computation) against a cluster and
     checks its answer."""

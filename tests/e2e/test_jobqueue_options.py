@@ -121,12 +121,12 @@ def test_refusals_name_the_option_and_submit_nothing(muster, tmp_path):
 
 def test_the_scheduler_uses_the_workers_interface(muster, tmp_path):
     # No scheduler host: like dask-jobqueue, the scheduler listens on the
-    # workers' interface (here lo, so 127.0.0.1).
+    # workers' interface (here lo, so 127.0.0.1); in TLS, muster's default.
     name = unique("if")
     spec = write(tmp_path, name, "{kind: slurm}", worker=", memory: 512MiB, interface: lo",
                  scheduler="{placement: host}")
     up = muster.json("up", "-f", spec, "--timeout", "120s")
-    assert up["scheduler_address"].startswith("tcp://127.0.0.1:"), up
+    assert up["scheduler_address"].startswith("tls://127.0.0.1:"), up
     assert up["connected_workers"] == 1
     argv = wait_until(lambda: worker_argv(name), message="the worker process")
     assert argv[argv.index("--interface") + 1] == "lo"

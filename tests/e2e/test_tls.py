@@ -20,17 +20,7 @@ import pytest
 from distributed import Client
 from distributed.security import Security
 
-from conftest import compute, connect, marked_processes, scheduler_workers
-
-
-def refused(address, security=None):
-    """True when a Dask client cannot talk to the scheduler at `address`."""
-    try:
-        with Client(address, timeout=5, security=security or Security()) as c:
-            c.scheduler_info()
-    except Exception as e:  # noqa: BLE001 (any refusal will do; what matters is that it fails)
-        return repr(e)
-    return None
+from conftest import compute, connect, marked_processes, refused, scheduler_workers
 
 
 def proc_view(home, cluster):

@@ -23,6 +23,7 @@ e2e = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(e2e)
 marked_processes = e2e.marked_processes
 wait_until = e2e.wait_until
+refused = e2e.refused
 
 
 def pytest_configure(config):
