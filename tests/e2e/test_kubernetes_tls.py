@@ -109,6 +109,12 @@ def test_kubernetes_cluster_speaks_mutual_tls(kube, operator, muster, tmp_path):
     # Python computes.
     assert len(scheduler_workers(address)) == 2
     compute(address, 300)
+    # describe and get clusters say where the client's files are, and the
+    # listed (in-cluster) address is tls:// too.
+    assert muster.json("describe", "ktls")["tls"] == tls
+    listed = [c for c in muster.json("get", "clusters") if c["name"] == "ktls"]
+    assert listed and listed[0]["tls"] == tls, listed
+    assert listed[0]["scheduler_address"] == f"tls://ktls-scheduler.{ns}.svc.cluster.local:8786"
     # `muster env` alone is enough for a client (no help from the fixtures).
     env_doc = json.loads(muster.run("env", "ktls", "-o", "json").stdout)
     assert env_doc["scheduler_address"] == address

@@ -318,6 +318,20 @@ pub async fn list(
                 if let Some(t) = &dc.metadata.creation_timestamp {
                     r.created_at = t.0.as_second().max(0) as u64;
                 }
+                // The client's files, when this machine's registry made it.
+                r.credentials = registry
+                    .iter()
+                    .find(|x| {
+                        is_kube(&x.spec)
+                            && x.name == name
+                            && match x.spec.backend.options.get("namespace") {
+                                Some(serde_json::Value::String(ns)) => {
+                                    dc.metadata.namespace.as_ref() == Some(ns)
+                                }
+                                _ => true,
+                            }
+                    })
+                    .and_then(|x| x.credentials.clone());
                 r.name = match (&dc.metadata.namespace, all_namespaces) {
                     (Some(ns), true) => format!("{ns}/{name}"),
                     _ => name,
