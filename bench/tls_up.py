@@ -12,7 +12,12 @@ then `muster down`. Also times the credentials alone: `muster up --workers 0`
 both ways (scheduler only), and a client's connect + one task both ways.
 Prints medians, the difference and the ratio; asserts nothing about time.
 
-Usage: python bench/tls_up.py [--rounds N] [--workers N]
+With --kubernetes NAMESPACE the same on `backend: {kind: kubernetes}` in that
+namespace of the test Kubernetes (`. /run/muster-k8s/env.sh`; muster's operator
+installed there, e.g. `helm install ... -n NAMESPACE --set rbac.cluster=false`;
+image MUSTER_K8S_DASK_IMAGE): tls there also creates the Secret and mounts it.
+
+Usage: python bench/tls_up.py [--rounds N] [--workers N] [--kubernetes NAMESPACE]
        (MUSTER_BIN and MUSTER_PYTHON from `. scripts/setup.sh`)
 """
 
@@ -77,14 +82,22 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--kubernetes", metavar="NAMESPACE")
     args = ap.parse_args()
+    backend = ""
+    if args.kubernetes:
+        backend = (
+            "worker: {cores: 1, memory: 1GiB}\n"
+            f"backend: {{kind: kubernetes, namespace: {args.kubernetes}, "
+            f"image: '{os.environ['MUSTER_K8S_DASK_IMAGE']}', image_pull_policy: Never}}\n"
+        )
     work = tempfile.mkdtemp(prefix="muster-bench-tls-")
     home = os.path.join(work, "home")
     specs = {}
     for mode in ("tls", "none"):
         specs[mode] = os.path.join(work, f"{mode}.yaml")
         with open(specs[mode], "w") as f:
-            f.write(f"scheduler: {{security: {mode}}}\n")
+            f.write(f"scheduler: {{security: {mode}}}\n{backend}")
     res = {f"{what}_{mode}": [] for what in ("up", "up0", "client") for mode in ("tls", "none")}
     try:
         for i in range(args.rounds):
@@ -103,7 +116,8 @@ def main():
 
     med = {k: statistics.median(v) for k, v in res.items()}
     print()
-    print(f"median of {args.rounds} interleaved rounds (local backend, real Dask)")
+    where = f"kubernetes, namespace {args.kubernetes}" if args.kubernetes else "local backend"
+    print(f"median of {args.rounds} interleaved rounds ({where}, real Dask)")
     for what, label in (("up", f"muster up --workers {args.workers}"),
                         ("up0", "muster up --workers 0 (scheduler only)"),
                         ("client", "client connect + 1 task")):

@@ -16,7 +16,7 @@ import time
 import pytest
 import yaml
 
-from conftest import compute, wait_until
+from conftest import compute, connect, remember_credentials, wait_until
 from kube import pod_ready
 from operator_kit import operator  # noqa: F401  (the fixture)
 
@@ -54,9 +54,10 @@ def assert_workers(kube, ns, cluster, n, timeout=120):
 
 
 def assert_nothing_left(kube, ns, cluster):
-    """No pod of the cluster (terminating ones included) and none of its resources."""
+    """No pod of the cluster (terminating ones included) and none of its resources
+    (its credentials Secret included)."""
     assert kube.pods(ns, f"dask.org/cluster-name={cluster}") == []
-    for kind in ("daskclusters", "daskworkergroups", "daskautoscalers", "services"):
+    for kind in ("daskclusters", "daskworkergroups", "daskautoscalers", "services", "secrets"):
         names = [o["metadata"]["name"] for o in kube.json("get", kind, "-n", ns)["items"]]
         assert not [n for n in names if n == cluster or n.startswith(f"{cluster}-")], (kind, names)
 
@@ -85,10 +86,8 @@ def test_up_compute_scale_adapt_down(kube, operator, muster, tmp_path):  # noqa:
     muster.run("adapt", "kflow", "--min", "1", "--max", "3")
     auto = kube.json("get", "daskautoscaler", "kflow", "-n", ns)
     assert (auto["spec"]["minimum"], auto["spec"]["maximum"]) == (1, 3)
-    from distributed import Client
-
     seen = 0
-    with Client(up["scheduler_address"], timeout=30) as c:
+    with connect(up["scheduler_address"]) as c:
         futures = c.map(lambda i: __import__("time").sleep(0.5) or i, range(400))
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and seen < 3:
@@ -180,13 +179,17 @@ def test_port_forward_path(kube, operator, muster, tmp_path):  # noqa: F811
     ns = operator
     f = spec_file(tmp_path, ns, "kpf", workers=1, port_forward=True)
     up = muster.json("up", "-f", f, "--timeout", "3m")
-    # The wait went through the forward; the address printed is loopback.
-    assert up["scheduler_address"].startswith("tcp://127.0.0.1:"), up
+    # The wait went through the forward; the address printed is loopback,
+    # and TLS works through it (Dask checks the scheduler's certificate
+    # against the cluster's CA, not the host name 127.0.0.1).
+    assert up["scheduler_address"].startswith("tls://127.0.0.1:"), up
     fwd = muster.popen("port-forward", "kpf")
     try:
         line = fwd.stdout.readline()
-        assert line.startswith("scheduler: tcp://127.0.0.1:"), line + fwd.stderr.read()
-        compute(line.split()[1], 100)
+        assert line.startswith("scheduler: tls://127.0.0.1:"), line + fwd.stderr.read()
+        address = line.split()[1]
+        remember_credentials({"scheduler_address": address, "tls": up["tls"]})
+        compute(address, 100)
     finally:
         fwd.terminate()
         fwd.wait(timeout=10)

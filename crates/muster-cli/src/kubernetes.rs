@@ -22,6 +22,7 @@ pub fn is_kube(spec: &ClusterSpec) -> bool {
 }
 
 fn print_up(c: &KubeCluster, status: &muster::ClusterStatus, verb: &str, out: Output) {
+    let tls = c.credentials();
     let item = output::UpItem {
         name: c.name(),
         backend: KIND,
@@ -31,8 +32,7 @@ fn print_up(c: &KubeCluster, status: &muster::ClusterStatus, verb: &str, out: Ou
         dashboard_url: status.dashboard_url.as_deref(),
         workers: status.workers.len(),
         connected_workers: status.connected_workers,
-        // The operator's pods run in plain TCP so far (issue 17).
-        tls: None,
+        tls: tls.as_ref(),
     };
     print!("{}", output::up(&item, verb, out));
     if c.port_forwarded() && matches!(out, Output::Table | Output::Wide) {
@@ -303,10 +303,35 @@ pub async fn list(
                     Some(muster::kube::resources::ClusterPhase::Error) => Phase::Failed,
                     _ => Phase::Starting,
                 };
-                r.scheduler_address = dc.status.as_ref().and_then(|s| s.scheduler_address.clone());
+                // The operator reports the Service's address as tcp://; a
+                // cluster muster made with TLS is reached at tls:// there.
+                r.scheduler_address = dc
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.scheduler_address.clone())
+                    .map(|a| match a.strip_prefix("tcp://") {
+                        Some(rest) if muster::kube::backend::tls::speaks_tls(dc) => {
+                            format!("tls://{rest}")
+                        }
+                        _ => a,
+                    });
                 if let Some(t) = &dc.metadata.creation_timestamp {
                     r.created_at = t.0.as_second().max(0) as u64;
                 }
+                // The client's files, when this machine's registry made it.
+                r.credentials = registry
+                    .iter()
+                    .find(|x| {
+                        is_kube(&x.spec)
+                            && x.name == name
+                            && match x.spec.backend.options.get("namespace") {
+                                Some(serde_json::Value::String(ns)) => {
+                                    dc.metadata.namespace.as_ref() == Some(ns)
+                                }
+                                _ => true,
+                            }
+                    })
+                    .and_then(|x| x.credentials.clone());
                 r.name = match (&dc.metadata.namespace, all_namespaces) {
                     (Some(ns), true) => format!("{ns}/{name}"),
                     _ => name,

@@ -2,15 +2,16 @@
 //! (kubeconfig, context, namespace), checking that muster's operator is
 //! installed, applying the objects of [`super::render`] by server-side apply,
 //! patching replicas, and reading back what the API server says: the
-//! DaskCluster's status, the pods, their logs, the Events. Every error names
+//! DaskCluster's status, the pods, their logs, the Events; creating and
+//! deleting the cluster's credentials Secret. Every error names
 //! what was being done; nothing here decides anything.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures::{AsyncBufReadExt, Stream};
-use k8s_openapi::api::core::v1::{Event, Pod, Service};
-use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{Event, Pod, Secret, Service};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, Resource};
 use muster_core::Error;
@@ -142,10 +143,23 @@ impl Target {
         }
     }
 
-    /// Server-side applies every object, in order.
+    /// Creates the credentials Secret (first, so the pods never wait for
+    /// it), then server-side applies every object, in order, and makes the
+    /// Secret the DaskCluster's (deleting the cluster deletes it).
     pub async fn apply(&self, m: &Manifests) -> Result<(), Error> {
         let pp = PatchParams::apply(FIELD_MANAGER).force();
-        apply_one(&self.api::<DaskCluster>(), &m.cluster, &pp).await?;
+        if let Some(s) = &m.secret {
+            self.create_secret(s).await?;
+        }
+        let name = m.cluster.metadata.name.clone().unwrap_or_default();
+        let dc = self
+            .api::<DaskCluster>()
+            .patch(&name, &pp, &Patch::Apply(&m.cluster))
+            .await
+            .map_err(|e| kube_error(format!("applying {name}"), e))?;
+        if let Some(s) = &m.secret {
+            self.own_secret(s, &dc).await?;
+        }
         for g in &m.groups {
             apply_one(&self.api::<DaskWorkerGroup>(), g, &pp).await?;
         }
@@ -153,6 +167,82 @@ impl Target {
             apply_one(&self.api::<DaskAutoscaler>(), a, &pp).await?;
         }
         Ok(())
+    }
+
+    /// Creates Secret `s`. One of the same name left by an earlier `up` of
+    /// this cluster (muster's labels) is replaced; anyone else's is an
+    /// error, and stays.
+    async fn create_secret(&self, s: &Secret) -> Result<(), Error> {
+        let api = self.api::<Secret>();
+        let name = s.metadata.name.clone().unwrap_or_default();
+        let cluster = label(&s.metadata, LABEL_CLUSTER).unwrap_or_default();
+        match api.create(&PostParams::default(), s).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(st)) if st.code == 409 => {}
+            Err(e) => return Err(kube_error(format!("creating Secret {name}"), e)),
+        }
+        if !self.delete_secret(&cluster).await? {
+            return Err(Error::backend(
+                KIND,
+                format!(
+                    "Secret {name} already exists in namespace {} and is not muster's for cluster {cluster}: remove or rename it",
+                    self.namespace
+                ),
+                false,
+            ));
+        }
+        api.create(&PostParams::default(), s)
+            .await
+            .map(drop)
+            .map_err(|e| kube_error(format!("creating Secret {name}"), e))
+    }
+
+    /// Makes Secret `s` owned by `dc` (not its controller: nothing
+    /// reconciles it), so the garbage collector deletes it with the cluster.
+    async fn own_secret(&self, s: &Secret, dc: &DaskCluster) -> Result<(), Error> {
+        let name = s.metadata.name.clone().unwrap_or_default();
+        let Some(owner) = dc.owner_ref(&()) else {
+            return Err(Error::backend(
+                KIND,
+                "the API server returned the DaskCluster without a uid",
+                false,
+            ));
+        };
+        let body = json!({"metadata": {"ownerReferences": [owner]}});
+        self.api::<Secret>()
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&body))
+            .await
+            .map(drop)
+            .map_err(|e| kube_error(format!("making Secret {name} the DaskCluster's"), e))
+    }
+
+    /// Cluster `cluster`'s credentials Secret, when there is one that
+    /// muster made for it.
+    pub async fn secret(&self, cluster: &str) -> Result<Option<Secret>, Error> {
+        let name = super::tls::secret_name(cluster);
+        let s = self
+            .api::<Secret>()
+            .get_opt(&name)
+            .await
+            .map_err(|e| kube_error(format!("reading Secret {name}"), e))?;
+        Ok(s.filter(|s| {
+            label(&s.metadata, LABEL_CLUSTER) == Some(cluster.to_string())
+                && label(&s.metadata, LABEL_CREATED_BY).as_deref() == Some(CREATED_BY)
+        }))
+    }
+
+    /// Deletes cluster `cluster`'s credentials Secret (only muster's for
+    /// it); true when there was one.
+    pub async fn delete_secret(&self, cluster: &str) -> Result<bool, Error> {
+        if self.secret(cluster).await?.is_none() {
+            return Ok(false);
+        }
+        delete_opt(
+            &self.api::<Secret>(),
+            &super::tls::secret_name(cluster),
+            &DeleteParams::default(),
+        )
+        .await
     }
 
     /// Applies (creates or replaces) a DaskAutoscaler.
@@ -309,8 +399,9 @@ impl Target {
         Ok(evs)
     }
 
-    /// Deletes the autoscaler, the extra groups and the DaskCluster (its
-    /// children go with it: they are owned). Missing objects are fine.
+    /// Deletes the autoscaler, the extra groups, the DaskCluster (its
+    /// children go with it: they are owned) and its credentials Secret.
+    /// Missing objects are fine.
     pub async fn delete_all(&self, cluster: &str) -> Result<bool, Error> {
         let dp = DeleteParams::foreground();
         let mut existed = false;
@@ -320,6 +411,9 @@ impl Target {
             existed |= delete_opt(&self.api::<DaskWorkerGroup>(), &name, &dp).await?;
         }
         existed |= delete_opt(&self.api::<DaskCluster>(), cluster, &dp).await?;
+        // Owned by the DaskCluster, so collected with it; deleted here too
+        // for an `up` that stopped before making it the cluster's.
+        existed |= self.delete_secret(cluster).await?;
         Ok(existed)
     }
 
@@ -347,6 +441,10 @@ impl Target {
             .map_err(|e| kube_error("listing DaskClusters", e))?
             .items)
     }
+}
+
+fn label(m: &kube::api::ObjectMeta, key: &str) -> Option<String> {
+    m.labels.as_ref().and_then(|l| l.get(key)).cloned()
 }
 
 /// When an Event happened (Unix seconds).

@@ -4,8 +4,11 @@
 //! `scale` patches a group's replicas and waits; `adapt` applies or deletes
 //! the DaskAutoscaler; `status` reads the DaskCluster, the pods and the
 //! scheduler; `down` deletes and waits until the API server lists no pod of
-//! the cluster. The local registry only caches the spec (so later commands
-//! know the context and namespace); the API server is the truth.
+//! the cluster (and no credentials Secret). The local registry only caches
+//! the spec (so later commands know the context and namespace) and, for a
+//! TLS cluster, keeps the client's credentials that `up` made beside it
+//! (core's `tls::create`; the scheduler's and workers' go into the Secret);
+//! the API server is the truth.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +17,8 @@ use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Pod;
 use muster_core::access::{Direct, SchedulerAccess};
 use muster_core::cluster::{Cluster, ClusterStatus, DownReport, Progress, WorkerRow};
-use muster_core::dask::SchedulerClient;
+use muster_core::dask::{SchedulerClient, comm_scheme};
+use muster_core::tls::{Party, PartyFiles};
 use muster_core::{
     AdaptSpec, ClusterRecord, ClusterSpec, Error, Home, JobId, JobStatus, Phase, Result,
 };
@@ -131,17 +135,34 @@ impl KubeCluster {
         let Some(ip) = t.scheduler_ip(&self.spec.name).await? else {
             return Ok(None);
         };
+        // `tls://` to a loopback port or a cluster IP alike: Dask checks
+        // that the scheduler's certificate chains to the cluster's CA, not
+        // the host name it was reached by.
+        let scheme = comm_scheme(&self.spec);
         if self.port_forwarded() {
             let f = self.forward().await?;
             let comm = f.local(COMM_PORT).await?;
             let http = f.local(HTTP_PORT).await?;
-            Ok(Some((format!("tcp://{comm}"), format!("http://{http}"))))
+            Ok(Some((
+                format!("{scheme}://{comm}"),
+                format!("http://{http}"),
+            )))
         } else {
             Ok(Some((
-                format!("tcp://{ip}:{COMM_PORT}"),
+                format!("{scheme}://{ip}:{COMM_PORT}"),
                 format!("http://{ip}:{HTTP_PORT}"),
             )))
         }
+    }
+
+    /// The client's credential files (made by `up`), for a TLS cluster.
+    pub fn credentials(&self) -> Option<PartyFiles> {
+        self.spec.scheduler.security.is_tls().then(|| {
+            PartyFiles::in_dir(
+                &muster_core::tls::local_dir(&self.home, &self.spec.name),
+                Party::Client,
+            )
+        })
     }
 
     /// Loopback addresses (comm, http) forwarded to the scheduler pod,
@@ -150,7 +171,10 @@ impl KubeCluster {
         let f = self.forward().await?;
         let comm = f.local(COMM_PORT).await?;
         let http = f.local(HTTP_PORT).await?;
-        Ok((format!("tcp://{comm}"), format!("http://{http}")))
+        Ok((
+            format!("{}://{comm}", comm_scheme(&self.spec)),
+            format!("http://{http}"),
+        ))
     }
 
     /// The registry record of this cluster in `phase`.
@@ -164,6 +188,7 @@ impl KubeCluster {
         rec.scheduler_job = Some(JobId(format!("{}-scheduler", self.spec.name)));
         rec.scheduler_address = self.scheduler_address.clone();
         rec.http_url = self.http_url.clone();
+        rec.credentials = self.credentials();
         Ok(rec)
     }
 
@@ -309,16 +334,25 @@ impl Cluster for KubeCluster {
                 t.namespace
             )));
         }
-        // No Secret with cluster credentials is mounted into the pods yet
-        // (issue 17): say so, as every backend without TLS does.
-        progress.warn(if self.spec.scheduler.security.is_tls() {
-            "the kubernetes backend does not carry TLS credentials yet: this cluster's scheduler speaks plain TCP without authentication"
-        } else {
-            muster_core::spec::INSECURE_WARNING
-        });
-        let m = render::manifests(&self.spec, &self.opts, &t.namespace);
+        if !self.spec.scheduler.security.is_tls() {
+            progress.warn(muster_core::spec::INSECURE_WARNING);
+        }
+        let mut m = render::manifests(&self.spec, &self.opts, &t.namespace);
         // `create` makes the cluster's directory; `save` only replaces.
         self.home.create(&self.record_in(Phase::Starting)?)?;
+        if self.spec.scheduler.security.is_tls() {
+            // As core does: all of them owner-only in the cluster's state
+            // directory (`down` removes it); the Secret gets the scheduler's
+            // and the workers'.
+            progress.stage("making TLS credentials");
+            match muster_core::tls::create(&self.home, &name) {
+                Ok((creds, _)) => m = m.with_credentials(&creds),
+                Err(e) => {
+                    let _ = self.home.remove(&name);
+                    return Err(e);
+                }
+            }
+        }
         progress.stage("applying DaskCluster");
         let result = async {
             t.apply(&m).await?;
@@ -494,11 +528,15 @@ pub async fn down_in(t: &Target, name: &str, timeout: Duration) -> Result<DownRe
         // Pods left by a DaskCluster deleted some other way.
         t.delete_pods(name).await?;
     }
-    let gone = poll(timeout, Duration::from_millis(500), || async {
-        let left = t.pods(name).await?;
-        Ok((left.is_empty() && t.cluster(name).await?.is_none()).then_some(()))
-    })
-    .await?;
+    let gone =
+        poll(timeout, Duration::from_millis(500), || async {
+            let left = t.pods(name).await?;
+            Ok((left.is_empty()
+                && t.cluster(name).await?.is_none()
+                && t.secret(name).await?.is_none())
+            .then_some(()))
+        })
+        .await?;
     if gone.is_none() {
         let left: Vec<String> = t
             .pods(name)

@@ -3,7 +3,8 @@
 //! the clusters' supervisor, so no local agent runs). [`options`] reads and
 //! checks the spec, [`render`] builds the objects (pure), [`client`] talks
 //! to the API server, [`cluster`] is core's `Cluster` over them and
-//! [`forward`] reaches the scheduler through a port-forward. This module
+//! [`forward`] reaches the scheduler through a port-forward; [`tls`] is the
+//! Secret and the mounts of the cluster's credentials. This module
 //! does not know the operator's internals, only the resources' contract.
 
 pub mod client;
@@ -11,6 +12,7 @@ pub mod cluster;
 pub mod forward;
 pub mod options;
 pub mod render;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -94,9 +96,8 @@ impl Backend for KubeBackend {
         Capabilities {
             supervisor: Supervisor::Operator,
             status_interval: Duration::from_secs(2),
-            // The operator's pods do not mount cluster credentials yet
-            // (issue 17): `up` warns that this cluster runs in plain TCP.
-            tls: false,
+            // `up` puts the credentials in a Secret that the pods mount.
+            tls: true,
         }
     }
 

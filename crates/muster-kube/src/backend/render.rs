@@ -3,22 +3,30 @@
 //! group and, with `adapt`, a DaskAutoscaler. Pure functions building typed
 //! objects: every user string is a field value, never spliced into text;
 //! words of a command line are escaped for the kubelet's `$(VAR)`
-//! expansion. `render` prints exactly these objects as YAML.
+//! expansion. `render` prints exactly these objects as YAML. With
+//! `scheduler.security: tls` (the default) they include the Secret of the
+//! cluster's credentials, redacted until `up` fills it ([`super::tls`]),
+//! mounted read-only into the scheduler's and workers' pods, whose Dask
+//! commands name the files and use `tls://` addresses.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, HTTPGetAction, PodSpec, Probe, ResourceRequirements,
+    Container, ContainerPort, EnvVar, HTTPGetAction, PodSpec, Probe, ResourceRequirements, Secret,
     ServicePort, ServiceSpec, Toleration as KToleration,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use muster_core::backend::{SchedulerContact, WorkerName};
-use muster_core::dask::{env_of_word, env_word, worker_command};
+use muster_core::dask::{
+    ProcessCommand, comm_scheme, env_of_word, env_word, secure, worker_command,
+};
+use muster_core::tls::{Credentials, Party};
 use muster_core::{AdaptSpec, ClusterSpec};
 
 use super::options::{KubeOptions, PodOverrides, Resources};
+use super::tls;
 use crate::children::{COMM_PORT, HTTP_PORT, default_group_name};
 use crate::resources::{
     DaskAutoscaler, DaskAutoscalerSpec, DaskCluster, DaskClusterSpec, DaskSchedulerTemplate,
@@ -39,6 +47,9 @@ pub const WORKER_DASHBOARD_PORT: u16 = 8788;
 /// Everything `up` applies, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Manifests {
+    /// The Secret of the cluster's TLS credentials (`scheduler.security:
+    /// tls`): redacted as rendered, filled by [`Manifests::with_credentials`].
+    pub secret: Option<Secret>,
     /// The DaskCluster.
     pub cluster: DaskCluster,
     /// Extra worker groups.
@@ -50,10 +61,18 @@ pub struct Manifests {
 impl Manifests {
     /// Every object as YAML, titled `Kind name`.
     pub fn yaml(&self) -> Vec<(String, String)> {
-        let mut out = vec![item("DaskCluster", &self.cluster)];
+        let mut out: Vec<_> = self.secret.iter().map(|s| item("Secret", s)).collect();
+        out.push(item("DaskCluster", &self.cluster));
         out.extend(self.groups.iter().map(|g| item("DaskWorkerGroup", g)));
         out.extend(self.autoscaler.iter().map(|a| item("DaskAutoscaler", a)));
         out
+    }
+
+    /// The objects `up` submits: the Secret holding `creds` instead of the
+    /// redacted values (nothing else changes).
+    pub fn with_credentials(mut self, creds: &Credentials) -> Self {
+        self.secret = self.secret.map(|s| tls::with_credentials(s, creds));
+        self
     }
 }
 
@@ -83,7 +102,7 @@ pub fn manifests(spec: &ClusterSpec, opts: &KubeOptions, namespace: &str) -> Man
         worker: DaskWorkerTemplate {
             replicas: spec.workers as i32,
             metadata: template_meta(&opts.worker),
-            spec: worker_pod(spec, opts, &opts.worker),
+            spec: worker_pod(spec, opts, &opts.worker, namespace),
         },
     };
     let mut cluster = DaskCluster::new(name, cluster_spec);
@@ -101,7 +120,7 @@ pub fn manifests(spec: &ClusterSpec, opts: &KubeOptions, namespace: &str) -> Man
                     worker: DaskWorkerTemplate {
                         replicas: g.workers as i32,
                         metadata: template_meta(&over),
-                        spec: worker_pod(spec, opts, &over),
+                        spec: worker_pod(spec, opts, &over, namespace),
                     },
                 },
             );
@@ -110,7 +129,13 @@ pub fn manifests(spec: &ClusterSpec, opts: &KubeOptions, namespace: &str) -> Man
         })
         .collect();
     let autoscaler = spec.adapt.as_ref().map(|a| autoscaler(name, namespace, a));
+    let secret = spec
+        .scheduler
+        .security
+        .is_tls()
+        .then(|| tls::redacted_secret(meta(&tls::secret_name(name), namespace, name, "tls")));
     Manifests {
+        secret,
         cluster,
         groups,
         autoscaler,
@@ -191,15 +216,54 @@ fn kube_word(word: &str) -> String {
     }
 }
 
+/// The Dask address workers use: the Service's DNS name, `tls://` for a
+/// TLS cluster (Dask checks the certificate's chain, not the host name).
+pub fn scheduler_address(spec: &ClusterSpec, namespace: &str) -> String {
+    format!(
+        "{}://{}-scheduler.{namespace}.svc.cluster.local:{COMM_PORT}",
+        comm_scheme(spec),
+        spec.name
+    )
+}
+
+/// `dask <program>` with the TLS flags naming `party`'s mounted files
+/// (nothing added with `security: none`). Only the flags are kept: the
+/// scheduler's dashboard stays plain HTTP inside the cluster (Dask serves
+/// it apart from the comm; see `scheduler_pod`).
+fn dask_program(spec: &ClusterSpec, program: &str, party: Party) -> Vec<String> {
+    let mut cmd = ProcessCommand {
+        argv: vec!["dask".into(), program.into()],
+        env: BTreeMap::new(),
+    };
+    secure(&mut cmd, spec, party, tls::MOUNT);
+    cmd.argv
+}
+
+/// Mounts `party`'s credentials into the pod's (only) container.
+fn mount_credentials(pod: &mut PodSpec, spec: &ClusterSpec, party: Party) {
+    if !spec.scheduler.security.is_tls() {
+        return;
+    }
+    pod.volumes = Some(vec![tls::volume(&spec.name, party)]);
+    for c in &mut pod.containers {
+        c.volume_mounts = Some(vec![tls::mount()]);
+    }
+}
+
+// The dashboard and HTTP API (Dask's HTTP server, configured apart from
+// the comm by `distributed.scheduler.dashboard.tls.*`) stay plain HTTP on
+// Kubernetes: the operator, the readiness probe and muster's CLI call it
+// inside the cluster or through a port-forward, and Dask's HTTPS server
+// would not ask clients for a certificate anyway, so it would add no
+// authentication. The comm, where code runs, is mutual TLS.
 fn scheduler_pod(spec: &ClusterSpec, opts: &KubeOptions) -> PodSpec {
-    let mut args: Vec<String> = vec![
-        "dask".into(),
-        "scheduler".into(),
+    let mut args = dask_program(spec, "scheduler", Party::Scheduler);
+    args.extend([
         "--port".into(),
         COMM_PORT.to_string(),
         "--dashboard-address".into(),
         format!(":{HTTP_PORT}"),
-    ];
+    ]);
     args.extend(spec.scheduler.extra_args.iter().cloned());
     let mut env = spec.scheduler.env.clone();
     env.extend(opts.scheduler.env.clone());
@@ -226,15 +290,23 @@ fn scheduler_pod(spec: &ClusterSpec, opts: &KubeOptions) -> PodSpec {
         resources: resources(opts.scheduler.resources.as_ref()),
         ..Container::default()
     };
-    pod(container, &opts.scheduler)
+    let mut p = pod(container, &opts.scheduler);
+    mount_credentials(&mut p, spec, Party::Scheduler);
+    p
 }
 
-fn worker_pod(spec: &ClusterSpec, opts: &KubeOptions, over: &PodOverrides) -> PodSpec {
-    let cmd = worker_command(
+fn worker_pod(
+    spec: &ClusterSpec,
+    opts: &KubeOptions,
+    over: &PodOverrides,
+    namespace: &str,
+) -> PodSpec {
+    let mut cmd = worker_command(
         spec,
         WorkerName::FromEnv("DASK_WORKER_NAME".into()),
         &SchedulerContact::Address(env_word("DASK_SCHEDULER_ADDRESS")),
     );
+    secure(&mut cmd, spec, Party::Worker, tls::MOUNT);
     // `python -m distributed.cli.dask_worker` is `dask worker` in an image.
     let mut args: Vec<String> = vec!["dask".into(), "worker".into()];
     args.extend(cmd.argv.iter().skip(3).map(|a| kube_word(a)));
@@ -243,6 +315,14 @@ fn worker_pod(spec: &ClusterSpec, opts: &KubeOptions, over: &PodOverrides) -> Po
         format!(":{WORKER_DASHBOARD_PORT}"),
     ]);
     let mut env = cmd.env;
+    if spec.scheduler.security.is_tls() {
+        // The operator's default is a `tcp://` address; the user's own
+        // value (below) still wins.
+        env.insert(
+            "DASK_SCHEDULER_ADDRESS".into(),
+            scheduler_address(spec, namespace),
+        );
+    }
     env.extend(over.env.clone());
     let container = Container {
         name: "worker".into(),
@@ -257,7 +337,9 @@ fn worker_pod(spec: &ClusterSpec, opts: &KubeOptions, over: &PodOverrides) -> Po
         resources: resources(over.resources.as_ref()),
         ..Container::default()
     };
-    pod(container, over)
+    let mut p = pod(container, over);
+    mount_credentials(&mut p, spec, Party::Worker);
+    p
 }
 
 fn pod(container: Container, over: &PodOverrides) -> PodSpec {
@@ -368,12 +450,13 @@ backend:
         assert_eq!(
             titles,
             [
+                "Secret demo-tls",
                 "DaskCluster demo",
                 "DaskWorkerGroup demo-gpu",
                 "DaskAutoscaler demo"
             ]
         );
-        let back: DaskCluster = serde_yaml_ng::from_str(&r.items[0].text).unwrap();
+        let back: DaskCluster = serde_yaml_ng::from_str(&r.items[1].text).unwrap();
         let opts: KubeOptions =
             muster_core::kinds::parse_options("backend", &s.backend.options).unwrap();
         assert_eq!(back, manifests(&s, &opts, "team-a").cluster);
@@ -397,12 +480,79 @@ backend:
     }
 
     #[test]
+    fn tls_pods_name_their_files_and_never_carry_them() {
+        let s = spec(FULL);
+        let opts: KubeOptions =
+            muster_core::kinds::parse_options("backend", &s.backend.options).unwrap();
+        let creds = Credentials::generate("demo").unwrap();
+        let m = manifests(&s, &opts, "team-a").with_credentials(&creds);
+        let sched = &m.cluster.spec.scheduler.spec;
+        let args = sched.containers[0].args.as_ref().unwrap();
+        assert_eq!(
+            args[..10],
+            [
+                "dask",
+                "scheduler",
+                "--protocol",
+                "tls",
+                "--tls-ca-file",
+                "/etc/muster/tls/ca.pem",
+                "--tls-cert",
+                "/etc/muster/tls/scheduler.pem",
+                "--tls-key",
+                "/etc/muster/tls/scheduler-key.pem"
+            ]
+        );
+        for pod in [
+            sched,
+            &m.cluster.spec.worker.spec,
+            &m.groups[0].spec.worker.spec,
+        ] {
+            let c = &pod.containers[0];
+            let text = serde_json::to_string(&(&c.args, &c.env, &c.command)).unwrap();
+            assert!(!text.contains("BEGIN"), "{text}");
+            assert_eq!(c.volume_mounts.as_ref().unwrap()[0].read_only, Some(true));
+        }
+        let env = m.groups[0].spec.worker.spec.containers[0]
+            .env
+            .clone()
+            .unwrap();
+        let addr = env
+            .iter()
+            .find(|e| e.name == "DASK_SCHEDULER_ADDRESS")
+            .unwrap();
+        assert_eq!(
+            addr.value.as_deref(),
+            Some("tls://demo-scheduler.team-a.svc.cluster.local:8786")
+        );
+        // The dashboard stays plain HTTP (the readiness probe and the
+        // operator use it): no dashboard TLS configuration reaches the pod.
+        let senv = serde_json::to_string(&sched.containers[0].env).unwrap();
+        assert!(!senv.contains("DASHBOARD__TLS"), "{senv}");
+        assert!(tls::speaks_tls(&m.cluster));
+        let data = m.secret.unwrap().string_data.unwrap();
+        assert_eq!(data["scheduler-key.pem"], creds.scheduler.key);
+    }
+
+    #[test]
+    fn security_none_renders_no_secret_and_plain_tcp() {
+        let s = spec("name: small\nscheduler: {security: none}\nbackend: {kind: kubernetes}\n");
+        let opts: KubeOptions =
+            muster_core::kinds::parse_options("backend", &s.backend.options).unwrap();
+        let m = manifests(&s, &opts, "default");
+        assert!(m.secret.is_none() && !tls::speaks_tls(&m.cluster));
+        let text = serde_yaml_ng::to_string(&m.cluster).unwrap();
+        assert!(!text.contains("tls") && !text.contains("volumes"), "{text}");
+    }
+
+    #[test]
     fn minimal_spec_defaults() {
         let s = spec("name: small\nbackend: {kind: kubernetes}\n");
         let opts: KubeOptions =
             muster_core::kinds::parse_options("backend", &s.backend.options).unwrap();
         let m = manifests(&s, &opts, "default");
         insta::assert_yaml_snapshot!("kubernetes_minimal", m.cluster);
+        insta::assert_yaml_snapshot!("kubernetes_minimal_secret", m.secret);
         assert!(m.groups.is_empty() && m.autoscaler.is_none());
     }
 }
