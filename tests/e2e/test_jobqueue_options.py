@@ -4,6 +4,7 @@ what runs from /proc; muster's own view is not trusted. Under the Torque
 commands too (PBS_ACCOUNT, the prologue)."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -99,7 +100,7 @@ def test_a_dask_jobqueue_config_is_read_as_dask_jobqueue_reads_it(muster, tmp_pa
     spec = write(tmp_path, name, "{kind: slurm}")
     muster.json("up", "-f", spec, "--timeout", "120s")
     job = granted(name)
-    assert job["JobName"] == f"muster_{name}_mywk", job
+    assert re.fullmatch(rf"muster_{name}_s[0-9a-f]{{8}}_mywk", job["JobName"]), job
     assert job["TimeLimit"] == "UNLIMITED", job
     assert job["Account"] == "(null)", job
     assert job["MinMemoryNode"] == f"{-(-4_000_000_000 // (1 << 20))}M", job

@@ -8,6 +8,7 @@ use muster::{AdaptSpec, ClusterRecord, ClusterStatus, DownReport};
 
 use super::*;
 use crate::cli::Output;
+use crate::unrecorded::Unrecorded;
 use muster::{ClusterSpec, JobId, JobStatus, Phase, WorkerRow};
 
 /// A fixed "now" so ages in snapshots never drift.
@@ -96,10 +97,22 @@ fn cluster_listings() {
         },
     ));
     let st = [Some(alpha), None, Some(gamma)];
-    let lost = [(
-        "stray".to_string(),
-        vec!["stray-scheduler".to_string(), "stray-w0".to_string()],
-    )];
+    let lost = [
+        Unrecorded {
+            name: "orphan".into(),
+            on_host: vec!["orphan-scheduler".into()],
+            queued: [
+                ("pbs", vec!["orphan-12[0]".into()]),
+                ("slurm", vec!["orphan-11_0".into(), "orphan-11_1".into()]),
+            ]
+            .into(),
+        },
+        Unrecorded {
+            name: "stray".into(),
+            on_host: vec!["stray-scheduler".into(), "stray-w0".into()],
+            queued: Default::default(),
+        },
+    ];
     let r = rows(&rs, &st);
     insta::assert_snapshot!("clusters_table", clusters(&r, &lost, NOW, Output::Table));
     insta::assert_snapshot!("clusters_wide", clusters(&r, &lost, NOW, Output::Wide));

@@ -338,7 +338,10 @@ const WORKER_FLAGS: &[(&str, Owner)] = &[
 const SCHEDULER_FLAGS: &[(&str, Owner)] = &[
     ("--host", Owner::Field("scheduler.host")),
     ("--port", Owner::Field("scheduler.port")),
-    ("--dashboard-address", Owner::Field("scheduler.dashboard_port")),
+    (
+        "--dashboard-address",
+        Owner::Field("scheduler.dashboard_port"),
+    ),
     (
         "--scheduler-file",
         Owner::Muster("clients and workers read the file muster writes"),
