@@ -127,7 +127,7 @@ def test_the_scheduler_uses_the_workers_interface(muster, tmp_path):
     spec = write(tmp_path, name, "{kind: slurm}", worker=", memory: 512MiB, interface: lo",
                  scheduler="{placement: host}")
     up = muster.json("up", "-f", spec, "--timeout", "120s")
-    assert up["scheduler_address"].startswith("tcp://127.0.0.1:"), up
+    assert up["scheduler_address"].startswith("tls://127.0.0.1:"), up  # TLS by default
     assert up["connected_workers"] == 1
     argv = wait_until(lambda: worker_argv(name), message="the worker process")
     assert argv[argv.index("--interface") + 1] == "lo"
