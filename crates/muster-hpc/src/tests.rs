@@ -91,7 +91,8 @@ fn backend<R: CommandRunner>(
         .with_home_tag(TAG)
 }
 
-/// The tag of `/home/alice/.local/state/muster`, pinned for every test home.
+/// A home tag pinned for every test home, so tests do not depend on where
+/// their temporary home is.
 const TAG: &str = "c4591508";
 
 fn workers(count: u32) -> Role {
