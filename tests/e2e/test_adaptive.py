@@ -199,3 +199,29 @@ def test_idle_timeout_brings_the_cluster_down_only_after_the_work(muster):
                message="the idle cluster to be brought down")
     wait_until(lambda: muster.processes("nap") == [], timeout=15,
                message="every process of the idle cluster to end")
+
+
+def test_describes_decision_is_current_after_adapt_and_scale(muster):
+    """`describe` shows the decision made under the cluster's current
+    settings: never one made before an `adapt --off` or a `scale`, though
+    the agent was sleeping a long adaptive interval when they came."""
+    name = "current"
+    muster.run("up", name, "--workers", 1, "--python", muster.python)
+    muster.run("adapt", name, "--min", 1, "--max", 3, "--interval", "60s")
+
+    def decision():
+        return muster.json("describe", name)["agent"]["last_decision"] or ""
+
+    wait_until(lambda: decision().startswith("target"), timeout=30,
+               message="the adaptive policy's first decision")
+    muster.run("adapt", name, "--off")
+    # At once: no decision of the adaptive settings survives them.
+    assert not decision().startswith("target"), decision()
+    wait_until(lambda: decision().startswith("fixed size 1"), timeout=20,
+               message="a decision under the fixed size, well before the 60 s interval")
+    muster.run("scale", name, 2, "--timeout", "120s")
+    # `scale` decided itself: the new size is shown at once.
+    assert decision().startswith("fixed size 2"), decision()
+    text = muster.run("describe", name).stdout
+    assert "Decision:     fixed size 2" in text, text
+    muster.run("down", name)

@@ -4,6 +4,7 @@ what runs from /proc; muster's own view is not trusted. Under the Torque
 commands too (PBS_ACCOUNT, the prologue)."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -99,7 +100,7 @@ def test_a_dask_jobqueue_config_is_read_as_dask_jobqueue_reads_it(muster, tmp_pa
     spec = write(tmp_path, name, "{kind: slurm}")
     muster.json("up", "-f", spec, "--timeout", "120s")
     job = granted(name)
-    assert job["JobName"] == f"muster_{name}_mywk", job
+    assert re.fullmatch(rf"muster_{name}_s[0-9a-f]{{8}}_mywk", job["JobName"]), job
     assert job["TimeLimit"] == "UNLIMITED", job
     assert job["Account"] == "(null)", job
     assert job["MinMemoryNode"] == f"{-(-4_000_000_000 // (1 << 20))}M", job
@@ -121,12 +122,12 @@ def test_refusals_name_the_option_and_submit_nothing(muster, tmp_path):
 
 def test_the_scheduler_uses_the_workers_interface(muster, tmp_path):
     # No scheduler host: like dask-jobqueue, the scheduler listens on the
-    # workers' interface (here lo, so 127.0.0.1); in TLS, muster's default.
+    # workers' interface (here lo, so 127.0.0.1).
     name = unique("if")
     spec = write(tmp_path, name, "{kind: slurm}", worker=", memory: 512MiB, interface: lo",
                  scheduler="{placement: host}")
     up = muster.json("up", "-f", spec, "--timeout", "120s")
-    assert up["scheduler_address"].startswith("tls://127.0.0.1:"), up
+    assert up["scheduler_address"].startswith("tls://127.0.0.1:"), up  # TLS by default
     assert up["connected_workers"] == 1
     argv = wait_until(lambda: worker_argv(name), message="the worker process")
     assert argv[argv.index("--interface") + 1] == "lo"

@@ -20,10 +20,10 @@ from pathlib import Path
 import yaml
 from distributed.security import Security
 
-from conftest import REPO, compute, remember_credentials, scheduler_workers
+from conftest import REPO, compute, refused, remember_credentials, scheduler_workers
 from operator_kit import operator  # noqa: F401  (the fixture)
 from test_kubernetes_backend import assert_nothing_left, assert_workers, spec_file
-from test_tls import refused
+
 
 IN_CLUSTER = ["ca.pem", "scheduler-key.pem", "scheduler.pem", "worker-key.pem", "worker.pem"]
 

@@ -191,6 +191,15 @@ worker:
     assert proc.returncode == 2
     assert "worker.extra_args[0]" in proc.stderr and "worker.env.A;B" in proc.stderr
 
+    # Flags muster sets itself are refused, each naming the field to use instead.
+    dup = tmp_path / "dup.yaml"
+    dup.write_text('name: dup\nworker: {extra_args: ["--nworkers", "4", "--memory-limit=1GB"]}\n')
+    proc = muster.run("up", "-f", dup, check=False)
+    assert proc.returncode == 2
+    assert "worker.extra_args[0]" in proc.stderr and "worker.processes" in proc.stderr
+    assert "worker.extra_args[2]" in proc.stderr and "worker.memory" in proc.stderr
+    assert muster.json("get", "clusters") == []
+
 
 def test_missing_dask_is_explained_before_anything_starts(muster, tmp_path):
     venv = tmp_path / "bare"
@@ -206,12 +215,12 @@ def test_missing_dask_is_explained_before_anything_starts(muster, tmp_path):
 def test_a_failing_worker_fails_up_with_its_log_and_cleans_up(muster):
     spec = muster.home.parent / "c.yaml"
     spec.write_text(
-        f"name: broken\nworkers: 1\nworker: {{python: {muster.python}, extra_args: [--nworkers, no-such-count]}}\n"
+        f"name: broken\nworkers: 1\nworker: {{python: {muster.python}, extra_args: [--preload, no-such-module]}}\n"
     )
     proc = muster.run("up", "-f", spec, "--timeout", "60s", check=False)
     assert proc.returncode == 1
     assert "worker job broken-w0 failed" in proc.stderr
-    assert "no-such-count" in proc.stderr  # the tail of the worker's log
+    assert "No module named 'no-such-module'" in proc.stderr  # the tail of the worker's log
     assert muster.processes() == []
     assert muster.json("get", "clusters") == []
 

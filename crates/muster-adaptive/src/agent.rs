@@ -365,14 +365,46 @@ async fn run_inner(home: Home, name: &str, backend: Arc<dyn Backend>) -> Result<
         if let Some(e) = &outcome.failure {
             tracing::warn!("{e}");
         }
+        let mut generation = None;
         if let Ok(Some(record)) = home.load(name) {
             me.mode = Some(Policy::from_spec(&record.spec).mode);
             me.paused = record.policy.state.paused.clone();
             me.last_decision = record.policy.last_decision.clone();
+            generation = Some(record.adapt_generation);
         }
         me.heartbeat = events::unix_now();
         write_state(&home, name, &me)?;
-        clock.sleep(outcome.next_poll).await;
+        sleep_unless_resized(&home, name, generation, outcome.next_poll, &clock).await;
+    }
+}
+
+/// How often a sleeping agent looks whether its cluster's settings changed.
+const SETTINGS_CHECK: Duration = Duration::from_secs(1);
+
+/// Sleeps `wait`, but returns within [`SETTINGS_CHECK`] once the record's
+/// `adapt_generation` is no longer `generation` (a `scale` or `adapt` since
+/// the round): the agent then decides under the new settings at once, not
+/// an interval (up to an hour) later with a decision that no longer holds.
+async fn sleep_unless_resized(
+    home: &Home,
+    name: &str,
+    generation: Option<u64>,
+    wait: Duration,
+    clock: &SystemClock,
+) {
+    let until = std::time::Instant::now() + wait;
+    loop {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        clock.sleep(left.min(SETTINGS_CHECK)).await;
+        if let Some(g) = generation
+            && matches!(home.load(name), Ok(Some(r)) if r.adapt_generation != g)
+        {
+            tracing::info!("the cluster's settings changed: deciding now");
+            return;
+        }
     }
 }
 

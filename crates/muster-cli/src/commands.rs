@@ -427,7 +427,8 @@ pub async fn describe(home: &Home, args: DescribeArgs) -> Result<()> {
         restarted,
         &events,
         timeline::unix_now(),
-    );
+    )
+    .current(cluster.record());
     print!(
         "{}",
         output::describe(&status, cluster.record(), &dir, Some(&view), args.output)

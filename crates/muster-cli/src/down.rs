@@ -1,7 +1,8 @@
 //! `muster down`: bring down clusters by name or all of them, with or
 //! without a registry record. Without one, it searches every manager it can
 //! search from here (this host's processes; the SLURM and PBS queues when
-//! their commands are on PATH) and says which it searched; `--backend` or
+//! their commands are on PATH) and says which it searched; `--all` also
+//! stops the clusters found there without a record ([`crate::unrecorded`]); `--backend` or
 //! `-f SPEC` narrows (or widens, for SSH hosts, Kubernetes, YARN) the search.
 //! Kubernetes clusters go to the API server (through [`crate::kubernetes`]):
 //! from their record or spec, else from `--backend kubernetes` / `-n` /
@@ -29,14 +30,6 @@ struct Target {
     searches: Vec<Search>,
 }
 
-/// True when `program` is an executable on PATH.
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|p| {
-        std::env::split_paths(&p)
-            .any(|d| std::fs::metadata(d.join(program)).is_ok_and(|m| m.is_file()))
-    })
-}
-
 /// The searches for a cluster without a record and without a spec: the
 /// local backend always, the batch queues whose commands are here.
 fn unrecorded_searches(name: &str, home: &Home) -> Result<Vec<Search>> {
@@ -45,8 +38,8 @@ fn unrecorded_searches(name: &str, home: &Home) -> Result<Vec<Search>> {
         muster::backend_for_down("local", name, home)?,
         true,
     )];
-    for (kind, program) in [("slurm", "squeue"), ("pbs", "qstat")] {
-        if on_path(program) {
+    for (kind, program) in crate::unrecorded::QUEUES {
+        if crate::unrecorded::on_path(program) {
             out.push((
                 format!("the {kind} queue ({program})"),
                 muster::backend_for_down(kind, name, home)?,
@@ -105,7 +98,7 @@ fn kube_target(home: &Home, args: &DownArgs, name: &str) -> Result<Option<Option
     Ok(Some(Some(s)))
 }
 
-fn targets(home: &Home, args: &DownArgs) -> Result<(Vec<Target>, Option<String>)> {
+async fn targets(home: &Home, args: &DownArgs) -> Result<(Vec<Target>, Option<String>)> {
     if args.all {
         let records = home.list()?;
         let mut t: Vec<Target> = records
@@ -123,21 +116,26 @@ fn targets(home: &Home, args: &DownArgs) -> Result<(Vec<Target>, Option<String>)
                 })
             })
             .collect::<Result<_>>()?;
-        // Clusters running here without a record: their processes' markers
-        // name them (the submit-host scheduler of a batch cluster carries
-        // them too, so its queue is searched as well).
-        for (name, jobs) in muster::marked_on_this_host(home) {
-            if !records.iter().any(|r| r.name == name) {
-                eprintln!(
-                    "found cluster {name} running on this host without a registry record ({} jobs: {})",
-                    jobs.len(),
-                    jobs.join(", ")
-                );
-                t.push(Target {
-                    searches: unrecorded_searches(&name, home)?,
-                    name,
-                });
-            }
+        // Clusters running without a record: their processes' markers on
+        // this host and their jobs' names in the queues name them (every
+        // place is searched for each: a batch cluster's submit-host
+        // scheduler runs here, its jobs in the queue).
+        let names: Vec<String> = records.iter().map(|r| r.name.clone()).collect();
+        let (found, warnings) = crate::unrecorded::find(home, &names).await;
+        for w in warnings {
+            eprintln!("warning: {w}");
+        }
+        for u in found {
+            eprintln!(
+                "found cluster {} without a registry record ({}: {})",
+                u.name,
+                u.whereabouts(),
+                u.jobs().join(", ")
+            );
+            t.push(Target {
+                searches: unrecorded_searches(&u.name, home)?,
+                name: u.name,
+            });
         }
         return Ok((t, None));
     }
@@ -205,7 +203,7 @@ pub async fn down(home: &Home, args: DownArgs) -> Result<()> {
             return Ok(());
         }
     }
-    let (targets, searched) = targets(home, &args)?;
+    let (targets, searched) = targets(home, &args).await?;
     let mut reports = Vec::new();
     let mut failures = Vec::new();
     if args.all {

@@ -91,10 +91,11 @@ async fn clusters_text(home: &Home, all_namespaces: bool, out: Output) -> Result
             status: status.as_ref(),
         })
         .collect();
-    let unrecorded: Vec<(String, Vec<String>)> = muster::marked_on_this_host(home)
-        .into_iter()
-        .filter(|(name, _)| !registry.iter().any(|r| &r.name == name))
-        .collect();
+    let names: Vec<String> = registry.iter().map(|r| r.name.clone()).collect();
+    let (unrecorded, warnings) = crate::unrecorded::find(home, &names).await;
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
     Ok(output::clusters(
         &rows,
         &unrecorded,

@@ -13,6 +13,7 @@ mod kubernetes;
 mod operator;
 mod output;
 mod progress;
+mod unrecorded;
 
 use std::process::ExitCode;
 

@@ -60,6 +60,37 @@ impl Home {
         &self.root
     }
 
+    /// A short tag of this home (8 hex digits of the SHA-256 of its
+    /// canonical path: its deepest existing ancestor resolved, the rest
+    /// appended, so a home's tag is the same before and after its directory
+    /// is created): what a batch job's name carries so that the queue,
+    /// which knows nothing of homes, tells this home's jobs from another's.
+    /// The hash is ring's, already linked for TLS; it must never change
+    /// between versions, or a new muster would not recognise an older one's
+    /// jobs.
+    pub fn tag(&self) -> String {
+        let mut rest = Vec::new();
+        let mut at = self.root.as_path();
+        let path = loop {
+            if let Ok(real) = std::fs::canonicalize(at) {
+                break rest.iter().rev().fold(real, |p: PathBuf, c| p.join(c));
+            }
+            match (at.parent(), at.file_name()) {
+                (Some(parent), Some(name)) => {
+                    rest.push(name.to_owned());
+                    at = parent;
+                }
+                _ => break self.root.clone(),
+            }
+        };
+        let digest =
+            ring::digest::digest(&ring::digest::SHA256, path.as_os_str().as_encoded_bytes());
+        digest.as_ref()[..4]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     fn clusters_dir(&self) -> PathBuf {
         self.root.join("clusters")
     }
@@ -434,6 +465,25 @@ mod tests {
 
     fn record(name: &str) -> ClusterRecord {
         ClusterRecord::new(ClusterSpec::from_yaml(&format!("name: {name}"), None).unwrap())
+    }
+
+    #[test]
+    fn a_homes_tag_is_a_stable_hash_of_its_canonical_path() {
+        // A fixed value: the tag is in the names of jobs already queued, so
+        // it must not change between versions (`sha256sum` of the path).
+        assert_eq!(Home::at("/muster-test-no-such-dir/home").tag(), "dcc94582");
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("home");
+        std::fs::create_dir(&real).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert_eq!(Home::at(&link).tag(), Home::at(&real).tag());
+        assert_ne!(Home::at(dir.path()).tag(), Home::at(&real).tag());
+        // The same tag before and after the home's directory exists.
+        let before = Home::at(link.join("new/home")).tag();
+        std::fs::create_dir_all(real.join("new/home")).unwrap();
+        assert_eq!(Home::at(link.join("new/home")).tag(), before);
+        assert_eq!(Home::at(real.join("new/home")).tag(), before);
     }
 
     #[test]

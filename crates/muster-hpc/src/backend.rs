@@ -17,7 +17,6 @@ use muster_core::dask::{self, SchedulerEndpoint};
 use muster_core::runner::CommandRunner;
 use muster_core::{Error, JobId, JobStatus, Result};
 
-use crate::dialect::Tasks;
 use crate::script::{self, ScriptRole};
 use crate::{CANCEL_WAIT, Dialect, HpcBackend, files};
 
@@ -237,21 +236,10 @@ impl<R: CommandRunner + 'static> Backend for HpcBackend<R> {
     async fn discover(&self) -> Result<Discovered> {
         let cluster = self.cluster();
         let mut found = self.local.discover().await?.jobs;
-        let marker = script::marker(cluster);
+        let marker = script::marker(cluster, &self.tag);
         for e in self.list().await? {
-            if !e.name.starts_with(&marker) || !e.status.is_active() {
-                continue;
-            }
-            match (&e.tasks, self.dialect) {
-                (Tasks::Many(set), Dialect::Slurm) => found.extend(set.iter().map(|i| {
-                    let bare = self.dialect.task_id(&e.array, *i);
-                    (Self::full(cluster, &bare), e.status.clone())
-                })),
-                (Tasks::One(i), Dialect::Slurm) => {
-                    let bare = self.dialect.task_id(&e.array, *i);
-                    found.push((Self::full(cluster, &bare), e.status.clone()))
-                }
-                _ => found.push((Self::full(cluster, &e.server_id), e.status.clone())),
+            if e.name.starts_with(&marker) && e.status.is_active() {
+                found.extend(self.entry_jobs(cluster, &e));
             }
         }
         found.sort_by(|a, b| a.0.cmp(&b.0));

@@ -42,7 +42,7 @@ pub struct HpcSpec {
     /// The script's first line; `#!/usr/bin/env bash` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shebang: Option<String>,
-    /// A word added to every job's name, after the `muster_<cluster>_`
+    /// A word added to every job's name, after the `muster_<cluster>_<tag>_`
     /// marker (the marker always stays: it is how `down` finds the jobs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_name: Option<String>,
@@ -284,7 +284,7 @@ impl HpcSpec {
             bad(
                 "job_name",
                 n,
-                "at most 40 letters, digits and _ . - + @ (it follows the muster_<cluster>_ marker)",
+                "at most 40 letters, digits and _ . - + @ (it follows the muster_<cluster>_<tag>_ marker)",
             );
         }
         if let Some(w) = &self.walltime

@@ -1,8 +1,9 @@
 //! muster-hpc: the batch-scheduler backends, SLURM and PBS/TORQUE, as one
 //! [`HpcBackend`] over a [`Dialect`]. Workers are submitted as job arrays
 //! (adding k workers is one submission), every job's name carries the
-//! cluster's `muster_<cluster>_` marker so `down` finds them from the queue
-//! itself, and one listing command per poll gives the states of the whole
+//! cluster's `muster_<cluster>_<tag>_` marker, the tag naming the muster
+//! home, so `down` finds them from the queue itself and `get clusters` finds
+//! a home's clusters there without touching another home's, and one listing command per poll gives the states of the whole
 //! cluster. The Dask scheduler runs on the submitting host by default, as a
 //! detached process managed by muster-local's [`LocalBackend`] (so no spawn or
 //! process-scan code is duplicated here), or as a batch job of its own
@@ -73,6 +74,28 @@ pub struct HpcBackend<R: CommandRunner = LocalRunner> {
     /// no address on this host); reported when it is rendered or launched.
     host_scheduler_error: Option<String>,
     user: Option<String>,
+    /// This home's tag in job names ([`script::job_tag`]).
+    tag: String,
+}
+
+/// The clusters of `home` with live jobs in this machine's `kind` queue
+/// (`squeue` or `qstat` on PATH), with their job ids, whether or not the
+/// registry remembers them: found from the home's tag in the job names, so
+/// other homes' jobs are never among them. A queue reached only through a
+/// `submit_host` is not searched.
+pub async fn home_clusters(
+    kind: HpcKind,
+    home: &Home,
+) -> Result<std::collections::BTreeMap<String, Vec<JobId>>> {
+    let mut spec = ClusterSpec::from_yaml("{}", None)?;
+    spec.name = "listing".into();
+    spec.backend = muster_core::BackendSpec::of_kind(match kind {
+        HpcKind::Slurm => "slurm",
+        HpcKind::Pbs => "pbs",
+    });
+    HpcBackend::for_spec(&spec, home.clone())?
+        .home_clusters()
+        .await
 }
 
 impl HpcBackend<LocalRunner> {
@@ -139,6 +162,7 @@ impl<R: CommandRunner> HpcBackend<R> {
             local = local.with_scheduler_dir(PathBuf::from(dir.trim_end_matches('/')));
         }
         HpcBackend {
+            tag: script::job_tag(dialect, &home.tag()),
             dialect,
             hpc,
             local,
@@ -153,6 +177,14 @@ impl<R: CommandRunner> HpcBackend<R> {
 
     fn cluster(&self) -> &str {
         &self.spec.name
+    }
+
+    /// The same backend for the home of tag `home_tag` (tests pin a tag
+    /// that does not depend on where their temporary home is).
+    #[cfg(test)]
+    pub(crate) fn with_home_tag(mut self, home_tag: &str) -> Self {
+        self.tag = script::job_tag(self.dialect, home_tag);
+        self
     }
 
     /// Lists only this user's jobs (`None`: everybody's).
@@ -281,6 +313,7 @@ impl<R: CommandRunner> HpcBackend<R> {
             dialect: self.dialect,
             spec,
             hpc: &self.hpc,
+            tag: &self.tag,
             role: &role,
             log_dir: &log_dir,
             template: template.as_deref(),

@@ -93,6 +93,49 @@ impl<R: CommandRunner> HpcBackend<R> {
             .map_err(|e| Error::UnexpectedOutput { program, output: e })
     }
 
+    /// The muster job ids (and states) one queue entry of `cluster` stands
+    /// for: SLURM lists an array's tasks together, PBS each by its own id.
+    pub(crate) fn entry_jobs(&self, cluster: &str, e: &QueueEntry) -> Vec<(JobId, JobStatus)> {
+        match (&e.tasks, self.dialect) {
+            (Tasks::Many(set), Dialect::Slurm) => set
+                .iter()
+                .map(|i| {
+                    let bare = self.dialect.task_id(&e.array, *i);
+                    (Self::full(cluster, &bare), e.status.clone())
+                })
+                .collect(),
+            (Tasks::One(i), Dialect::Slurm) => {
+                let bare = self.dialect.task_id(&e.array, *i);
+                vec![(Self::full(cluster, &bare), e.status.clone())]
+            }
+            _ => vec![(Self::full(cluster, &e.server_id), e.status.clone())],
+        }
+    }
+
+    /// The clusters of this backend's home that have live jobs in the
+    /// queue, with those jobs' ids, found from the home's tag in the job
+    /// names; the jobs of other homes and other tools are never among them.
+    /// One listing call.
+    pub async fn home_clusters(&self) -> Result<BTreeMap<String, Vec<JobId>>> {
+        Ok(self.clusters_in(&self.list().await?))
+    }
+
+    /// [`Self::home_clusters`] of a listing already made.
+    pub(crate) fn clusters_in(&self, entries: &[QueueEntry]) -> BTreeMap<String, Vec<JobId>> {
+        let mut out: BTreeMap<String, Vec<JobId>> = BTreeMap::new();
+        for e in entries.iter().filter(|e| e.status.is_active()) {
+            if let Some(cluster) = script::parse_job_name(&e.name, &self.tag) {
+                let jobs = out.entry(cluster.to_string()).or_default();
+                jobs.extend(self.entry_jobs(cluster, e).into_iter().map(|(id, _)| id));
+            }
+        }
+        for jobs in out.values_mut() {
+            jobs.sort();
+            jobs.dedup();
+        }
+        out
+    }
+
     /// PBS array tasks' own ids, as recorded by the tasks under SLURM's
     /// Torque wrapper (empty elsewhere): one command reads them all.
     pub(crate) async fn server_ids(&self, cluster: &str) -> Result<BTreeMap<String, String>> {
@@ -141,7 +184,7 @@ impl<R: CommandRunner> HpcBackend<R> {
 
     /// Pending worker jobs of the cluster, counted task by task.
     pub(crate) fn queued_workers(&self, cluster: &str, entries: &[QueueEntry]) -> u32 {
-        let marker = script::marker(cluster);
+        let marker = script::marker(cluster, &self.tag);
         let sched = format!("{marker}scheduler");
         entries
             .iter()

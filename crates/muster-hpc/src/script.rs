@@ -48,6 +48,8 @@ pub struct ScriptInput<'a> {
     pub spec: &'a ClusterSpec,
     /// The batch options of the spec.
     pub hpc: &'a HpcSpec,
+    /// The tag of the home's jobs ([`job_tag`]), in every job name.
+    pub tag: &'a str,
     /// The role.
     pub role: &'a ScriptRole,
     /// Directory for job output (validated as a plain path).
@@ -56,19 +58,41 @@ pub struct ScriptInput<'a> {
     pub template: Option<&'a str>,
 }
 
-/// The job name of a role: `muster_<cluster>_<word>`; `_` never occurs in
-/// cluster names, so one cluster's marker is never a prefix of another's.
-pub fn job_name(cluster: &str, hpc: &HpcSpec, role: &ScriptRole) -> String {
+/// The job name of a role: `muster_<cluster>_<tag>_<word>`, `tag` being
+/// [`job_tag`]'s. `_` never occurs in cluster names nor tags, so one
+/// cluster's marker is never a prefix of another's, and a job's name says
+/// which cluster of which home it belongs to ([`parse_job_name`]).
+pub fn job_name(cluster: &str, tag: &str, hpc: &HpcSpec, role: &ScriptRole) -> String {
     let word = match role {
         ScriptRole::Scheduler { .. } => "scheduler",
         ScriptRole::Workers { .. } => hpc.job_name.as_deref().unwrap_or("w"),
     };
-    format!("{}{word}", marker(cluster))
+    format!("{}{word}", marker(cluster, tag))
 }
 
-/// The prefix of every job name of a cluster.
-pub fn marker(cluster: &str) -> String {
-    format!("muster_{cluster}_")
+/// The prefix of every job name of a cluster of one home.
+pub fn marker(cluster: &str, tag: &str) -> String {
+    format!("muster_{cluster}_{tag}_")
+}
+
+/// The tag of a home's jobs in one dialect: `s` (SLURM) or `p` (PBS), then
+/// the home's [`Home::tag`](muster_core::Home::tag). The letter keeps
+/// apart jobs that both queues list (SLURM's Torque-compatible `qstat`
+/// shows `sbatch`'s jobs too).
+pub fn job_tag(dialect: Dialect, home_tag: &str) -> String {
+    let letter = match dialect {
+        Dialect::Slurm => 's',
+        Dialect::Pbs(_) => 'p',
+    };
+    format!("{letter}{home_tag}")
+}
+
+/// The cluster a job name belongs to, when it is a muster job name with
+/// this `tag` (so a job of another home, or not muster's, is `None`).
+pub fn parse_job_name<'a>(name: &'a str, tag: &str) -> Option<&'a str> {
+    let (cluster, rest) = name.strip_prefix("muster_")?.split_once('_')?;
+    let word = rest.strip_prefix(tag)?.strip_prefix('_')?;
+    (!word.is_empty() && muster_core::spec::check_name(cluster).is_ok()).then_some(cluster)
 }
 
 /// Single-quotes a value for a POSIX shell, always (even when harmless), so
@@ -94,7 +118,7 @@ pub struct Directive {
     pub required: Option<&'static str>,
 }
 
-const NAME_REQUIRED: &str = "the job name carries the muster_<cluster>_ marker by which muster lists and cancels the cluster's jobs";
+const NAME_REQUIRED: &str = "the job name carries the muster_<cluster>_<home tag>_ marker by which muster lists and cancels the cluster's jobs";
 const OUTPUT_REQUIRED: &str =
     "muster reads the job's output from log_directory (muster logs, failure reasons)";
 
@@ -114,9 +138,10 @@ pub fn base_directives(input: &ScriptInput<'_>) -> Vec<Directive> {
         hpc,
         role,
         log_dir,
+        tag,
         ..
     } = input;
-    let name = job_name(&spec.name, hpc, role);
+    let name = job_name(&spec.name, tag, hpc, role);
     let w = &spec.worker;
     let mut d = Vec::new();
     match dialect {

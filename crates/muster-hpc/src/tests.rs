@@ -88,7 +88,12 @@ fn backend<R: CommandRunner>(
     HpcBackend::for_spec_with(spec, Home::at(home), runner, Arc::new(Direct))
         .unwrap()
         .with_user(Some("alice".into()))
+        .with_home_tag(TAG)
 }
+
+/// A home tag pinned for every test home, so tests do not depend on where
+/// their temporary home is.
+const TAG: &str = "c4591508";
 
 fn workers(count: u32) -> Role {
     Role::Workers {
@@ -248,7 +253,7 @@ async fn k_workers_are_one_array_submission() {
     assert_eq!(calls, vec![vec!["sbatch", "--parsable", "--array=0-3"]]);
     let script = b.runner.stdin.lock().unwrap()[0].clone();
     assert!(
-        script.contains("#SBATCH --job-name=muster_demo_w"),
+        script.contains("#SBATCH --job-name=muster_demo_sc4591508_w"),
         "{script}"
     );
 }
@@ -257,10 +262,12 @@ async fn k_workers_are_one_array_submission() {
 async fn one_listing_serves_every_status() {
     let dir = tempfile::tempdir().unwrap();
     let s = spec("name: demo\nbackend: {kind: slurm}");
-    let listing = "41_[2-3]|41|2-3|41|PENDING|Resources|muster_demo_w\n\
-                   41_0|41|0|42|RUNNING|None|muster_demo_w\n\
-                   41_1|41|1|43|FAILED|NonZeroExitCode|muster_demo_w\n\
-                   50|50|N/A|50|RUNNING|None|muster_other_w\n";
+    let listing = "41_[2-3]|41|2-3|41|PENDING|Resources|muster_demo_sc4591508_w\n\
+                   41_0|41|0|42|RUNNING|None|muster_demo_sc4591508_w\n\
+                   41_1|41|1|43|FAILED|NonZeroExitCode|muster_demo_sc4591508_w\n\
+                   50|50|N/A|50|RUNNING|None|muster_other_sc4591508_w\n\
+                   60|60|N/A|60|RUNNING|None|muster_demo_s0badbad_w\n\
+                   61|61|N/A|61|RUNNING|None|muster_demo_pc4591508_w\n";
     let b = backend(
         &s,
         FakeRunner::default().reply("squeue", 0, listing),
@@ -294,7 +301,8 @@ async fn one_listing_serves_every_status() {
         ]
     );
 
-    // Discovery: only this cluster's active jobs, pending tasks expanded.
+    // Discovery: only this cluster's active jobs (not another home's cluster
+    // of the same name, nor a PBS one), pending tasks expanded.
     let found: Vec<String> = b
         .discover()
         .await
@@ -310,7 +318,7 @@ async fn one_listing_serves_every_status() {
 async fn the_queued_cap_refuses_a_scale_up() {
     let dir = tempfile::tempdir().unwrap();
     let s = spec("name: demo\nbackend: {kind: slurm, max_queued_jobs: 5}");
-    let listing = "41_[2-4]|41|2-4|41|PENDING|Resources|muster_demo_w\n";
+    let listing = "41_[2-4]|41|2-4|41|PENDING|Resources|muster_demo_sc4591508_w\n";
     let b = backend(
         &s,
         FakeRunner::default().reply("squeue", 0, listing),
@@ -414,3 +422,88 @@ async fn a_rejected_submission_reports_the_batch_systems_words() {
 }
 
 mod jobqueue_fidelity;
+
+/// A fixture recorded from the test SLURM (tests/services/slurm/fixtures,
+/// see COMMANDS.txt there).
+fn recorded(name: &str) -> String {
+    let path = format!(
+        "{}/../../tests/services/slurm/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn a_homes_clusters_are_found_in_the_queue_by_its_tag_only() {
+    // Recorded 2026-12-02 from the test SLURM 22.05.8 with two homes:
+    // A (tag 3207fde7: rec-slurm by sbatch, rec-pbs by qsub) and B (tag
+    // ca4fa2c8: a rec-slurm of its own), plus an untagged job named like
+    // an old muster job and a job that is not muster's.
+    let dir = tempfile::tempdir().unwrap();
+    let slurm = |tag| {
+        backend(
+            &spec("name: listing\nbackend: {kind: slurm}"),
+            FakeRunner::default(),
+            dir.path(),
+        )
+        .with_home_tag(tag)
+    };
+    let squeue = crate::dialect::Dialect::Slurm
+        .parse_status(&recorded("squeue-two-homes.txt"))
+        .unwrap();
+    let ids = |v: &[&str]| v.iter().map(|s| JobId::from(*s)).collect::<Vec<_>>();
+    assert_eq!(
+        slurm("3207fde7").clusters_in(&squeue),
+        [(
+            "rec-slurm".to_string(),
+            ids(&["rec-slurm-1184_0", "rec-slurm-1184_1"])
+        )]
+        .into()
+    );
+    assert_eq!(
+        slurm("ca4fa2c8").clusters_in(&squeue),
+        [(
+            "rec-slurm".to_string(),
+            ids(&["rec-slurm-1188_0", "rec-slurm-1188_1"])
+        )]
+        .into()
+    );
+    assert!(slurm("00000000").clusters_in(&squeue).is_empty());
+
+    // The same queue through SLURM's Torque-compatible qstat -f: only the
+    // jobs qsub submitted for home A.
+    let pbs = backend(
+        &spec("name: listing\nbackend: {kind: pbs}"),
+        FakeRunner::default(),
+        dir.path(),
+    )
+    .with_home_tag("3207fde7");
+    let qstat = crate::dialect::Dialect::Pbs(crate::PbsFlavor::Torque)
+        .parse_status(&recorded("qstat-f-two-homes.txt"))
+        .unwrap();
+    assert_eq!(qstat.len(), 8);
+    assert_eq!(
+        pbs.clusters_in(&qstat),
+        [(
+            "rec-pbs".to_string(),
+            ids(&["rec-pbs-1186", "rec-pbs-1187"])
+        )]
+        .into()
+    );
+}
+
+#[test]
+fn job_names_carry_cluster_and_home() {
+    use crate::script::{job_tag, parse_job_name};
+    let tag = job_tag(crate::Dialect::Slurm, "3207fde7");
+    assert_eq!(tag, "s3207fde7");
+    let at = |name| parse_job_name(name, &tag);
+    assert_eq!(at("muster_rec-slurm_s3207fde7_w"), Some("rec-slurm"));
+    assert_eq!(at("muster_demo_s3207fde7_my_word"), Some("demo"));
+    assert_eq!(at("muster_demo_s3207fde7_"), None);
+    assert_eq!(at("muster_demo_sca4fa2c8_w"), None);
+    assert_eq!(at("muster_demo_p3207fde7_w"), None);
+    assert_eq!(at("muster_demo_w"), None);
+    assert_eq!(at("muster_Bad_s3207fde7_w"), None);
+    assert_eq!(at("analysis"), None);
+}

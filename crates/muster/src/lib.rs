@@ -92,6 +92,26 @@ pub fn marked_on_this_host(home: &Home) -> std::collections::BTreeMap<String, Ve
         .collect()
 }
 
+/// The batch clusters of `home` with live jobs in this machine's `kind`
+/// queue (`slurm` or `pbs`), with their job ids, found from the home's tag
+/// in the job names (see [`Home::tag`]): what runs there whether or not the
+/// registry remembers it, and never another home's jobs.
+pub async fn queued_in_batch(
+    kind: &str,
+    home: &Home,
+) -> Result<std::collections::BTreeMap<String, Vec<String>>> {
+    let kind = match kind {
+        "slurm" => muster_hpc::HpcKind::Slurm,
+        "pbs" => muster_hpc::HpcKind::Pbs,
+        other => return Err(Error::Usage(format!("{other:?} is not a batch backend"))),
+    };
+    Ok(muster_hpc::home_clusters(kind, home)
+        .await?
+        .into_iter()
+        .map(|(cluster, jobs)| (cluster, jobs.into_iter().map(|j| j.0).collect()))
+        .collect())
+}
+
 /// Fills a spec's unset options from the machine's site configuration: for
 /// `slurm`/`pbs`, an existing dask-jobqueue config (`jobqueue.slurm` /
 /// `jobqueue.pbs` in the Dask config files). Explicit values win. Call it

@@ -39,8 +39,12 @@ pub struct AgentView {
     pub restarted_pid: Option<u32>,
     /// Why growing is paused, if it is.
     pub paused: Option<String>,
-    /// The last decision's reason.
+    /// The last decision's reason, under the cluster's current settings.
     pub last_decision: Option<String>,
+    /// True when the settings changed (`scale`, `adapt`) since the last
+    /// decision and no round has decided under the new ones yet.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub decision_pending: bool,
     /// Events recorded in all.
     pub event_count: usize,
     /// The latest events, oldest first.
@@ -71,6 +75,7 @@ impl AgentView {
             restarted_pid: restarted,
             paused: st.and_then(|s| s.paused.clone()),
             last_decision: st.and_then(|s| s.last_decision.clone()),
+            decision_pending: false,
             event_count: events.len(),
             events: events[events.len().saturating_sub(DESCRIBE_EVENTS)..]
                 .iter()
@@ -81,6 +86,31 @@ impl AgentView {
                 })
                 .collect(),
         }
+    }
+}
+
+impl AgentView {
+    /// The decision and pause as the record keeps them: every round writes
+    /// them there, the agent's and those `scale` runs itself, while the
+    /// agent's own state file is only as new as its last round (which may
+    /// be an interval old, under settings `scale` or `adapt` replaced
+    /// since). A decision made under older settings is not shown: the
+    /// view says one is pending instead.
+    pub fn current(mut self, record: &ClusterRecord) -> Self {
+        if self.agent == "none" {
+            return self;
+        }
+        let policy = &record.policy;
+        if policy.generation == record.adapt_generation && !policy.settings.is_empty() {
+            self.last_decision = policy.last_decision.clone();
+            self.paused = policy.state.paused.clone();
+            self.decision_pending = false;
+        } else {
+            self.last_decision = None;
+            self.paused = None;
+            self.decision_pending = true;
+        }
+        self
     }
 }
 
@@ -144,6 +174,10 @@ fn agent_section(view: &AgentView, record: &ClusterRecord) -> String {
 ",
             one_line(d)
         ));
+    } else if view.decision_pending {
+        out.push_str(
+            "Decision:     none yet under the new settings (the agent's next round decides)\n",
+        );
     }
     if !view.events.is_empty() {
         out.push_str(&format!(

@@ -11,12 +11,13 @@ use serde::Serialize;
 use super::{age, one_line, render_table, table};
 use crate::cli::Output;
 use crate::contract::{self, Kind};
+use crate::unrecorded::Unrecorded;
 
 /// One cluster as `get clusters -o json` lists it.
 #[derive(Debug, Serialize)]
 pub struct ClusterItem<'a> {
     name: &'a str,
-    backend: &'a str,
+    backend: String,
     /// The phase as the manager shows it now (see [`super::live_phase`]).
     phase: &'a str,
     /// Why the phase is not the recorded one.
@@ -54,12 +55,13 @@ pub struct ClusterRow<'a> {
 pub const UNRECORDED: &str = "Unrecorded";
 
 /// `muster get clusters`: the registry's clusters with their live phase and
-/// READY count, then the clusters of this home found running from their
-/// markers without a record (`unrecorded`: name and job ids).
+/// READY count, then the clusters of this home found running without a
+/// record (`unrecorded`: from this host's process markers and the batch
+/// queues' job names).
 /// `now` is the current Unix time, passed in so the listing is a pure function.
 pub fn clusters(
     rows: &[ClusterRow<'_>],
-    unrecorded: &[(String, Vec<String>)],
+    unrecorded: &[Unrecorded],
     now: u64,
     output: Output,
 ) -> String {
@@ -70,7 +72,7 @@ pub fn clusters(
             let (phase, reason) = super::live_phase(r.phase, row.status);
             ClusterItem {
                 name: &r.name,
-                backend: r.backend(),
+                backend: r.backend().to_string(),
                 phase,
                 reason,
                 workers: r.spec.workers,
@@ -84,14 +86,11 @@ pub fn clusters(
             }
         })
         .collect();
-    items.extend(unrecorded.iter().map(|(name, jobs)| ClusterItem {
-        name,
-        backend: "-",
+    items.extend(unrecorded.iter().map(|u| ClusterItem {
+        name: &u.name,
+        backend: u.backend(),
         phase: UNRECORDED,
-        reason: Some(format!(
-            "no registry record; {} jobs running on this host",
-            jobs.len()
-        )),
+        reason: Some(format!("no registry record; {}", u.whereabouts())),
         workers: 0,
         ready_workers: None,
         scheduler_address: None,
@@ -99,7 +98,7 @@ pub fn clusters(
         age_seconds: 0,
         tls: None,
         recorded: false,
-        found_jobs: jobs.clone(),
+        found_jobs: u.jobs(),
     }));
     if let Some(s) = contract::list(Kind::ClusterList, &items, output) {
         return s;
@@ -143,10 +142,10 @@ pub fn clusters(
         t.add_row(row);
     }
     let mut out = render_table(&t);
-    let lost: Vec<&str> = unrecorded.iter().map(|(n, _)| n.as_str()).collect();
+    let lost: Vec<&str> = unrecorded.iter().map(|u| u.name.as_str()).collect();
     if !lost.is_empty() {
         out.push_str(&format!(
-            "\n{} running on this host without a registry record (found from their processes' markers): \
+            "\n{} running without a registry record (found from their processes' markers or their jobs' names in the queue): \
              `muster down NAME` stops one, `muster down --all` all of them.\n",
             lost.join(", ")
         ));

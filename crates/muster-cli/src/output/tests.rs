@@ -8,6 +8,7 @@ use muster::{AdaptSpec, ClusterRecord, ClusterStatus, DownReport};
 
 use super::*;
 use crate::cli::Output;
+use crate::unrecorded::Unrecorded;
 use muster::{ClusterSpec, JobId, JobStatus, Phase, WorkerRow};
 
 /// A fixed "now" so ages in snapshots never drift.
@@ -96,10 +97,22 @@ fn cluster_listings() {
         },
     ));
     let st = [Some(alpha), None, Some(gamma)];
-    let lost = [(
-        "stray".to_string(),
-        vec!["stray-scheduler".to_string(), "stray-w0".to_string()],
-    )];
+    let lost = [
+        Unrecorded {
+            name: "orphan".into(),
+            on_host: vec!["orphan-scheduler".into()],
+            queued: [
+                ("pbs", vec!["orphan-12[0]".into()]),
+                ("slurm", vec!["orphan-11_0".into(), "orphan-11_1".into()]),
+            ]
+            .into(),
+        },
+        Unrecorded {
+            name: "stray".into(),
+            on_host: vec!["stray-scheduler".into(), "stray-w0".into()],
+            queued: Default::default(),
+        },
+    ];
     let r = rows(&rs, &st);
     insta::assert_snapshot!("clusters_table", clusters(&r, &lost, NOW, Output::Table));
     insta::assert_snapshot!("clusters_wide", clusters(&r, &lost, NOW, Output::Wide));
@@ -372,4 +385,41 @@ fn up_and_down_messages() {
         down(&reports[1..], Some("this host's processes"), Output::Table)
     );
     insta::assert_snapshot!("up_name", up(&item, "up", Output::Name));
+}
+
+#[test]
+fn describe_shows_the_decision_of_the_current_settings() {
+    // The agent's state is a round old: it decided under adaptive settings.
+    let st = muster::adaptive::AgentState {
+        pid: 4242,
+        started_at: 1_790_000_000.0,
+        heartbeat: 1_790_000_059.0,
+        mode: None,
+        paused: None,
+        last_decision: Some("target 0 < 3 workers: removing 2".into()),
+    };
+    let view = || AgentView::new(true, &AgentHealth::Running(st.clone()), None, &[], 1.79e9);
+    let mut rec = record("demo", 2);
+    // `scale` bumped the generation and decided itself: the record's
+    // decision is the one shown.
+    rec.adapt_generation = 3;
+    rec.policy.generation = 3;
+    rec.policy.settings = "Policy { .. }".into();
+    rec.policy.last_decision = Some("fixed size 2: 2 workers is right".into());
+    let v = view().current(&rec);
+    assert_eq!(
+        v.last_decision.as_deref(),
+        Some("fixed size 2: 2 workers is right")
+    );
+    assert!(!v.decision_pending);
+    // `adapt --off` bumped it and no round ran yet: nothing stale is shown.
+    rec.adapt_generation = 4;
+    let v = view().current(&rec);
+    assert_eq!(v.last_decision, None);
+    let text = describe(&status(), &rec, "/s", Some(&v), Output::Table);
+    assert!(
+        text.contains("Decision:     none yet under the new settings"),
+        "{text}"
+    );
+    assert!(!text.contains("removing 2"), "{text}");
 }

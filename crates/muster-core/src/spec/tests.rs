@@ -207,3 +207,58 @@ fn a_value_that_cannot_be_read_is_named_with_the_unknown_keys_before_it() {
     let err = ClusterSpec::from_yaml(yaml, Some("bad.yaml")).unwrap_err();
     insta::assert_snapshot!(err.to_string());
 }
+
+#[test]
+fn extra_args_repeating_musters_own_flags_are_refused_with_the_field_to_use() {
+    let yaml = r#"
+name: x
+scheduler: {extra_args: ["--port", "9000", "--idle-timeout", "1h", "--dashboard-address=:1"]}
+worker: {extra_args: ["--resources", "GPU=1", "--nworkers", "4", "--memory-limit=2GB",
+                      "--nthreads", "8", "--name", "w", "--tls-cert", "c.pem", "--no-nanny"]}
+"#;
+    let spec = ClusterSpec::from_yaml(yaml, None).unwrap();
+    let Err(SpecError::Invalid(errs)) = spec.validate() else {
+        panic!("validation passed");
+    };
+    let got: Vec<(&str, &str)> = errs
+        .iter()
+        .map(|e| (e.field.as_str(), e.reason.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "scheduler.extra_args[0]",
+                "muster sets --port itself: use scheduler.port instead"
+            ),
+            (
+                "scheduler.extra_args[4]",
+                "muster sets --dashboard-address itself: use scheduler.dashboard_port instead"
+            ),
+            (
+                "worker.extra_args[2]",
+                "muster sets --nworkers itself: use worker.processes instead"
+            ),
+            (
+                "worker.extra_args[4]",
+                "muster sets --memory-limit itself: use worker.memory instead"
+            ),
+            (
+                "worker.extra_args[5]",
+                "muster sets --nthreads itself: use worker.cores instead"
+            ),
+            (
+                "worker.extra_args[7]",
+                "muster sets --name itself (the worker's name is its job id): remove it"
+            ),
+            (
+                "worker.extra_args[9]",
+                "muster sets --tls-cert itself: use scheduler.security instead"
+            ),
+            (
+                "worker.extra_args[11]",
+                "muster sets --no-nanny itself: use worker.nanny instead"
+            ),
+        ]
+    );
+}

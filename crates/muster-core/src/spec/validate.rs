@@ -63,6 +63,12 @@ impl ClusterSpec {
         }
         check_env("scheduler.env", &self.scheduler.env, &mut bad);
         check_args("scheduler.extra_args", &self.scheduler.extra_args, &mut bad);
+        check_owned_flags(
+            "scheduler.extra_args",
+            &self.scheduler.extra_args,
+            SCHEDULER_FLAGS,
+            &mut bad,
+        );
         // Worker.
         let w = &self.worker;
         if w.cores == 0 || w.cores > 4096 {
@@ -104,6 +110,7 @@ impl ClusterSpec {
         }
         check_env("worker.env", &w.env, &mut bad);
         check_args("worker.extra_args", &w.extra_args, &mut bad);
+        check_owned_flags("worker.extra_args", &w.extra_args, WORKER_FLAGS, &mut bad);
         if w.death_timeout.duration().as_secs() == 0 {
             bad(
                 "worker.death_timeout",
@@ -292,5 +299,79 @@ fn check_args(field: &str, args: &[String], bad: &mut impl FnMut(&str, &dyn fmt:
         if let Err(reason) = check_text(arg) {
             bad(&format!("{field}[{i}]"), arg, &reason);
         }
+    }
+}
+
+/// Where a flag muster puts on a Dask command line comes from: a spec field
+/// the user sets instead, or muster alone.
+#[derive(Clone, Copy)]
+enum Owner {
+    Field(&'static str),
+    Muster(&'static str),
+}
+
+/// The `dask worker` flags muster sets itself ([`crate::dask::worker_command`]
+/// and [`crate::dask::secure`]), with what to use instead.
+const WORKER_FLAGS: &[(&str, Owner)] = &[
+    ("--name", Owner::Muster("the worker's name is its job id")),
+    (
+        "--scheduler-file",
+        Owner::Muster("workers find the scheduler through the file muster writes"),
+    ),
+    ("--nthreads", Owner::Field("worker.cores")),
+    ("--nworkers", Owner::Field("worker.processes")),
+    ("--nprocs", Owner::Field("worker.processes")),
+    ("--memory-limit", Owner::Field("worker.memory")),
+    ("--death-timeout", Owner::Field("worker.death_timeout")),
+    ("--nanny", Owner::Field("worker.nanny")),
+    ("--no-nanny", Owner::Field("worker.nanny")),
+    ("--interface", Owner::Field("worker.interface")),
+    ("--local-directory", Owner::Field("worker.local_directory")),
+    ("--protocol", Owner::Field("scheduler.security")),
+    ("--tls-ca-file", Owner::Field("scheduler.security")),
+    ("--tls-cert", Owner::Field("scheduler.security")),
+    ("--tls-key", Owner::Field("scheduler.security")),
+];
+
+/// The `dask scheduler` flags muster sets itself
+/// ([`crate::dask::scheduler_command`] and [`crate::dask::secure`]).
+const SCHEDULER_FLAGS: &[(&str, Owner)] = &[
+    ("--host", Owner::Field("scheduler.host")),
+    ("--port", Owner::Field("scheduler.port")),
+    (
+        "--dashboard-address",
+        Owner::Field("scheduler.dashboard_port"),
+    ),
+    (
+        "--scheduler-file",
+        Owner::Muster("clients and workers read the file muster writes"),
+    ),
+    ("--protocol", Owner::Field("scheduler.security")),
+    ("--tls-ca-file", Owner::Field("scheduler.security")),
+    ("--tls-cert", Owner::Field("scheduler.security")),
+    ("--tls-key", Owner::Field("scheduler.security")),
+];
+
+/// Refuses extra arguments that repeat a flag muster sets itself (as
+/// `--flag value` or `--flag=value`): Dask would take one of the two
+/// silently, so the spec would not say what runs.
+fn check_owned_flags(
+    field: &str,
+    args: &[String],
+    owned: &[(&str, Owner)],
+    bad: &mut impl FnMut(&str, &dyn fmt::Display, &str),
+) {
+    for (i, arg) in args.iter().enumerate() {
+        let flag = arg.split_once('=').map_or(arg.as_str(), |(flag, _)| flag);
+        let Some((_, owner)) = owned.iter().find(|(f, _)| *f == flag) else {
+            continue;
+        };
+        let reason = match owner {
+            Owner::Field(instead) => {
+                format!("muster sets {flag} itself: use {instead} instead")
+            }
+            Owner::Muster(why) => format!("muster sets {flag} itself ({why}): remove it"),
+        };
+        bad(&format!("{field}[{i}]"), arg, &reason);
     }
 }
