@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, Muster, compute, connect, remember_credentials, wait_until
+from conftest import REPO, Muster, compute, connect, refused, remember_credentials, wait_until
 
 HOSTS = REPO / "tests" / "services" / "sshhosts"
 STATE = Path(os.environ.get("MUSTER_SSH_STATE", "/tmp/muster-sshhosts"))
@@ -349,9 +349,6 @@ def test_a_job_of_several_processes_forks_full_workers_that_its_nannies_restart(
 def test_tls_credentials_reach_each_host_owner_only_and_leave_with_down(muster, healthy_hosts, tmp_path):
     import stat
 
-    from distributed import Client
-    from distributed.security import Security
-
     spec = write_spec(tmp_path / "c.yaml", "sshtls", workers=2, per_host=1)
     up = muster.json("up", "-f", spec)
     address = up["scheduler_address"]
@@ -379,10 +376,8 @@ def test_tls_credentials_reach_each_host_owner_only_and_leave_with_down(muster, 
             assert b"PRIVATE KEY" not in argv and b"PRIVATE KEY" not in env
 
     # No credentials, or plain TCP: refused.
-    for addr, sec in ((address, Security()), (address.replace("tls://", "tcp://"), Security())):
-        with pytest.raises(Exception):
-            with Client(addr, timeout=5, security=sec) as c:
-                c.scheduler_info()
+    for addr in (address, address.replace("tls://", "tcp://")):
+        assert refused(addr), f"a client without credentials got in at {addr}"
 
     muster.run("down", "sshtls")
     assert not (muster.home / "clusters" / "sshtls").exists()
