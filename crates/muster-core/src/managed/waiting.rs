@@ -66,8 +66,9 @@ impl ManagedCluster {
 
     /// Waits until the scheduler reports exactly `wanted` Dask workers, failing
     /// early when a worker job of the cluster has ended, and returns how many
-    /// the scheduler last reported (fewer than `wanted` only when another
-    /// command changed the cluster meanwhile).
+    /// the scheduler last reported (other than `wanted` only when another
+    /// command changed the cluster meanwhile: a concurrent `scale` to another
+    /// size means `wanted` may never hold again).
     pub(crate) async fn wait_for_workers(
         &self,
         wanted: usize,
@@ -94,6 +95,12 @@ impl ManagedCluster {
                 Err(e) => return Err(e),
             }
             if check.is_none() && last_status.elapsed() >= every {
+                if self.resized()? {
+                    tracing::info!(
+                        "the cluster was resized by another command: not waiting any longer"
+                    );
+                    return Ok(connected);
+                }
                 check = Some(self.backend.status(&self.record.workers));
             }
             if Instant::now() >= deadline {
@@ -144,6 +151,15 @@ impl ManagedCluster {
             Some(now) => {
                 now.spec.workers != self.record.spec.workers || (!died && !now.workers.contains(id))
             }
+        })
+    }
+
+    /// True when the cluster is gone from the registry or another command
+    /// set another desired size since this handle's record was read.
+    fn resized(&self) -> Result<bool> {
+        Ok(match self.home.load(&self.record.name)? {
+            None => true,
+            Some(now) => now.spec.workers != self.record.spec.workers,
         })
     }
 }
