@@ -239,6 +239,14 @@ class Muster:
                 os.kill(pid, 9)
 
 
+def _argv(pid):
+    """A process's command line, for messages ("?" once it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:300]
+    except OSError:
+        return "?"
+
+
 @pytest.fixture(scope="session")
 def muster_bin():
     return built("muster", "MUSTER_BIN")
@@ -253,9 +261,10 @@ def muster(muster_bin, tmp_path):
     for cluster in {c["name"] for c in m.json("get", "clusters")}:
         m.run("down", cluster, check=False)
     leftover = m.processes()
+    described = {pid: _argv(pid) for pid in leftover}  # before they are killed, to say what they were
     for pid in leftover:
         try:
             os.kill(pid, 9)
         except OSError:
             pass
-    assert not leftover, f"processes left behind by the test: {leftover}"
+    assert not leftover, f"processes left behind by the test: {described}"

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import threading
 import time
 
 import pytest
@@ -219,25 +220,41 @@ def test_exit_codes_follow_one_rule(muster):
     assert muster.run("down", "nosuch").returncode == 0
 
 
+class Collected:
+    """Everything a running command prints, read as it comes (so a test
+    waits for what it expects instead of sleeping and hoping)."""
+
+    def __init__(self, proc):
+        self.proc, self.text = proc, ""
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.text += line
+
+    def interrupt(self):
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(timeout=30)
+        self._reader.join(timeout=30)
+
+
 def test_kubectl_habits_follow_and_watch(muster):
     name = "habits"
     muster.run("up", name, "--workers", 1, "--python", muster.python)
     assert muster.run("get", "workers", name, "-o", "name").stdout == f"worker/{name}-w0\n"
     table = muster.run("get", "clusters").stdout
     assert "READY" in table and " 1/1 " in table, table
-    watch = muster.popen("get", "clusters", "-w")
-    follow = muster.popen("logs", name, "-f")  # the scheduler's log, as it grows
-    time.sleep(3)
+    watch = Collected(muster.popen("get", "clusters", "-w"))
+    follow = Collected(muster.popen("logs", name, "-f"))  # the scheduler's log, as it grows
+    wait_until(lambda: " 1/1 " in watch.text, timeout=60, message="the watch's first listing")
     muster.run("scale", name, 2)
-    time.sleep(5)
-    watch.send_signal(signal.SIGINT)
-    follow.send_signal(signal.SIGINT)
-    wout, _ = watch.communicate(timeout=30)
-    fout, _ = follow.communicate(timeout=30)
-    # The watch printed the listing again when READY went to 2/2; the
+    # The watch prints the listing again when READY goes to 2/2; the
     # followed log shows the worker that registered after it started.
-    assert "1/1" in wout and "2/2" in wout, wout
-    assert f"{name}-w1" in fout, fout
+    wait_until(lambda: " 2/2 " in watch.text, timeout=60, message="2/2 in the watch")
+    wait_until(lambda: f"{name}-w1" in follow.text, timeout=60, message="the new worker in the followed log")
+    for running in (watch, follow):
+        running.interrupt()
     # The user's scale is in the timeline, beside the rounds' own events.
     kinds = [(e["kind"], e["message"]) for e in muster.json("events", name)]
     assert ("scale", "muster scale: 1 -> 2 worker jobs (done)") in kinds, kinds
