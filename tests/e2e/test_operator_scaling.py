@@ -93,8 +93,13 @@ def test_autoscaler_burst_grows_and_shrinks_its_group_only(kube, operator):
         client.close()
     assert seen_max["burst-default"] <= 4, seen_max
     assert_workers(kube, ns, "burst", 1)
-    status = kube.json("get", "daskautoscaler", "burst", "-n", ns)["status"]
-    assert (status["desiredWorkers"], status["currentWorkers"]) == (1, 1), status
+    # The status is written by the autoscaler's next round after the pods
+    # settle (its poll is up to 3 s), so it is waited for, not read once.
+    def settled_status():
+        st = kube.json("get", "daskautoscaler", "burst", "-n", ns)["status"]
+        return st if (st.get("desiredWorkers"), st.get("currentWorkers")) == (1, 1) else None
+
+    status = wait_for("the autoscaler's status to show 1 wanted, 1 current", settled_status, timeout=60)
     assert status["lastDecision"] and status["reason"], status
     reasons = set(reasons_about(kube, ns, "burst"))
     assert {"ScaleUp", "ScaleDown"} <= reasons, reasons
