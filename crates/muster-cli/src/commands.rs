@@ -446,38 +446,33 @@ pub fn env(home: &Home, args: EnvArgs) -> Result<()> {
     Ok(())
 }
 
+/// The adaptive settings `adapt` asks for, over the cluster's `spec`:
+/// none with `--off`; otherwise its flags over the settings it has (a
+/// maximum is required to turn adaptation on).
+fn wanted_adapt(spec: &ClusterSpec, args: &AdaptArgs) -> Result<Option<AdaptSpec>> {
+    if args.off {
+        return Ok(None);
+    }
+    let mut spec = spec.clone();
+    if spec.adapt.is_none() && args.flags.maximum.is_none() {
+        return Err(Error::Usage(format!(
+            "adapt.maximum: required to turn adaptive scaling on (muster adapt {} --max N)",
+            args.name
+        ))
+        .into());
+    }
+    apply_adapt(&mut spec, &args.flags, true)?;
+    Ok(spec.adapt)
+}
+
 pub async fn adapt(home: &Home, args: AdaptArgs) -> Result<()> {
     let name = args.name.clone();
     if let Some(r) = kube_record(home, &name)? {
-        let adapt = if args.off {
-            None
-        } else {
-            let mut spec = r.spec.clone();
-            if spec.adapt.is_none() && args.flags.maximum.is_none() {
-                return Err(Error::Usage(format!(
-                    "adapt.maximum: required to turn adaptive scaling on (muster adapt {name} --max N)"
-                ))
-                .into());
-            }
-            apply_adapt(&mut spec, &args.flags, true)?;
-            spec.adapt
-        };
+        let adapt = wanted_adapt(&r.spec, &args)?;
         return kube::adapt(home, &r, adapt, args.output).await;
     }
     let mut cluster = open(home, &name)?;
-    let adapt = if args.off {
-        None
-    } else {
-        let mut spec = cluster.record().spec.clone();
-        if spec.adapt.is_none() && args.flags.maximum.is_none() {
-            return Err(Error::Usage(format!(
-                "adapt.maximum: required to turn adaptive scaling on (muster adapt {name} --max N)"
-            ))
-            .into());
-        }
-        apply_adapt(&mut spec, &args.flags, true)?;
-        spec.adapt
-    };
+    let adapt = wanted_adapt(&cluster.record().spec, &args)?;
     // The library saves the settings (resuming a paused policy), records
     // them in the timeline and makes sure the agent runs.
     cluster.adapt(adapt).await?;

@@ -26,47 +26,39 @@ const LOOK_TIMEOUT: Duration = Duration::from_secs(10);
 async fn live(home: &Home, records: &[muster::ClusterRecord]) -> Vec<Option<ClusterStatus>> {
     let mut out = Vec::new();
     for r in records {
-        if kube::is_kube(&r.spec) {
-            let status = match tokio::time::timeout(LOOK_TIMEOUT, kube::status(home, r)).await {
-                Ok(Ok(s)) => Some(s),
-                Ok(Err(e)) => {
-                    tracing::warn!("cannot look at cluster {:?}: {e}", r.name);
+        let status = if kube::is_kube(&r.spec) {
+            look(&r.name, kube::status(home, r)).await
+        } else {
+            match open(home, &r.name) {
+                Ok(c) => look(&r.name, c.status()).await,
+                Err(e) => {
+                    tracing::warn!("cannot open cluster {:?}: {e}", r.name);
                     None
                 }
-                Err(_) => {
-                    tracing::warn!(
-                        "cluster {:?} did not answer within {LOOK_TIMEOUT:?}",
-                        r.name
-                    );
-                    None
-                }
-            };
-            out.push(status);
-            continue;
-        }
-        let status = match open(home, &r.name) {
-            Ok(c) => match tokio::time::timeout(LOOK_TIMEOUT, c.status()).await {
-                Ok(Ok(s)) => Some(s),
-                Ok(Err(e)) => {
-                    tracing::warn!("cannot look at cluster {:?}: {e}", r.name);
-                    None
-                }
-                Err(_) => {
-                    tracing::warn!(
-                        "cluster {:?} did not answer within {LOOK_TIMEOUT:?}",
-                        r.name
-                    );
-                    None
-                }
-            },
-            Err(e) => {
-                tracing::warn!("cannot open cluster {:?}: {e}", r.name);
-                None
             }
         };
         out.push(status);
     }
     out
+}
+
+/// One cluster's status within [`LOOK_TIMEOUT`], or `None` with a warning
+/// saying why not.
+async fn look<E: std::fmt::Display>(
+    name: &str,
+    status: impl std::future::Future<Output = std::result::Result<ClusterStatus, E>>,
+) -> Option<ClusterStatus> {
+    match tokio::time::timeout(LOOK_TIMEOUT, status).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            tracing::warn!("cannot look at cluster {name:?}: {e}");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("cluster {name:?} did not answer within {LOOK_TIMEOUT:?}");
+            None
+        }
+    }
 }
 
 async fn clusters_text(home: &Home, all_namespaces: bool, out: Output) -> Result<String> {
