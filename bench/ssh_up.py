@@ -35,7 +35,7 @@ machine's CPUs, so the number of interpreters that import distributed
 (printed per layout) decides most of each time. Prints medians, ratios and
 the load average; asserts nothing about time.
 
-Usage: python bench/ssh_up.py [--rounds R] [--per-host K] [--worker-hosts M]
+Usage: python bench/ssh_up.py [--rounds R] [--per-host K] [--worker-hosts M] [--old-bin PATH] [--plain]
   (run scripts/setup.sh first; it needs root for the test hosts)
 """
 
@@ -98,19 +98,19 @@ def netns_dask_pids(hosts):
     return pids
 
 
-def time_muster(home, args, n, i):
+def time_muster(home, args, n, i, muster=MUSTER):
     """Wall time of `muster up NAME ARGS...` until n workers are connected."""
     env = {**os.environ, "MUSTER_HOME": home}
     name = f"bench-ssh-{i}"
     t0 = time.perf_counter()
     out = subprocess.run(
-        [MUSTER, "up", name, *args, "-o", "json"], env=env, capture_output=True, text=True
+        [muster, "up", name, *args, "-o", "json"], env=env, capture_output=True, text=True
     )
     elapsed = time.perf_counter() - t0
     if out.returncode != 0:
         raise SystemExit(f"muster up {args} failed:\n{out.stderr}")
     assert json.loads(out.stdout)["connected_workers"] == n, out.stdout
-    subprocess.run([MUSTER, "down", name], env=env, check=True, capture_output=True)
+    subprocess.run([muster, "down", name], env=env, check=True, capture_output=True)
     return elapsed
 
 
@@ -149,6 +149,11 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--per-host", type=int, default=3, help="workers per worker host")
     ap.add_argument("--worker-hosts", type=int, default=2, help="hosts besides the scheduler's")
+    ap.add_argument("--old-bin", help="also time the default layout with this (older) muster, "
+                    "alternating with MUSTER_BIN in every round")
+    ap.add_argument("--plain", action="store_true",
+                    help="also time the default layout with `scheduler: {security: none}` "
+                    "(TLS off), to separate TLS's cost from the rest")
     args = ap.parse_args()
     k, m = args.per_host, args.worker_hosts
     hosts = [f"10.200.0.{11 + j}" for j in range(m + 1)]
@@ -182,12 +187,19 @@ backend: {{kind: local}}
 worker: {{python: {PYTHON}, cores: {k}, processes: {k}, death_timeout: 20s, env: {FORKSERVER}}}
 workers: {m}
 """)
+        plain = Path(tmp) / "plain.yaml"
+        plain.write_text(spec.read_text() + "scheduler: {security: none}\n")
         home = str(Path(tmp) / "home")
         keys = ("muster", "grouped", "spawned", "floor", "floor_x", "inner", "wall")
+        keys += ("old",) * bool(args.old_bin) + ("plain",) * args.plain
         rows = {key: [] for key in keys}
         left = []
         for i in range(args.rounds):
             rows["muster"].append(time_muster(home, ["-f", str(spec)], n, i))
+            if args.old_bin:
+                rows["old"].append(time_muster(home, ["-f", str(spec)], n, i, args.old_bin))
+            if args.plain:
+                rows["plain"].append(time_muster(home, ["-f", str(plain)], n, i))
             rows["grouped"].append(time_muster(home, ["-f", str(grouped)], n, i))
             rows["spawned"].append(time_muster(home, ["-f", str(spawned)], n, i))
             rows["floor"].append(time_muster(home, local, n, i))
@@ -203,17 +215,22 @@ workers: {m}
     # Interpreters that import distributed: the scheduler, then per worker
     # host the process(es) holding the nannies and what starts the workers.
     imports = {"muster": 1 + 2 * n, "grouped": 1 + 2 * m, "spawned": 1 + m * (1 + k),
-               "floor": 1 + 2 * n, "floor_x": 1 + 2 * m, "inner": 1 + m * (1 + k)}
+               "floor": 1 + 2 * n, "floor_x": 1 + 2 * m, "inner": 1 + m * (1 + k),
+               "old": 1 + 2 * n, "plain": 1 + 2 * n}
     print(f"\nscheduler + {n} workers on {m + 1} SSH hosts ({k} per worker host), "
           f"median of {args.rounds} rounds, load average {os.getloadavg()[0]:.2f} "
           f"(imports: interpreters importing distributed):")
     print(f"  {'SSHCluster, after imports':<40} {si:6.2f} s   {'':<17} imports {imports['inner']}")
     print(f"  {'SSHCluster, from interpreter start':<40} {med['wall']:6.2f} s")
     for key, label in (("muster", "muster up (default: a job per worker)"),
+                       ("old", "--old-bin, default layout"),
+                       ("plain", "muster up, scheduler.security none"),
                        ("grouped", f"muster x{k} (a job of {k}; forkserver)"),
                        ("spawned", f"muster x{k}, spawn"),
                        ("floor", "local floor (default layout, no SSH)"),
                        ("floor_x", f"local floor x{k}, forkserver (no SSH)")):
+        if key not in med:
+            continue
         print(f"  {label:<40} {med[key]:6.2f} s   /SSHCluster = {med[key] / si:.2f}   "
               f"imports {imports[key]}")
     print(f"  muster's SSH overhead (muster - local floor): {med['muster'] - med['floor']:.2f} s; "
