@@ -235,6 +235,11 @@ workers: {m}
               f"imports {imports[key]}")
     print(f"  muster's SSH overhead (muster - local floor): {med['muster'] - med['floor']:.2f} s; "
           f"x{k}: {med['grouped'] - med['floor_x']:.2f} s")
+    for key in ("muster", "plain"):
+        if "old" in rows and key in rows:
+            pairs = [a / b for a, b in zip(rows[key], rows["old"])]
+            print(f"  {key} / --old-bin, same round: median {statistics.median(pairs):.2f} "
+                  f"(rounds: {', '.join(f'{r:.2f}' for r in pairs)})")
     print(f"  processes SSHCluster.close() left on the hosts: {left}")
     print("goal (issue 4): muster at most half of SSHCluster's time (ratio <= 0.50)")
 
