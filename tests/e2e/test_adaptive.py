@@ -225,3 +225,56 @@ def test_describes_decision_is_current_after_adapt_and_scale(muster):
     text = muster.run("describe", name).stdout
     assert "Decision:     fixed size 2" in text, text
     muster.run("down", name)
+
+
+CRASHY = """
+import os, sys
+if os.path.exists({mark!r}):
+    sys.exit("crashy: the test asked this worker to fail at start")
+"""
+
+
+def test_a_worker_that_keeps_dying_is_replaced_later_each_time(muster, tmp_path):
+    """A crash loop (every replacement dies at start) is not retried at full
+    speed: the first death is replaced at once, later ones after longer and
+    longer waits; once a replacement connects, the cluster is whole again."""
+    mods, mark = tmp_path / "mods", tmp_path / "fail-now"
+    mods.mkdir()
+    (mods / "crashy.py").write_text(CRASHY.format(mark=str(mark)))
+    spec = tmp_path / "loop.yaml"
+    spec.write_text(
+        f"name: loop\nworkers: 1\nworker:\n  python: {muster.python}\n"
+        f"  env: {{PYTHONPATH: {mods}}}\n  extra_args: [--preload, crashy]\n"
+    )
+    muster.json("up", "-f", spec)
+    jobs = muster.home / "clusters" / "loop" / "jobs"
+    mark.write_text("")
+    os.killpg(int((jobs / "loop-w0.pid").read_text()), signal.SIGKILL)
+
+    def started():
+        # When each worker job was started, from its pid file (muster writes
+        # it as it spawns the job), oldest first.
+        return sorted(p.stat().st_mtime for p in jobs.glob("loop-w*.pid"))
+
+    wait_until(lambda: len(started()) >= 6, timeout=120, message="five replacements")
+    mark.unlink()
+    times = started()
+    gaps = [b - a for a, b in zip(times[1:], times[2:])]
+    # Each replacement died at start (the preload), and was replaced later
+    # each time than the one before.
+    by_start = sorted(jobs.glob("loop-w*.pid"), key=lambda p: p.stat().st_mtime)
+    for job in by_start[1:5]:
+        log = muster.home / "clusters" / "loop" / "logs" / f"{job.stem}.log"
+        assert "crashy: the test asked" in log.read_text(), log
+    assert gaps[-1] > gaps[0] + 1.0, f"gaps between replacements: {gaps}"
+    kinds = [(e["kind"], e["message"]) for e in events(muster, "loop")]
+    assert any(k == "backoff" and "died in" in m for k, m in kinds), kinds
+
+    # The loop ends: the next replacement connects and the cluster holds 1.
+    def whole():
+        ws = muster.json("get", "workers", "loop")
+        return [w["name"] for w in ws if w["connected"]]
+
+    wait_until(whole, timeout=120, message="a replacement to connect")
+    muster.run("down", "loop")
+    assert muster.processes("loop") == []

@@ -15,7 +15,9 @@
 //! - hold steady while the scheduler cannot be reached, polling less often;
 //! - after a failed launch, back off exponentially; after
 //!   `max_launch_failures` in a row, pause growing (visible in `describe`);
-//! - replace worker jobs that die on their own, up to `max_replacements`;
+//! - replace worker jobs that die on their own, up to `max_replacements`:
+//!   the first death at once, and while jobs keep dying with no healthy look
+//!   in between (a crash loop), each replacement later than the last;
 //! - bring the whole cluster down after `idle_timeout` of idleness.
 
 use std::time::Duration;
@@ -158,6 +160,10 @@ pub struct PolicyState {
     pub unreachable: u32,
     /// Dead jobs counted against `max_replacements`.
     pub replaced: u32,
+    /// Observations that found a job dead since the last one where every
+    /// wanted job was there and connected: a crash loop, replaced with backoff.
+    #[serde(default)]
+    pub dying: u32,
     /// Why growing is paused, if it is.
     pub paused: Option<String>,
 }
@@ -258,6 +264,12 @@ pub fn decide(policy: &Policy, state: &PolicyState, obs: &Observation, now: Dura
 
     if obs.died > 0 {
         s.replaced += obs.died;
+        s.dying += 1;
+        if s.dying > 1 {
+            // Not the first death in a row: wait before replacing, longer each time.
+            let at = now + policy.backoff(s.dying - 1);
+            s.retry_at = Some(s.retry_at.map_or(at, |r| r.max(at)));
+        }
         if s.replaced > policy.max_replacements && s.paused.is_none() {
             s.paused = Some(format!(
                 "{} worker jobs died on their own (max_replacements {})",
@@ -283,6 +295,10 @@ pub fn decide(policy: &Policy, state: &PolicyState, obs: &Observation, now: Dura
     }
 
     let wanted = policy.wanted(target);
+    if obs.died == 0 && obs.pending() == 0 && jobs >= wanted {
+        // Every job wanted is there and connected: any crash loop is over.
+        s.dying = 0;
+    }
     let describe_target = match policy.mode {
         Mode::Adaptive { .. } => format!("target {target}"),
         Mode::Fixed { workers } => format!("fixed size {workers}"),
@@ -298,11 +314,19 @@ pub fn decide(policy: &Policy, state: &PolicyState, obs: &Observation, now: Dura
         if let Some(at) = s.retry_at
             && at > now
         {
-            let reason = format!(
-                "{} launch(es) failed in a row: retrying in {}",
-                s.launch_failures,
-                secs(at - now)
-            );
+            let reason = if s.launch_failures > 0 {
+                format!(
+                    "{} launch(es) failed in a row: retrying in {}",
+                    s.launch_failures,
+                    secs(at - now)
+                )
+            } else {
+                format!(
+                    "worker jobs died in {} looks in a row: replacing them in {}",
+                    s.dying,
+                    secs(at - now)
+                )
+            };
             return hold("backoff", reason, s, (at - now).min(policy.interval));
         }
         let pending = obs.pending();

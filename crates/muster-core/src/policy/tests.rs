@@ -296,12 +296,15 @@ fn dead_workers_are_replaced_up_to_the_limit() {
             died,
             idle_for: None,
         };
-        let d = decide(&p, &state, &o, t(i as u64));
+        let at = t(10 * i as u64);
+        let d = decide(&p, &state, &o, at);
         state = d.state.clone();
         if matches!(d.action, Action::Launch(_)) {
-            state = state.after_launch(&p, t(i as u64), None);
+            state = state.after_launch(&p, at, None);
         }
         actions.push((d.action, d.reason));
+        // The replacement connects: a healthy look between deaths.
+        state = decide(&p, &state, &obs(Some(0), 3, 3), at + t(1)).state;
     }
     assert_eq!(actions[0].0, Action::Launch(1));
     assert!(
@@ -347,4 +350,65 @@ fn idleness_past_the_timeout_brings_the_cluster_down() {
         decide(&p, &PolicyState::default(), &o, t(0)).action,
         Action::Hold
     );
+}
+
+#[test]
+fn a_crash_loop_is_replaced_later_each_time_and_a_healthy_look_resets_it() {
+    let spec = ClusterSpec::from_yaml("name: t\nworkers: 1", None).unwrap();
+    let p = Policy::from_spec(&spec);
+    let dead = Observation {
+        target: Some(0),
+        died: 1,
+        ..Default::default()
+    };
+    let starting = obs(Some(0), 1, 0);
+    let mut state = PolicyState::default();
+    let mut now = t(0);
+    let mut waits = Vec::new();
+    for _ in 0..4 {
+        // The job died: replaced at once the first time, then after a wait.
+        let d = decide(&p, &state, &dead, now);
+        let mut launched_at = now;
+        state = d.state.clone();
+        if d.action == Action::Hold {
+            assert_eq!(d.kind, "backoff");
+            assert!(d.reason.contains("died in"), "{}", d.reason);
+            let at = state.retry_at.unwrap();
+            waits.push(at - now);
+            // Held until the wait is over, then replaced.
+            let held = decide(
+                &p,
+                &state,
+                &obs(Some(0), 0, 0),
+                at - Duration::from_millis(1),
+            );
+            assert_eq!(held.action, Action::Hold);
+            launched_at = at;
+            let d = decide(&p, &held.state, &obs(Some(0), 0, 0), at);
+            assert_eq!(d.action, Action::Launch(1));
+            state = d.state;
+        } else {
+            assert_eq!(d.action, Action::Launch(1));
+            waits.push(Duration::ZERO);
+        }
+        state = state.after_launch(&p, launched_at, None);
+        // Its replacement starts but never connects, then dies too.
+        state = decide(&p, &state, &starting, launched_at + t(1)).state;
+        now = launched_at + t(2);
+    }
+    assert_eq!(
+        waits[0],
+        Duration::ZERO,
+        "the first death is replaced at once"
+    );
+    assert!(
+        waits.windows(2).all(|w| w[1] > w[0]),
+        "each wait longer: {waits:?}"
+    );
+    // A replacement that connects ends the loop: the next death is
+    // replaced at once again.
+    state = decide(&p, &state, &obs(Some(0), 1, 1), now).state;
+    assert_eq!(state.dying, 0);
+    let d = decide(&p, &state, &dead, now + t(1));
+    assert_eq!(d.action, Action::Launch(1));
 }
