@@ -371,12 +371,12 @@ pub fn refused_field(diagnostics: &str) -> Option<&'static str> {
         }
     } else if d.contains("already taken") || d.contains("invalid format") {
         Some("name")
-    } else if d.contains("src_file") {
-        // The TLS credentials YARN localises (service.rs): it cannot read
-        // them from the cluster's state directory.
-        Some("scheduler.security")
     } else if d.contains("artifact") || d.contains("tarball") {
         Some("backend.archive")
+    } else if d.contains("does not exist") && d.contains("/tls/") && d.contains(".pem") {
+        // The TLS credentials YARN localises (service.rs): it cannot read
+        // them where muster wrote them (`post_missing_credentials.json`).
+        Some("scheduler.security")
     } else {
         None
     }

@@ -150,7 +150,11 @@ pub struct ConfigFile {
 /// The `STATIC` files of `party`'s credentials, read from `dir` (the
 /// cluster's local credential directory, an absolute path).
 pub fn credential_files(dir: &Path, party: Party) -> Configuration {
-    let names = [tls::CA_FILE.to_string(), party.cert_file(), party.key_file()];
+    let names = [
+        tls::CA_FILE.to_string(),
+        party.cert_file(),
+        party.key_file(),
+    ];
     Configuration {
         files: names
             .into_iter()
@@ -424,7 +428,11 @@ pub fn worker_script(spec: &ClusterSpec, opts: &YarnOptions) -> String {
     let raw = BTreeMap::from([
         (
             addr_at,
-            format!("\"{}://$1:{}\"", dask::comm_scheme(spec), scheduler_port(spec)),
+            format!(
+                "\"{}://$1:{}\"",
+                dask::comm_scheme(spec),
+                scheduler_port(spec)
+            ),
         ),
         (name_at, "\"$2\"".to_string()),
     ]);

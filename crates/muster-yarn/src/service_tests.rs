@@ -56,16 +56,26 @@ fn tls_service_json() {
     insta::assert_snapshot!("tls_service", json);
     insta::assert_snapshot!("tls_scheduler_script", r.scheduler_script);
     insta::assert_snapshot!("tls_worker_script", r.worker_script);
-    assert!(!json.contains("BEGIN") && !json.contains("PRIVATE"), "{json}");
+    assert!(
+        !json.contains("BEGIN") && !json.contains("PRIVATE"),
+        "{json}"
+    );
     for (c, party) in r.service.components.iter().zip(["scheduler", "worker"]) {
         let files = &c.configuration.as_ref().unwrap().files;
         let names: Vec<_> = files.iter().map(|f| f.dest_file.as_str()).collect();
         assert_eq!(
             names,
-            ["ca.pem".to_string(), format!("{party}.pem"), format!("{party}-key.pem")]
+            [
+                "ca.pem".to_string(),
+                format!("{party}.pem"),
+                format!("{party}-key.pem")
+            ]
         );
         for f in files {
-            assert_eq!((f.kind.as_str(), f.visibility.as_str()), ("STATIC", "APPLICATION"));
+            assert_eq!(
+                (f.kind.as_str(), f.visibility.as_str()),
+                ("STATIC", "APPLICATION")
+            );
             assert_eq!(f.src_file, format!("file://{CREDS}/{}", f.dest_file));
         }
     }
@@ -73,10 +83,19 @@ fn tls_service_json() {
     assert!(r.worker_script.contains("--tls-key ./worker-key.pem"));
     assert!(!r.worker_script.contains("scheduler-key"));
     assert!(r.scheduler_script.contains("--tls-key ./scheduler-key.pem"));
-    assert!(r.scheduler_script.contains("--port 8786 --dashboard-address \"$host:8787\""));
+    assert!(
+        r.scheduler_script
+            .contains("--port 8786 --dashboard-address \"$host:8787\"")
+    );
     // Plain TCP: no files, tcp:// workers.
     let plain = render(&spec(PLAIN), &opts(), 2);
-    assert!(plain.service.components.iter().all(|c| c.configuration.is_none()));
+    assert!(
+        plain
+            .service
+            .components
+            .iter()
+            .all(|c| c.configuration.is_none())
+    );
     assert!(!plain.worker_script.contains("--tls") && !plain.scheduler_script.contains("--tls"));
 }
 

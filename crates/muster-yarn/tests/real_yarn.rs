@@ -191,7 +191,11 @@ async fn refusals_name_the_field_and_leave_nothing() {
     let Some(rm) = rm() else { return };
     let _one = ONE_AT_A_TIME.lock().await;
     let name = format!("rf{}", std::process::id());
-    let spec = ClusterSpec::from_yaml(&format!("name: {name}\nscheduler: {{security: none}}\n"), None).unwrap();
+    let spec = ClusterSpec::from_yaml(
+        &format!("name: {name}\nscheduler: {{security: none}}\n"),
+        None,
+    )
+    .unwrap();
     for (opts, field) in [
         (
             serde_json::json!({"resource_manager": rm, "queue": "closed"}),
