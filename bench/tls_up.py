@@ -17,7 +17,12 @@ namespace of the test Kubernetes (`. /run/muster-k8s/env.sh`; muster's operator
 installed there, e.g. `helm install ... -n NAMESPACE --set rbac.cluster=false`;
 image MUSTER_K8S_DASK_IMAGE): tls there also creates the Secret and mounts it.
 
-Usage: python bench/tls_up.py [--rounds N] [--workers N] [--kubernetes NAMESPACE]
+With --yarn the same on `backend: {kind: yarn}` against the test YARN
+(`eval "$(tests/services/yarn/start.sh)"`, MUSTER_YARN_RM): tls there also
+lists the credentials as STATIC config files that the NodeManager localises
+into every container.
+
+Usage: python bench/tls_up.py [--rounds N] [--workers N] [--kubernetes NAMESPACE | --yarn]
        (MUSTER_BIN and MUSTER_PYTHON from `. scripts/setup.sh`)
 """
 
@@ -83,9 +88,19 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--kubernetes", metavar="NAMESPACE")
+    ap.add_argument("--yarn", action="store_true")
     args = ap.parse_args()
     backend = ""
-    if args.kubernetes:
+    ports = ""
+    if args.yarn:
+        rm = os.environ.get("MUSTER_YARN_RM", "http://127.0.0.1:23088")
+        backend = (
+            "worker: {memory: 512MiB}\n"
+            f"backend: {{kind: yarn, resource_manager: '{rm}', scheduler_memory: 512MiB}}\n"
+        )
+        # YARN needs fixed ports; the rounds run one cluster at a time.
+        ports = ", port: 23798, dashboard_port: 23799"
+    elif args.kubernetes:
         backend = (
             "worker: {cores: 1, memory: 1GiB}\n"
             f"backend: {{kind: kubernetes, namespace: {args.kubernetes}, "
@@ -97,7 +112,7 @@ def main():
     for mode in ("tls", "none"):
         specs[mode] = os.path.join(work, f"{mode}.yaml")
         with open(specs[mode], "w") as f:
-            f.write(f"scheduler: {{security: {mode}}}\n{backend}")
+            f.write(f"scheduler: {{security: {mode}{ports}}}\n{backend}")
     res = {f"{what}_{mode}": [] for what in ("up", "up0", "client") for mode in ("tls", "none")}
     try:
         for i in range(args.rounds):
@@ -116,7 +131,8 @@ def main():
 
     med = {k: statistics.median(v) for k, v in res.items()}
     print()
-    where = f"kubernetes, namespace {args.kubernetes}" if args.kubernetes else "local backend"
+    where = (f"kubernetes, namespace {args.kubernetes}" if args.kubernetes
+             else "test YARN 3.4.2" if args.yarn else "local backend")
     print(f"median of {args.rounds} interleaved rounds ({where}, real Dask)")
     for what, label in (("up", f"muster up --workers {args.workers}"),
                         ("up0", "muster up --workers 0 (scheduler only)"),

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, compute, scheduler_workers, wait_until
+from conftest import REPO, compute, connect, scheduler_workers, wait_until
 
 RM = os.environ.get("MUSTER_YARN_RM")
 STATE = Path(os.environ.get("MUSTER_YARN_STATE", "/tmp/muster-yarn"))
@@ -95,7 +95,8 @@ def unique(prefix):
     return f"{prefix}{uuid.uuid4().hex[:6]}"
 
 
-def spec_file(tmp_path, name, workers, backend_extra="", worker_extra=""):
+def spec_file(tmp_path, name, workers, backend_extra="", worker_extra="", scheduler_extra="",
+              port=23786):
     import sys
 
     path = tmp_path / f"{name}.yaml"
@@ -103,7 +104,7 @@ def spec_file(tmp_path, name, workers, backend_extra="", worker_extra=""):
         f"name: {name}\nworkers: {workers}\n"
         f"backend: {{kind: yarn, resource_manager: '{RM}', scheduler_memory: 512MiB{backend_extra}}}\n"
         f"worker: {{python: '{sys.executable}', memory: 512MiB{worker_extra}}}\n"
-        "scheduler: {port: 23786, dashboard_port: 23787}\n"
+        f"scheduler: {{port: {port}, dashboard_port: {port + 1}{scheduler_extra}}}\n"
     )
     return path
 
@@ -115,8 +116,6 @@ def assert_gone(name):
 
 
 def test_yarn_up_compute_scale_adapt_down(muster, tmp_path):
-    from distributed import Client
-
     name = unique("ya")
     spec = spec_file(tmp_path, name, 2)
     up = muster.json("up", "-f", spec, "--timeout", "300s")
@@ -141,7 +140,7 @@ def test_yarn_up_compute_scale_adapt_down(muster, tmp_path):
     muster.run("scale", name, 4, "--timeout", "300s")
     assert scheduler_workers(address) == [f"worker-{i}" for i in range(4)]
 
-    with Client(address, timeout=60) as client:
+    with connect(address, timeout=60) as client:
         # Data held on the workers (one piece per worker) must survive scaling down.
         futures = client.map(lambda i: list(range(i, i + 50_000)), range(8), pure=False)
         client.gather(futures)

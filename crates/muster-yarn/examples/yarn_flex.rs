@@ -55,7 +55,7 @@ async fn main() {
     let port: u16 = arg(&args, "--port").map_or(23786, |p| p.parse().expect("--port N"));
     let spec = ClusterSpec::from_yaml(
         &format!(
-            "name: {name}\nworkers: 2\nworker: {{python: {python}, memory: 512MiB}}\nscheduler: {{port: {port}, dashboard_port: {}}}\n",
+            "name: {name}\nworkers: 2\nworker: {{python: {python}, memory: 512MiB}}\nscheduler: {{port: {port}, dashboard_port: {}, security: none}}\n",
             port + 1
         ),
         None,
@@ -70,13 +70,13 @@ async fn main() {
     if args.iter().any(|a| a == "--render") {
         println!(
             "{}",
-            muster_yarn::service::render(&spec, &opts, 2)
+            muster_yarn::service::render(&spec, &opts, 2, std::path::Path::new("/nonexistent"))
                 .service
                 .to_json()
         );
         return;
     }
-    let ops = YarnOps::new(&spec, &opts);
+    let ops = YarnOps::new(&spec, &opts, std::path::Path::new("/nonexistent"));
 
     let t0 = Instant::now();
     ops.launch_scheduler().await.expect("submit");

@@ -47,9 +47,13 @@ impl BackendKind for YarnKind {
         errs
     }
 
-    fn build(&self, spec: &ClusterSpec, _home: &Home) -> Result<Arc<dyn Backend>> {
+    fn build(&self, spec: &ClusterSpec, home: &Home) -> Result<Arc<dyn Backend>> {
         let opts = options_of(spec).map_err(|e| SpecError::Invalid(vec![e]))?;
-        Ok(Arc::new(YarnBackend::new(spec, &opts)))
+        Ok(Arc::new(YarnBackend::new(
+            spec,
+            &opts,
+            &muster_core::tls::local_dir(home, &spec.name),
+        )))
     }
 }
 
@@ -61,10 +65,11 @@ pub struct YarnBackend {
 
 impl YarnBackend {
     /// The backend of cluster `spec` (validated) with its YARN options
-    /// (validated with [`YarnOptions::validate`]).
-    pub fn new(spec: &ClusterSpec, opts: &YarnOptions) -> Self {
+    /// (validated with [`YarnOptions::validate`]); `credentials` is the
+    /// cluster's credential directory (`muster_core::tls::local_dir`).
+    pub fn new(spec: &ClusterSpec, opts: &YarnOptions, credentials: &std::path::Path) -> Self {
         YarnBackend {
-            ops: YarnOps::new(spec, opts),
+            ops: YarnOps::new(spec, opts, credentials),
         }
     }
 
@@ -104,7 +109,9 @@ impl Backend for YarnBackend {
             supervisor: Supervisor::Agent,
             // One GET of the service per status; the RM serves everyone.
             status_interval: Duration::from_secs(2),
-            ..Capabilities::default()
+            // The credentials travel as STATIC config files YARN localises
+            // (service.rs); containers start with core's `secure` flags.
+            tls: true,
         }
     }
 

@@ -158,16 +158,26 @@ pub fn parse_attempt_ids(body: &str) -> serde_json::Result<Vec<String>> {
         .collect())
 }
 
-/// Reads an attempt's containers.
+/// Reads an attempt's containers. The RM (3.4.2) writes a list, but a lone
+/// container as an object of its own (`attempt_one_container.json`).
 pub fn parse_attempt_containers(body: &str) -> serde_json::Result<Vec<AttemptContainer>> {
-    #[derive(Deserialize, Default)]
-    #[serde(default)]
-    struct List {
-        container: Vec<AttemptContainer>,
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        Many(Vec<AttemptContainer>),
+        One(AttemptContainer),
     }
-    Ok(serde_json::from_str::<Option<List>>(body)?
-        .unwrap_or_default()
-        .container)
+    #[derive(Deserialize)]
+    struct List {
+        container: Option<OneOrMany>,
+    }
+    Ok(
+        match serde_json::from_str::<Option<List>>(body)?.and_then(|l| l.container) {
+            Some(OneOrMany::Many(v)) => v,
+            Some(OneOrMany::One(c)) => vec![c],
+            None => Vec::new(),
+        },
+    )
 }
 
 /// `GET {nm}/ws/v1/node/containers/{id}`: the container's state on its node.
@@ -363,6 +373,10 @@ pub fn refused_field(diagnostics: &str) -> Option<&'static str> {
         Some("name")
     } else if d.contains("artifact") || d.contains("tarball") {
         Some("backend.archive")
+    } else if d.contains("does not exist") && d.contains("/tls/") && d.contains(".pem") {
+        // The TLS credentials YARN localises (service.rs): it cannot read
+        // them where muster wrote them (`post_missing_credentials.json`).
+        Some("scheduler.security")
     } else {
         None
     }

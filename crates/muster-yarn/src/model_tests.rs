@@ -88,6 +88,10 @@ fn diagnostics_and_refusals() {
         (fixture!("post_too_big.json"), "worker.memory"),
         (fixture!("post_exists.json"), "name"),
         (fixture!("post_bad_name.json"), "name"),
+        (
+            fixture!("post_missing_credentials.json"),
+            "scheduler.security",
+        ),
     ] {
         let d: Diagnostics = serde_json::from_str(file).unwrap();
         assert_eq!(
@@ -129,6 +133,14 @@ fn attempts_and_their_containers() {
     assert!(cs.iter().all(|c| c.container_state == "RUNNING"));
     assert_eq!(node_url(&cs[0].node_http_address), "http://localhost:23042");
     assert_eq!(node_url("localhost:23042"), "http://localhost:23042");
+    // A lone container comes as an object, not a list of one.
+    let one = parse_attempt_containers(fixture!("attempt_one_container.json")).unwrap();
+    assert_eq!(one.len(), 1, "{one:?}");
+    assert!(one[0].container_id.ends_with("_000001"), "{one:?}");
+    assert_eq!(
+        node_url(&one[0].node_http_address),
+        "http://localhost:23042"
+    );
 }
 
 #[test]

@@ -8,6 +8,7 @@
 //! instance names (`worker-3`), which are also their Dask worker names.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use muster_core::dask::SchedulerEndpoint;
@@ -29,6 +30,9 @@ pub struct YarnOps {
     spec: ClusterSpec,
     opts: YarnOptions,
     service: String,
+    /// The cluster's credential directory, where YARN localises the
+    /// containers' TLS files from (`file://`).
+    credentials: PathBuf,
     client: YarnClient,
     /// Serialises flex and decommission calls of this process, so each
     /// computes the instance names from the count the previous one left.
@@ -38,13 +42,17 @@ pub struct YarnOps {
 }
 
 impl YarnOps {
-    /// The operations of cluster `spec` (validated) with its YARN options.
-    pub fn new(spec: &ClusterSpec, opts: &YarnOptions) -> Self {
+    /// The operations of cluster `spec` (validated) with its YARN options;
+    /// with TLS, the containers' credentials are localised from
+    /// `credentials` (the cluster's credential directory, made absolute).
+    pub fn new(spec: &ClusterSpec, opts: &YarnOptions, credentials: &Path) -> Self {
         let user = opts.effective_user();
         YarnOps {
             spec: spec.clone(),
             opts: opts.clone(),
             service: YarnOptions::service_name(&spec.name),
+            credentials: std::path::absolute(credentials)
+                .unwrap_or_else(|_| credentials.to_path_buf()),
             client: YarnClient::new(&opts.resource_manager.urls(), &user),
             changes: Mutex::new(()),
             down_timeout: Duration::from_secs(120),
@@ -65,7 +73,7 @@ impl YarnOps {
     /// workers: they are added by flexing once it is READY) and the two
     /// container scripts decoded; for workers, the flex request.
     pub fn render_scheduler(&self) -> Rendered {
-        let r = service::render(&self.spec, &self.opts, 0);
+        let r = service::render(&self.spec, &self.opts, 0, &self.credentials);
         Rendered {
             items: vec![
                 RenderedItem {
@@ -109,7 +117,7 @@ impl YarnOps {
     /// unless the refusal was that the name is taken: that is another
     /// cluster's service.
     pub async fn launch_scheduler(&self) -> Result<JobId, YarnError> {
-        let r = service::render(&self.spec, &self.opts, 0);
+        let r = service::render(&self.spec, &self.opts, 0, &self.credentials);
         if let Err(e) = self.client.create_service(&r.service).await {
             if let YarnError::Refused { field, .. } = &e
                 && *field != Some("name")
@@ -323,9 +331,14 @@ impl YarnOps {
         let Some(status) = self.client.service(&self.service).await? else {
             return Ok(None);
         };
+        // With TLS the scheduler serves its HTTP API on its certificate too.
+        let (comm, http) = match muster_core::dask::comm_scheme(&self.spec) {
+            "tls" => ("tls", "https"),
+            other => (other, "http"),
+        };
         Ok(status.scheduler_host().map(|host| SchedulerEndpoint {
-            address: format!("tcp://{host}:{}", service::scheduler_port(&self.spec)),
-            http_url: format!("http://{host}:{}", service::dashboard_port(&self.spec)),
+            address: format!("{comm}://{host}:{}", service::scheduler_port(&self.spec)),
+            http_url: format!("{http}://{host}:{}", service::dashboard_port(&self.spec)),
         }))
     }
 

@@ -14,6 +14,19 @@
 //! then also expands `{{VAR}}` and `<CPS>`. The base64 alphabet has none of
 //! the characters those layers act on, so every user string (env, args,
 //! python path) reaches Dask exactly as written, quoted for the inner shell.
+//!
+//! TLS (the default `scheduler.security: tls`): each component lists its
+//! party's credential files (the cluster's CA, its own certificate and key)
+//! as `STATIC` config files with `APPLICATION` visibility. YARN localises
+//! them like any container resource: the NodeManager copies them into the
+//! application's private cache under its local dirs (directories 0700,
+//! files 0500, removed with the application) and links them into the
+//! container's working directory (itself 0710). The service JSON, readable
+//! through the RM's REST API, carries only their source paths; the scripts
+//! only `--tls-*` paths. The sources are the owner-only files in the cluster's state
+//! directory, which the ResourceManager, the service master and the
+//! NodeManagers read as `file://` paths: muster runs on a machine of the
+//! YARN cluster, or its home is on a filesystem they share.
 //! This module does no I/O and knows nothing of HTTP.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,6 +34,7 @@ use std::path::Path;
 
 use base64::Engine;
 use muster_core::dask::{self, ProcessCommand};
+use muster_core::tls::{self, Party};
 use muster_core::{ClusterSpec, Memory, SchedulerContact};
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +49,10 @@ pub const SCHEDULER: &str = "scheduler";
 pub const WORKER: &str = "worker";
 /// The scheduler's one instance: also its muster job id.
 pub const SCHEDULER_INSTANCE: &str = "scheduler-0";
+/// Where a container finds its localised credential files: its working
+/// directory, where the NodeManager (3.4.2) links each `STATIC` file by its
+/// `dest_file` name.
+pub const CONTAINER_TLS_DIR: &str = ".";
 
 /// A service as submitted to `POST /app/v1/services`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,6 +90,9 @@ pub struct ComponentSpec {
     /// The environment archive, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub artifact: Option<Artifact>,
+    /// Files YARN localises into each container (the TLS credentials).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub configuration: Option<Configuration>,
     /// `echo <script, base64> | base64 -d | bash -s -- <YARN tokens>`.
     pub launch_command: String,
 }
@@ -103,6 +124,48 @@ pub struct Artifact {
     /// `TARBALL`.
     #[serde(rename = "type")]
     pub kind: String,
+}
+
+/// A component's configuration: only the files it needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Configuration {
+    /// The files, localised into every container of the component.
+    pub files: Vec<ConfigFile>,
+}
+
+/// A file YARN copies into a container before it starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigFile {
+    /// `STATIC`: copied as it is, from `src_file`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Where YARN reads it (a URI of the cluster's filesystem).
+    pub src_file: String,
+    /// Its name in the container's working directory.
+    pub dest_file: String,
+    /// `APPLICATION`: cached for this application only, owner-only.
+    pub visibility: String,
+}
+
+/// The `STATIC` files of `party`'s credentials, read from `dir` (the
+/// cluster's local credential directory, an absolute path).
+pub fn credential_files(dir: &Path, party: Party) -> Configuration {
+    let names = [
+        tls::CA_FILE.to_string(),
+        party.cert_file(),
+        party.key_file(),
+    ];
+    Configuration {
+        files: names
+            .into_iter()
+            .map(|name| ConfigFile {
+                kind: "STATIC".into(),
+                src_file: format!("file://{}", dir.join(&name).display()),
+                dest_file: name,
+                visibility: "APPLICATION".into(),
+            })
+            .collect(),
+    }
 }
 
 /// Everything muster would submit for one cluster.
@@ -144,8 +207,21 @@ pub fn worker_memory(spec: &ClusterSpec) -> Memory {
     spec.worker.memory.unwrap_or(DEFAULT_WORKER_MEMORY)
 }
 
-/// The service for `spec` with `workers` worker containers.
-pub fn render(spec: &ClusterSpec, opts: &YarnOptions, workers: u64) -> Rendering {
+/// The service for `spec` with `workers` worker containers; with TLS, its
+/// containers' credentials are localised from `credentials`, the cluster's
+/// credential directory (see the module's text).
+pub fn render(
+    spec: &ClusterSpec,
+    opts: &YarnOptions,
+    workers: u64,
+    credentials: &Path,
+) -> Rendering {
+    let files = |party| {
+        spec.scheduler
+            .security
+            .is_tls()
+            .then(|| credential_files(credentials, party))
+    };
     let scheduler_script = scheduler_script(spec, opts);
     let worker_script = worker_script(spec, opts);
     let artifact = opts.archive.as_ref().map(|uri| Artifact {
@@ -167,6 +243,7 @@ pub fn render(spec: &ClusterSpec, opts: &YarnOptions, workers: u64) -> Rendering
             properties: BTreeMap::from([("port".to_string(), port.to_string())]),
         }),
         artifact: artifact.clone(),
+        configuration: files(Party::Scheduler),
         launch_command: launch_command(&scheduler_script, &[]),
     };
     let worker = ComponentSpec {
@@ -180,6 +257,7 @@ pub fn render(spec: &ClusterSpec, opts: &YarnOptions, workers: u64) -> Rendering
         },
         readiness_check: None,
         artifact,
+        configuration: files(Party::Worker),
         // `${SCHEDULER-0_HOST}` is substituted by YARN once the scheduler's
         // container runs (only because the worker depends on it).
         launch_command: launch_command(&worker_script, &["${SCHEDULER-0_HOST}"]),
@@ -279,6 +357,27 @@ fn shell_line(argv: &[String], raw: &BTreeMap<usize, String>) -> String {
         .join(" ")
 }
 
+/// Adds the TLS flags to `cmd` (core's `secure`, paths in the container's
+/// working directory) and moves the `raw` positions past what it inserted.
+fn secure(
+    cmd: &mut ProcessCommand,
+    spec: &ClusterSpec,
+    party: Party,
+    raw: BTreeMap<usize, String>,
+) -> BTreeMap<usize, String> {
+    let before = cmd.argv.clone();
+    dask::secure(cmd, spec, party, CONTAINER_TLS_DIR);
+    let added = cmd.argv.len() - before.len();
+    let at = before
+        .iter()
+        .zip(&cmd.argv)
+        .position(|(a, b)| a != b)
+        .unwrap_or(before.len());
+    raw.into_iter()
+        .map(|(i, r)| (if i >= at { i + added } else { i }, r))
+        .collect()
+}
+
 fn position(argv: &[String], value: &str, expected: usize) -> usize {
     // Dask's builders place these at fixed positions; a mismatch is a bug in
     // muster, caught by this module's tests, never a user's input.
@@ -295,7 +394,7 @@ pub fn scheduler_script(spec: &ClusterSpec, opts: &YarnOptions) -> String {
     let mut s = spec.clone();
     s.scheduler.port = scheduler_port(spec);
     s.scheduler.dashboard_port = dashboard_port(spec);
-    let cmd = dask::scheduler_command(&s, HOST, Path::new("scheduler.json"));
+    let mut cmd = dask::scheduler_command(&s, HOST, Path::new("scheduler.json"));
     let host_at = position(&cmd.argv, HOST, 4);
     let dash = format!("{HOST}:{}", s.scheduler.dashboard_port);
     let dash_at = position(&cmd.argv, &dash, 8);
@@ -303,6 +402,7 @@ pub fn scheduler_script(spec: &ClusterSpec, opts: &YarnOptions) -> String {
         (host_at, "\"$host\"".to_string()),
         (dash_at, format!("\"$host:{}\"", s.scheduler.dashboard_port)),
     ]);
+    let raw = secure(&mut cmd, spec, Party::Scheduler, raw);
     let host = match &spec.scheduler.host {
         Some(h) => format!("host={}\n", shell_words::quote(h)),
         // The name the NodeManager reports for the container, which is what
@@ -322,13 +422,21 @@ pub fn scheduler_script(spec: &ClusterSpec, opts: &YarnOptions) -> String {
 pub fn worker_script(spec: &ClusterSpec, opts: &YarnOptions) -> String {
     let mut s = spec.clone();
     s.worker.memory = Some(worker_memory(spec));
-    let cmd = dask::worker_command(&s, NAME, &SchedulerContact::Address(ADDRESS.into()));
+    let mut cmd = dask::worker_command(&s, NAME, &SchedulerContact::Address(ADDRESS.into()));
     let addr_at = position(&cmd.argv, ADDRESS, 3);
     let name_at = position(&cmd.argv, NAME, 5);
     let raw = BTreeMap::from([
-        (addr_at, format!("\"tcp://$1:{}\"", scheduler_port(spec))),
+        (
+            addr_at,
+            format!(
+                "\"{}://$1:{}\"",
+                dask::comm_scheme(spec),
+                scheduler_port(spec)
+            ),
+        ),
         (name_at, "\"$2\"".to_string()),
     ]);
+    let raw = secure(&mut cmd, spec, Party::Worker, raw);
     format!(
         "{}{}exec {}\n",
         header(spec, "a worker"),

@@ -13,8 +13,19 @@ fn spec(yaml: &str) -> ClusterSpec {
     ClusterSpec::from_yaml(yaml, None).unwrap()
 }
 
-const PLAIN: &str =
+/// The default: TLS.
+const TLS: &str =
     "name: demo\nworkers: 2\nworker: {cores: 2, memory: 3GiB, python: /opt/py/bin/python}\n";
+
+/// `scheduler.security: none`: plain TCP, no credential files.
+const PLAIN: &str = "name: demo\nworkers: 2\nworker: {cores: 2, memory: 3GiB, python: /opt/py/bin/python}\nscheduler: {security: none}\n";
+
+/// The cluster's credential directory as `muster_core::tls::local_dir` gives it.
+const CREDS: &str = "/home/u/.muster/clusters/demo/tls";
+
+fn render(spec: &ClusterSpec, opts: &YarnOptions, workers: u64) -> Rendering {
+    super::render(spec, opts, workers, Path::new(CREDS))
+}
 
 const HOSTILE: &str = r#"
 name: evil
@@ -33,6 +44,59 @@ fn plain_service_json() {
     insta::assert_snapshot!("plain_service", r.service.to_json());
     insta::assert_snapshot!("plain_scheduler_script", r.scheduler_script);
     insta::assert_snapshot!("plain_worker_script", r.worker_script);
+}
+
+/// With TLS each component localises exactly its party's three files, by
+/// path, owner-only (`APPLICATION`); keys and certificates never appear in
+/// the JSON or the scripts, only `./` paths.
+#[test]
+fn tls_service_json() {
+    let r = render(&spec(TLS), &opts(), 2);
+    let json = r.service.to_json();
+    insta::assert_snapshot!("tls_service", json);
+    insta::assert_snapshot!("tls_scheduler_script", r.scheduler_script);
+    insta::assert_snapshot!("tls_worker_script", r.worker_script);
+    assert!(
+        !json.contains("BEGIN") && !json.contains("PRIVATE"),
+        "{json}"
+    );
+    for (c, party) in r.service.components.iter().zip(["scheduler", "worker"]) {
+        let files = &c.configuration.as_ref().unwrap().files;
+        let names: Vec<_> = files.iter().map(|f| f.dest_file.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "ca.pem".to_string(),
+                format!("{party}.pem"),
+                format!("{party}-key.pem")
+            ]
+        );
+        for f in files {
+            assert_eq!(
+                (f.kind.as_str(), f.visibility.as_str()),
+                ("STATIC", "APPLICATION")
+            );
+            assert_eq!(f.src_file, format!("file://{CREDS}/{}", f.dest_file));
+        }
+    }
+    assert!(r.worker_script.contains("\"tls://$1:8786\""));
+    assert!(r.worker_script.contains("--tls-key ./worker-key.pem"));
+    assert!(!r.worker_script.contains("scheduler-key"));
+    assert!(r.scheduler_script.contains("--tls-key ./scheduler-key.pem"));
+    assert!(
+        r.scheduler_script
+            .contains("--port 8786 --dashboard-address \"$host:8787\"")
+    );
+    // Plain TCP: no files, tcp:// workers.
+    let plain = render(&spec(PLAIN), &opts(), 2);
+    assert!(
+        plain
+            .service
+            .components
+            .iter()
+            .all(|c| c.configuration.is_none())
+    );
+    assert!(!plain.worker_script.contains("--tls") && !plain.scheduler_script.contains("--tls"));
 }
 
 #[test]
@@ -128,8 +192,10 @@ fn hostile_strings_arrive_literally_through_the_nodemanagers_wrapping() {
         .map(|v| v.as_str().unwrap())
         .collect();
     assert_eq!(&argv[..2], ["-m", "distributed.cli.dask_worker"]);
-    assert_eq!(argv[2], "tcp://node7.example:8786");
-    assert_eq!(&argv[3..5], ["--name", "worker-3"]);
+    assert_eq!(argv[2..4], ["--protocol", "tls"]);
+    assert_eq!(argv[8..10], ["--tls-key", "./worker-key.pem"]);
+    assert_eq!(argv[10], "tls://node7.example:8786");
+    assert_eq!(&argv[11..13], ["--name", "worker-3"]);
     assert_eq!(
         &argv[argv.len() - 2..],
         ["--resources", "GPU=1 ${CONTAINER_ID}"]

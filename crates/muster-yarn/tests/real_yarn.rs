@@ -89,7 +89,7 @@ async fn flex_decommission_discover_logs_and_destroy_on_a_real_yarn() {
     let name = format!("rt{}", std::process::id());
     let spec = ClusterSpec::from_yaml(
         &format!(
-            "name: {name}\nworker: {{python: {py}, memory: 512MiB, nanny: false}}\nscheduler: {{port: 23790, dashboard_port: 23791}}\n",
+            "name: {name}\nworker: {{python: {py}, memory: 512MiB, nanny: false}}\nscheduler: {{port: 23790, dashboard_port: 23791, security: none}}\n",
             py = python()
         ),
         None,
@@ -102,7 +102,7 @@ async fn flex_decommission_discover_logs_and_destroy_on_a_real_yarn() {
     }))
     .unwrap();
     assert!(opts.validate("backend", &spec).is_empty());
-    let ops = YarnOps::new(&spec, &opts);
+    let ops = YarnOps::new(&spec, &opts, std::path::Path::new("/nonexistent"));
     assert_eq!(ops.preflight().await.unwrap(), "3.4.2");
 
     assert_eq!(
@@ -191,7 +191,11 @@ async fn refusals_name_the_field_and_leave_nothing() {
     let Some(rm) = rm() else { return };
     let _one = ONE_AT_A_TIME.lock().await;
     let name = format!("rf{}", std::process::id());
-    let spec = ClusterSpec::from_yaml(&format!("name: {name}\n"), None).unwrap();
+    let spec = ClusterSpec::from_yaml(
+        &format!("name: {name}\nscheduler: {{security: none}}\n"),
+        None,
+    )
+    .unwrap();
     for (opts, field) in [
         (
             serde_json::json!({"resource_manager": rm, "queue": "closed"}),
@@ -203,7 +207,7 @@ async fn refusals_name_the_field_and_leave_nothing() {
         ),
     ] {
         let opts: YarnOptions = serde_json::from_value(opts).unwrap();
-        let ops = YarnOps::new(&spec, &opts);
+        let ops = YarnOps::new(&spec, &opts, std::path::Path::new("/nonexistent"));
         let err = ops.launch_scheduler().await.unwrap_err();
         assert!(!err.is_transient());
         assert!(err.to_string().contains(field), "{err}");
@@ -244,7 +248,7 @@ async fn up_with_two_workers(
 ) -> (YarnOps, String, SchedulerClient) {
     let spec = ClusterSpec::from_yaml(
         &format!(
-            "name: {name}\nworker: {{python: {py}, memory: 512MiB}}\nscheduler: {{port: {port}, dashboard_port: {}}}\n",
+            "name: {name}\nworker: {{python: {py}, memory: 512MiB}}\nscheduler: {{port: {port}, dashboard_port: {}, security: none}}\n",
             port + 1,
             py = python()
         ),
@@ -255,7 +259,7 @@ async fn up_with_two_workers(
         serde_json::json!({"resource_manager": rm, "scheduler_memory": "512MiB"}),
     )
     .unwrap();
-    let ops = YarnOps::new(&spec, &opts);
+    let ops = YarnOps::new(&spec, &opts, std::path::Path::new("/nonexistent"));
     ops.launch_scheduler().await.unwrap();
     let endpoint = wait("the scheduler READY", 180, || async {
         ops.scheduler_endpoint().await.unwrap()
