@@ -127,7 +127,8 @@ fn hostile_strings_arrive_literally_through_the_nodemanagers_wrapping() {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    assert_eq!(&argv[..2], ["-m", "distributed.cli.dask_worker"]);
+    // The default layout: muster's launcher runs `dask worker`.
+    assert_eq!(&argv[..2], ["-c", muster_core::dask::launcher_source()]);
     assert_eq!(argv[2], "tcp://node7.example:8786");
     assert_eq!(&argv[3..5], ["--name", "worker-3"]);
     assert_eq!(
