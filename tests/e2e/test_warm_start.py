@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from batch import active, start_slurm, unique
-from conftest import compute, wait_until
+from conftest import compute, connect, wait_until
 
 HOSTS_DIR = os.path.join(os.path.dirname(__file__), "..", "services", "sshhosts")
 SSH_STATE = os.environ.get("MUSTER_SSH_STATE", "/tmp/muster-sshhosts")
@@ -133,8 +133,6 @@ def exercise(client, jobs_now, scale_to, memory_limit):
 
 
 def test_local_default_layout_keeps_every_guarantee(muster, tmp_path):
-    from distributed import Client
-
     spec = tmp_path / "c.yaml"
     spec.write_text(f"name: warm\nworker: {{python: {muster.python}, memory: 512MiB}}\nworkers: 3\n")
     render = muster.run("render", "-f", spec).stdout
@@ -147,7 +145,7 @@ def test_local_default_layout_keeps_every_guarantee(muster, tmp_path):
         found.pop("warm-scheduler", None)
         return found
 
-    with Client(up["scheduler_address"], timeout=30) as c:
+    with connect(up["scheduler_address"]) as c:
         exercise(c, jobs_now, lambda: muster.run("scale", "warm", 1), 512 * 2**20)
     compute(up["scheduler_address"], 300)
     muster.run("down", "warm")
@@ -157,12 +155,10 @@ def test_local_default_layout_keeps_every_guarantee(muster, tmp_path):
 def test_local_plain_layout_is_one_flag_away(muster, tmp_path):
     """`worker.warm_start: false` runs Dask's module as is: the nanny spawns
     a fresh interpreter."""
-    from distributed import Client
-
     spec = tmp_path / "c.yaml"
     spec.write_text(f"name: plain\nworker: {{python: {muster.python}, warm_start: false}}\nworkers: 1\n")
     up = muster.json("up", "-f", spec)
-    with Client(up["scheduler_address"], timeout=30) as c:
+    with connect(up["scheduler_address"]) as c:
         ((_, pid),) = worker_pids(c).values()
         assert "spawn_main" in " ".join(proc_info(pid)[2])
     muster.run("down", "plain")
@@ -179,8 +175,6 @@ def ssh_pids():
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="SSH test hosts need root")
 def test_ssh_default_layout_keeps_every_guarantee(muster, tmp_path):
-    from distributed import Client
-
     subprocess.run([os.path.join(HOSTS_DIR, "start.sh"), "3"], check=True, capture_output=True, timeout=120)
     name = unique("sw")
     spec = tmp_path / "c.yaml"
@@ -206,7 +200,7 @@ workers: 3
         return {j: p for j, p in found.items() if "-scheduler" not in j}
 
     try:
-        with Client(up["scheduler_address"], timeout=30) as c:
+        with connect(up["scheduler_address"]) as c:
             exercise(c, jobs_now, lambda: muster.run("scale", name, 1), 512 * 2**20)
         compute(up["scheduler_address"], 300)
     finally:
@@ -216,8 +210,6 @@ workers: 3
 
 
 def test_slurm_default_layout_keeps_every_guarantee(muster, tmp_path):
-    from distributed import Client
-
     start_slurm()
     name = unique("sw")
     spec = tmp_path / "c.yaml"
@@ -231,7 +223,7 @@ def test_slurm_default_layout_keeps_every_guarantee(muster, tmp_path):
         return env.get("SLURM_JOB_NAME", "").startswith(f"muster_{name}_")
 
     try:
-        with Client(up["scheduler_address"], timeout=30) as c:
+        with connect(up["scheduler_address"]) as c:
             exercise(c, lambda: {j: p for j, p in processes_by_job(mine).items() if "scheduler" not in j}, lambda: muster.run("scale", name, 1, "--timeout", "120s"),
                      512 * 2**20)
         compute(up["scheduler_address"], 300)
