@@ -53,9 +53,11 @@ def processes_by_job(belongs, pids=None):
 
 
 def worker_pids(client):
-    """{worker name: (address, pid)} as the scheduler and the workers say."""
+    """{worker name: (address, pid)} as the scheduler and the workers say.
+    A worker just killed is still listed until the scheduler notices; it
+    cannot answer and is left out."""
     names = {a: w["name"] for a, w in client.scheduler_info(n_workers=-1)["workers"].items()}
-    pids = client.run(os.getpid)
+    pids = client.run(os.getpid, on_error="ignore")
     return {names[a]: (a, pid) for a, pid in pids.items() if a in names}
 
 
