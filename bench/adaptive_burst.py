@@ -14,7 +14,8 @@ Reported, per system:
                  (1 = grew, then shrank; more means oscillation)
 
 muster runs with its defaults (adapt 0..6: observe every 500 ms, shrink after
-5 s below target) and tuned (workers without nannies, shrink after 3 s);
+`adapt.scale_down_wait` below target: 2 s since issue 15, 5 s before) and
+tuned (workers without nannies, shrink after 3 s);
 LocalCluster with Adaptive's defaults (interval 1 s, wait_count 3). For muster
 it also reads the event timeline: seconds from submission until the agent had
 launched the workers (the rest of "first extra" is the workers' own start).

@@ -7,7 +7,9 @@
               scheduler's API every 50 ms: the floor of Dask's own start-up;
   LocalCluster distributed's LocalCluster(n_workers=4) in a fresh interpreter,
               from interpreter start until Client.wait_for_workers(4) returns;
-  muster without nannies, to show what the nanny processes cost.
+  muster without nannies, to show what the nanny processes cost;
+  muster, one job of 4 processes (`--workers 1 --processes 4 --cores 4`):
+              one interpreter for all 4 workers, scaled 4 at a time.
 
 Rounds interleave the three so machine noise hits them alike. Also times
 `muster get clusters` with one cluster up. Prints medians and ratios; asserts
@@ -53,12 +55,12 @@ client.close(); cluster.close()
 """
 
 
-def time_muster(home, i, extra=()):
+def time_muster(home, i, extra=(), workers=N):
     env = {**os.environ, "MUSTER_HOME": home}
     name = f"bench-{i}"
     t0 = time.perf_counter()
     subprocess.run(
-        [MUSTER, "up", name, "--workers", str(N), "--python", PYTHON, "-o", "json", *extra],
+        [MUSTER, "up", name, "--workers", str(workers), "--python", PYTHON, "-o", "json", *map(str, extra)],
         env=env, check=True, capture_output=True,
     )
     elapsed = time.perf_counter() - t0
@@ -146,7 +148,7 @@ def main():
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="muster-bench-")
     home = os.path.join(work, "home")
-    results = {"muster": [], "raw": [], "localcluster": [], "muster_no_nanny": []}
+    results = {"muster": [], "raw": [], "localcluster": [], "muster_no_nanny": [], "muster_x4": []}
     no_nanny = os.path.join(work, "no-nanny.yaml")
     with open(no_nanny, "w") as f:
         f.write("worker: {nanny: false}\n")
@@ -157,6 +159,7 @@ def main():
             results["raw"].append(time_raw(work))
             results["localcluster"].append(time_localcluster())
             results["muster_no_nanny"].append(time_muster(home, i, ("-f", no_nanny)))
+            results["muster_x4"].append(time_muster(home, i, ("--processes", N, "--cores", N), workers=1))
             print(f"round {i + 1}/{args.rounds}: " + ", ".join(
                 f"{k} {v[-1]:.3f}s" for k, v in results.items()), flush=True)
         gets = time_get_clusters(home)
@@ -174,6 +177,9 @@ def main():
     print(f"  muster up, worker.nanny: false   {med['muster_no_nanny']:.3f} s"
           f"  (/ LocalCluster {med['muster_no_nanny'] / med['localcluster']:.3f};"
           " LocalCluster's nannies live in its own process, muster's are separate processes)")
+    print(f"  muster up --workers 1 --processes {N} {med['muster_x4']:.3f} s"
+          f"  (/ LocalCluster {med['muster_x4'] / med['localcluster']:.3f}; one job, scaled {N} at a time)")
+    print("load average at the end: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     g = sorted(gets)
     print(f"muster get clusters latency: median {1000 * statistics.median(g):.1f} ms, "
           f"p90 {1000 * g[int(0.9 * (len(g) - 1))]:.1f} ms over {len(g)} runs")

@@ -12,6 +12,7 @@ import pytest
 
 from batch import active, start_slurm, unique
 from conftest import wait_until
+from test_slurm import is_worker_command
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -55,7 +56,7 @@ def worker_argv(cluster):
         except OSError:
             continue
         if (env.get(b"SLURM_JOB_NAME", b"").startswith(f"muster_{cluster}_".encode())
-                and "distributed.cli.dask_worker" in argv):
+                and is_worker_command(argv)):
             return argv
     return None
 

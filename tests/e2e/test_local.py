@@ -275,7 +275,9 @@ def test_inspection_commands(muster):
 def test_render_shows_the_exact_commands_and_launches_nothing(muster):
     out = muster.run("render", "plan", "--workers", 2, "--python", "/opt/py dir/python").stdout
     assert "distributed.cli.dask_scheduler" in out
-    assert out.count("distributed.cli.dask_worker") == 2
+    # Workers start through muster's launcher (worker.warm_start, the default).
+    assert out.count("def warm_forkserver") == 2
+    assert "distributed.cli.dask_worker" not in out
     assert "'/opt/py dir/python'" in out
     assert "MUSTER_CLUSTER=plan" in out
     assert muster.processes() == []

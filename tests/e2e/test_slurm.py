@@ -262,6 +262,12 @@ def test_queued_jobs_cap_refuses_a_scale_up(muster, tmp_path):
     assert active(name) == []
 
 
+def is_worker_command(argv):
+    """`python -m distributed.cli.dask_worker ...`, or muster's launcher
+    (`python -c <launcher> ...`, the default) and the forks it makes."""
+    return "distributed.cli.dask_worker" in argv or (len(argv) > 2 and argv[1] == "-c" and "def warm_forkserver" in argv[2])
+
+
 def worker_cmdlines(cluster):
     """The command lines of the cluster's running `dask worker` processes (from
     /proc, by the SLURM job name in their environment)."""
@@ -274,7 +280,7 @@ def worker_cmdlines(cluster):
                 argv = [a.decode() for a in f.read().split(b"\0") if a]
         except OSError:
             continue
-        if env.get(b"SLURM_JOB_NAME", b"").startswith(f"muster_{cluster}_".encode()) and "distributed.cli.dask_worker" in argv:
+        if env.get(b"SLURM_JOB_NAME", b"").startswith(f"muster_{cluster}_".encode()) and is_worker_command(argv):
             found.append(argv)
     return found
 

@@ -323,11 +323,13 @@ def test_a_job_of_several_processes_forks_full_workers_that_its_nannies_restart(
         assert len(info) == 2
         assert all(w["memory_limit"] == 512 * 2**20 for w in info.values()), info
         pids = c.run(os.getpid)
-        # Each worker process is a child of the fork server, which a nanny
-        # started; none of them is a fresh `spawn` interpreter.
+        # Each worker process is a child of the fork server, which is a fork
+        # of the job's launcher (worker.warm_start, the default) and a child
+        # of the job's process; none of them is a fresh `spawn` interpreter.
         for pid in pids.values():
             server = proc_ppid(pid)
-            assert "multiprocessing.forkserver" in proc_cmdline(server), proc_cmdline(server)
+            assert "def warm_forkserver" in proc_cmdline(server), proc_cmdline(server)
+            assert proc_cmdline(proc_ppid(server)) == proc_cmdline(server)
             assert "spawn_main" not in proc_cmdline(pid)
         victim_addr, victim = sorted(pids.items())[0]
         name = info[victim_addr]["name"]

@@ -13,6 +13,9 @@ use crate::backend::{SchedulerContact, WorkerName};
 use crate::error::{Error, Result};
 use crate::spec::ClusterSpec;
 
+mod launcher;
+pub use launcher::launcher_source;
+
 /// The environment variable that lists the scheduler's HTTP route modules.
 pub const HTTP_ROUTES_ENV: &str = "DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES";
 
@@ -132,11 +135,7 @@ pub fn secure(cmd: &mut ProcessCommand, spec: &ClusterSpec, party: crate::tls::P
     let ca = format!("{dir}/{}", crate::tls::CA_FILE);
     let cert = format!("{dir}/{}", party.cert_file());
     let key = format!("{dir}/{}", party.key_file());
-    let at = cmd
-        .argv
-        .iter()
-        .position(|a| a.starts_with("distributed.cli."))
-        .map_or(cmd.argv.len(), |i| i + 1);
+    let at = args_start(&cmd.argv);
     let flags = [
         "--protocol".to_string(),
         "tls".into(),
@@ -155,9 +154,19 @@ pub fn secure(cmd: &mut ProcessCommand, spec: &ClusterSpec, party: crate::tls::P
     }
 }
 
+/// Where the Dask arguments start in an argv built here: right after
+/// `python -m distributed.cli.<x>` or `python -c <launcher>`, so flags added
+/// later (TLS) go before the options and the user's extra arguments.
+pub fn args_start(argv: &[String]) -> usize {
+    argv.iter()
+        .position(|a| a.starts_with("distributed.cli.") || a == launcher_source())
+        .map_or(argv.len(), |i| i + 1)
+}
+
 /// A worker job's command line and environment. `name` is the job id, which
 /// becomes the Dask worker name (with `-0`, `-1`, ... appended by Dask when the
-/// job runs several processes).
+/// job runs several processes). This and [`scheduler_command`] are the only
+/// builders of Dask command lines: every backend calls them.
 pub fn worker_command(
     spec: &ClusterSpec,
     name: impl Into<WorkerName>,
@@ -168,11 +177,7 @@ pub fn worker_command(
         WorkerName::FromEnv(var) => env_word(&var),
     };
     let w = &spec.worker;
-    let mut argv = vec![
-        w.python.clone(),
-        "-m".into(),
-        "distributed.cli.dask_worker".into(),
-    ];
+    let mut argv = launcher::worker_program(w);
     match contact {
         SchedulerContact::Address(addr) => argv.push(addr.clone()),
         SchedulerContact::File(path) => {
@@ -207,10 +212,9 @@ pub fn worker_command(
         argv.extend(["--local-directory".into(), dir.clone()]);
     }
     argv.extend(w.extra_args.iter().cloned());
-    ProcessCommand {
-        argv,
-        env: w.env.clone(),
-    }
+    let mut env = w.env.clone();
+    launcher::add_env(w, &mut env);
+    ProcessCommand { argv, env }
 }
 
 /// The argv that checks a python has `distributed` installed and prints its
@@ -712,6 +716,34 @@ worker:
             &SchedulerContact::File(PathBuf::from("/s/f.json")),
         );
         assert_eq!(by_file.argv[3..5], ["--scheduler-file", "/s/f.json"]);
+    }
+
+    #[test]
+    fn the_launcher_is_the_default_and_warm_start_false_runs_dask_as_is() {
+        let contact = SchedulerContact::Address("tcp://h:1".into());
+        let warm = worker_command(&spec("name: x"), "x-w0", &contact);
+        assert_eq!(warm.argv[..3], ["python3", "-c", launcher_source()]);
+        assert_eq!(warm.argv[3], "tcp://h:1");
+        assert_eq!(warm.env["MALLOC_TRIM_THRESHOLD_"], "65536");
+        // The shipped text is the file without comments and blank lines.
+        assert!(!launcher_source().contains('#'));
+        assert!(launcher_source().ends_with("main()\n"));
+        assert_eq!(args_start(&warm.argv), 3);
+        insta::assert_snapshot!("launcher_source", launcher_source());
+        for off in ["worker: {warm_start: false}", "worker: {nanny: false}"] {
+            let plain = worker_command(&spec(&format!("name: x\n{off}")), "x-w0", &contact);
+            assert_eq!(
+                plain.argv[..3],
+                ["python3", "-m", "distributed.cli.dask_worker"],
+                "{off}"
+            );
+            assert!(plain.env.is_empty(), "{off}");
+        }
+        let own = spec("name: x\nworker: {env: {MALLOC_TRIM_THRESHOLD_: '0'}}");
+        assert_eq!(
+            worker_command(&own, "x-w0", &contact).env["MALLOC_TRIM_THRESHOLD_"],
+            "0"
+        );
     }
 
     #[test]

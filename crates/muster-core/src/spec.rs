@@ -212,6 +212,13 @@ pub struct WorkerSpec {
     /// Run each worker under a nanny process that restarts it if it dies.
     #[serde(default = "default_true")]
     pub nanny: bool,
+    /// Start each job through muster's launcher, which imports `distributed`
+    /// once and forks the nanny's worker processes from that warm interpreter
+    /// (Dask's forkserver, served by a fork of the launcher). `false` runs
+    /// `python -m distributed.cli.dask_worker` as is: the nanny spawns each
+    /// worker as a fresh interpreter that imports `distributed` again.
+    #[serde(default = "default_true")]
+    pub warm_start: bool,
     /// Network interface the workers listen on (e.g. `ib0`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface: Option<String>,
@@ -247,6 +254,7 @@ impl Default for WorkerSpec {
             extra_args: Vec::new(),
             death_timeout: default_death_timeout(),
             nanny: true,
+            warm_start: true,
             interface: None,
             local_directory: None,
         }
@@ -303,8 +311,12 @@ pub struct AdaptSpec {
 fn default_adapt_interval() -> Seconds {
     Seconds(std::time::Duration::from_millis(500))
 }
+/// Two seconds: Dask's own `Adaptive` removes workers on its third
+/// observation below target, one second apart, i.e. two seconds after the
+/// first; a longer wait made muster shrink 2.7x later than `LocalCluster.adapt`
+/// (bench/adaptive_burst.py) with no fewer direction changes.
 fn default_scale_down_wait() -> Seconds {
-    Seconds::from_secs(5)
+    Seconds::from_secs(2)
 }
 fn default_cooldown() -> Seconds {
     Seconds::from_secs(5)

@@ -191,7 +191,8 @@ fn hostile_strings_arrive_literally_through_the_nodemanagers_wrapping() {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    assert_eq!(&argv[..2], ["-m", "distributed.cli.dask_worker"]);
+    // The default layout: muster's launcher runs `dask worker`, with TLS.
+    assert_eq!(&argv[..2], ["-c", muster_core::dask::launcher_source()]);
     assert_eq!(argv[2..4], ["--protocol", "tls"]);
     assert_eq!(argv[8..10], ["--tls-key", "./worker-key.pem"]);
     assert_eq!(argv[10], "tls://node7.example:8786");

@@ -301,6 +301,12 @@ fn worker_pod(
     over: &PodOverrides,
     namespace: &str,
 ) -> PodSpec {
+    // A pod runs the image's own `dask worker`, not muster's warm launcher
+    // (`worker.warm_start` is for the process backends): the command, and
+    // its environment, are Dask's stock ones.
+    let mut stock = spec.clone();
+    stock.worker.warm_start = false;
+    let spec = &stock;
     let mut cmd = worker_command(
         spec,
         WorkerName::FromEnv("DASK_WORKER_NAME".into()),
