@@ -123,6 +123,23 @@ else:
 """
 
 
+def assert_other_clusters_credentials_refused(address, tls, other):
+    """The scheduler at `address` (credentials `tls`, an `up -o json` doc's
+    "tls") refuses another cluster's client credentials (`other`: that
+    cluster's `up -o json` doc), and also its client certificate beside this
+    cluster's CA; the other cluster itself still takes its own."""
+    from distributed.security import Security
+
+    o = other["tls"]
+    foreign = Security(tls_ca_file=o["ca_file"], tls_client_cert=o["cert_file"],
+                       tls_client_key=o["key_file"], require_encryption=True)
+    assert refused(address, foreign), "another cluster's credentials got in"
+    mixed = Security(tls_ca_file=tls["ca_file"], tls_client_cert=o["cert_file"],
+                     tls_client_key=o["key_file"], require_encryption=True)
+    assert refused(address, mixed), "a certificate of another cluster's CA got in"
+    assert not refused(other["scheduler_address"], foreign)
+
+
 def refused(address, security=None):
     """How the scheduler at `address` refused a Dask client with `security`
     (a distributed Security, default none): the client's error, or None when

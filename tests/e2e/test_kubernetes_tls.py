@@ -18,9 +18,8 @@ import urllib.request
 from pathlib import Path
 
 import yaml
-from distributed.security import Security
 
-from conftest import REPO, compute, refused, remember_credentials, scheduler_workers
+from conftest import REPO, assert_other_clusters_credentials_refused, compute, refused, remember_credentials, scheduler_workers
 from operator_kit import operator  # noqa: F401  (the fixture)
 from test_kubernetes_backend import assert_nothing_left, assert_workers, spec_file
 
@@ -135,14 +134,7 @@ def test_kubernetes_cluster_speaks_mutual_tls(kube, operator, muster, tmp_path):
     # Refused by the TLS layer (the port is the right one: compute used it).
     assert "SSL" in why or why == "closed", why
     other = muster.json("up", "-f", spec_file(tmp_path, ns, "kother", workers=0), "--timeout", "3m")
-    o = other["tls"]
-    foreign = Security(tls_ca_file=o["ca_file"], tls_client_cert=o["cert_file"],
-                       tls_client_key=o["key_file"], require_encryption=True)
-    assert refused(address, foreign), "another cluster's credentials got in"
-    mixed = Security(tls_ca_file=tls["ca_file"], tls_client_cert=o["cert_file"],
-                     tls_client_key=o["key_file"], require_encryption=True)
-    assert refused(address, mixed), "a certificate of another cluster's CA got in"
-    assert not refused(other["scheduler_address"], foreign)
+    assert_other_clusters_credentials_refused(address, tls, other)
 
     # The dashboard/HTTP API stays plain HTTP inside the cluster (Dask serves
     # it apart from the comm); the operator and the CLI use it.

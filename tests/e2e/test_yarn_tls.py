@@ -16,12 +16,11 @@ import os
 import stat
 from pathlib import Path
 
-from distributed.security import Security
 from test_yarn import (
     STATE, USER, assert_gone, cluster_pids, component, service, spec_file, unique, yarn,  # noqa: F401
 )
 
-from conftest import compute, refused, remember_credentials, scheduler_workers, wait_until
+from conftest import assert_other_clusters_credentials_refused, compute, refused, remember_credentials, scheduler_workers, wait_until
 
 NM = os.environ.get("MUSTER_YARN_NM", "http://127.0.0.1:23042")
 
@@ -122,14 +121,7 @@ def test_yarn_cluster_speaks_mutual_tls(muster, tmp_path):
     other_name = unique("yo")
     other = muster.json("up", "-f", spec_file(tmp_path, other_name, 0, port=23796),
                         "--timeout", "300s")
-    o = other["tls"]
-    foreign = Security(tls_ca_file=o["ca_file"], tls_client_cert=o["cert_file"],
-                       tls_client_key=o["key_file"], require_encryption=True)
-    assert refused(address, foreign), "another cluster's credentials got in"
-    mixed = Security(tls_ca_file=tls["ca_file"], tls_client_cert=o["cert_file"],
-                     tls_client_key=o["key_file"], require_encryption=True)
-    assert refused(address, mixed), "a certificate of another cluster's CA got in"
-    assert not refused(other["scheduler_address"], foreign)
+    assert_other_clusters_credentials_refused(address, tls, other)
 
     # down: the service, its containers, the localised copies and the local
     # credentials are all gone.
