@@ -72,6 +72,9 @@ def test_kubernetes_cluster_speaks_mutual_tls(kube, operator, muster, tmp_path):
     assert data["ca.pem"] == Path(tls["ca_file"]).read_text()
     assert sum("PRIVATE KEY" in v for v in data.values()) == 2
     dc = kube.json("get", "daskcluster", "ktls", "-n", ns)
+    # The operator reports the address with the scheme the scheduler's own
+    # flags say (tls://), for kubectl users and dask-kubernetes clients.
+    assert dc["status"]["schedulerAddress"] == f"tls://ktls-scheduler.{ns}.svc.cluster.local:8786", dc["status"]
     owners = secret["metadata"]["ownerReferences"]
     assert [(o["kind"], o["name"], o["uid"]) for o in owners] == [
         ("DaskCluster", "ktls", dc["metadata"]["uid"])
@@ -164,6 +167,8 @@ def test_security_none_on_kubernetes_warns_and_makes_no_secret(kube, operator, m
     up = json.loads(r.stdout)
     assert up["scheduler_address"].startswith("tcp://") and up.get("tls") is None, up
     assert_workers(kube, ns, "kplain", 1)
+    status = kube.json("get", "daskcluster", "kplain", "-n", ns)["status"]
+    assert status["schedulerAddress"] == f"tcp://kplain-scheduler.{ns}.svc.cluster.local:8786", status
     got = kube.kubectl("get", "secret", "kplain-tls", "-n", ns, check=False)
     assert got.returncode != 0, got.stdout
     for p in pod_json(kube, ns, "kplain"):

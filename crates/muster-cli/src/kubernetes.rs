@@ -303,18 +303,8 @@ pub async fn list(
                     Some(muster::kube::resources::ClusterPhase::Error) => Phase::Failed,
                     _ => Phase::Starting,
                 };
-                // The operator reports the Service's address as tcp://; a
-                // cluster muster made with TLS is reached at tls:// there.
-                r.scheduler_address = dc
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.scheduler_address.clone())
-                    .map(|a| match a.strip_prefix("tcp://") {
-                        Some(rest) if muster::kube::backend::tls::speaks_tls(dc) => {
-                            format!("tls://{rest}")
-                        }
-                        _ => a,
-                    });
+                // The operator's, with the scheme its scheduler listens with.
+                r.scheduler_address = dc.status.as_ref().and_then(|s| s.scheduler_address.clone());
                 if let Some(t) = &dc.metadata.creation_timestamp {
                     r.created_at = t.0.as_second().max(0) as u64;
                 }

@@ -15,8 +15,8 @@ use kube::Resource;
 use muster_core::dask::{HTTP_ROUTES, HTTP_ROUTES_ENV};
 
 use crate::resources::{
-    DaskCluster, DaskJob, DaskWorkerGroup, DaskWorkerGroupSpec, LABEL_CLUSTER, LABEL_COMPONENT,
-    LABEL_MANAGED_BY, LABEL_WORKERGROUP, SimpleObjectMeta,
+    DaskCluster, DaskClusterSpec, DaskJob, DaskWorkerGroup, DaskWorkerGroupSpec, LABEL_CLUSTER,
+    LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_WORKERGROUP, SimpleObjectMeta,
 };
 
 /// The value of `app.kubernetes.io/managed-by` on everything muster makes.
@@ -127,9 +127,44 @@ fn default_env(spec: &mut PodSpec, name: &str, value: &str) {
     }
 }
 
-/// The scheduler's in-cluster comm address (what workers and clients use).
-pub fn scheduler_address(cluster: &str, namespace: &str) -> String {
-    format!("tcp://{cluster}-scheduler.{namespace}.svc.cluster.local:{COMM_PORT}")
+/// The scheduler's in-cluster comm address (what workers and clients use):
+/// `tls://` when `tls`, else `tcp://`.
+pub fn scheduler_address(cluster: &str, namespace: &str, tls: bool) -> String {
+    let scheme = if tls { "tls" } else { "tcp" };
+    format!("{scheme}://{cluster}-scheduler.{namespace}.svc.cluster.local:{COMM_PORT}")
+}
+
+/// True when the scheduler of `spec` listens with TLS: a scheduler
+/// container's command or arguments carry one of `dask scheduler`'s TLS
+/// flags (`--tls-cert`, `--tls-key`, `--tls-ca-file`, as `--flag value` or
+/// `--flag=value`) or `--protocol tls`. muster renders the first form; a
+/// hand-written DaskCluster may use either.
+pub fn speaks_tls(spec: &DaskClusterSpec) -> bool {
+    spec.scheduler.spec.containers.iter().any(|c| {
+        let words: Vec<&str> = c
+            .command
+            .iter()
+            .chain(c.args.iter())
+            .flatten()
+            .flat_map(|w| w.split_whitespace())
+            .collect();
+        words.iter().enumerate().any(|(i, w)| {
+            let flag = w.split('=').next().unwrap_or_default();
+            matches!(flag, "--tls-cert" | "--tls-key" | "--tls-ca-file")
+                || *w == "--protocol=tls"
+                || (*w == "--protocol" && words.get(i + 1) == Some(&"tls"))
+        })
+    })
+}
+
+/// The comm address of `cluster`'s scheduler, with the scheme its
+/// scheduler listens with.
+pub fn cluster_address(cluster: &DaskCluster) -> String {
+    scheduler_address(
+        name_of(cluster),
+        cluster.metadata.namespace.as_deref().unwrap_or("default"),
+        speaks_tls(&cluster.spec),
+    )
 }
 
 /// The scheduler pod `<cluster>-scheduler`, with the HTTP API routes on.
@@ -203,18 +238,15 @@ pub fn worker_name(group: &str, index: u64) -> String {
     format!("{group}-worker-{index}")
 }
 
-/// One worker pod, named with its Dask worker name, owned by its group.
-pub fn worker_pod(group: &DaskWorkerGroup, worker: &str) -> Pod {
+/// One worker pod, named with its Dask worker name, owned by its group;
+/// `scheduler` is the address it is given (its cluster's
+/// [`cluster_address`]) unless its template sets one.
+pub fn worker_pod(group: &DaskWorkerGroup, worker: &str, scheduler: &str) -> Pod {
     let group_name = name_of(group);
     let cluster = &group.spec.cluster;
-    let namespace = group.metadata.namespace.as_deref().unwrap_or("default");
     let mut spec = group.spec.worker.spec.clone();
     default_env(&mut spec, "DASK_WORKER_NAME", worker);
-    default_env(
-        &mut spec,
-        "DASK_SCHEDULER_ADDRESS",
-        &scheduler_address(cluster, namespace),
-    );
+    default_env(&mut spec, "DASK_SCHEDULER_ADDRESS", scheduler);
     // A worker that exits is replaced by the reconciler under a new name:
     // the kubelet must not restart it in place under the old one.
     spec.restart_policy = Some("Never".into());
@@ -271,7 +303,7 @@ pub fn runner_pod(job: &DaskJob, attempt: i32) -> Pod {
     default_env(
         &mut spec,
         "DASK_SCHEDULER_ADDRESS",
-        &scheduler_address(name, namespace),
+        &scheduler_address(name, namespace, speaks_tls(&job.spec.cluster.spec)),
     );
     spec.restart_policy = Some("Never".into());
     Pod {
@@ -314,8 +346,49 @@ mod tests {
         g.metadata.uid = Some("1111-uid".into());
         insta::assert_yaml_snapshot!(
             "worker_pod",
-            worker_pod(&g, &worker_name("example-default", 3))
+            worker_pod(&g, &worker_name("example-default", 3), &cluster_address(&c))
         );
+    }
+
+    #[test]
+    fn a_scheduler_with_tls_flags_is_reached_at_tls() {
+        let mut c = cluster();
+        assert_eq!(
+            cluster_address(&c),
+            "tcp://example-scheduler.team-a.svc.cluster.local:8786"
+        );
+        let tls = "tls://example-scheduler.team-a.svc.cluster.local:8786";
+        for args in [
+            &["dask", "scheduler", "--tls-cert", "/c.pem"][..],
+            &["dask", "scheduler", "--tls-ca-file=/ca.pem"],
+            &["dask", "scheduler", "--protocol", "tls"],
+            &["dask", "scheduler", "--protocol=tls"],
+            &["sh", "-c", "exec dask scheduler --tls-key /k.pem"],
+        ] {
+            c.spec.scheduler.spec.containers[0].command = None;
+            c.spec.scheduler.spec.containers[0].args =
+                Some(args.iter().map(|a| a.to_string()).collect());
+            assert_eq!(cluster_address(&c), tls, "{args:?}");
+        }
+        for args in [
+            &["dask", "scheduler", "--protocol", "tcp"][..],
+            &["echo", "--tls-certainly"],
+        ] {
+            c.spec.scheduler.spec.containers[0].args =
+                Some(args.iter().map(|a| a.to_string()).collect());
+            assert!(!speaks_tls(&c.spec), "{args:?}");
+        }
+        // A DaskJob's runner is pointed at its cluster the same way.
+        let mut job: DaskJob =
+            serde_yaml_ng::from_str(include_str!("../tests/examples/daskjob.yaml")).unwrap();
+        job.spec.cluster.spec.scheduler.spec.containers[0].args =
+            Some(vec!["--protocol=tls".into()]);
+        let env = runner_pod(&job, 0).spec.unwrap().containers[0].env.clone();
+        let addr = env
+            .unwrap()
+            .into_iter()
+            .find(|e| e.name == "DASK_SCHEDULER_ADDRESS");
+        assert!(addr.unwrap().value.unwrap().starts_with("tls://"));
     }
 
     #[test]
@@ -329,7 +402,7 @@ mod tests {
         }]);
         let mut g = default_worker_group(&c);
         g.metadata.uid = Some("1".into());
-        let pod = worker_pod(&g, "example-default-worker-0");
+        let pod = worker_pod(&g, "example-default-worker-0", &cluster_address(&c));
         let env = pod.spec.unwrap().containers[0].env.clone().unwrap();
         let addr: Vec<_> = env
             .iter()

@@ -19,9 +19,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use muster_core::backend::{SchedulerContact, WorkerName};
-use muster_core::dask::{
-    ProcessCommand, comm_scheme, env_of_word, env_word, secure, worker_command,
-};
+use muster_core::dask::{ProcessCommand, env_of_word, env_word, secure, worker_command};
 use muster_core::tls::{Credentials, Party};
 use muster_core::{AdaptSpec, ClusterSpec};
 
@@ -219,11 +217,7 @@ fn kube_word(word: &str) -> String {
 /// The Dask address workers use: the Service's DNS name, `tls://` for a
 /// TLS cluster (Dask checks the certificate's chain, not the host name).
 pub fn scheduler_address(spec: &ClusterSpec, namespace: &str) -> String {
-    format!(
-        "{}://{}-scheduler.{namespace}.svc.cluster.local:{COMM_PORT}",
-        comm_scheme(spec),
-        spec.name
-    )
+    crate::children::scheduler_address(&spec.name, namespace, spec.scheduler.security.is_tls())
 }
 
 /// `dask <program>` with the TLS flags naming `party`'s mounted files
@@ -535,7 +529,7 @@ backend:
         // operator use it): no dashboard TLS configuration reaches the pod.
         let senv = serde_json::to_string(&sched.containers[0].env).unwrap();
         assert!(!senv.contains("DASHBOARD__TLS"), "{senv}");
-        assert!(tls::speaks_tls(&m.cluster));
+        assert!(crate::children::speaks_tls(&m.cluster.spec));
         let data = m.secret.unwrap().string_data.unwrap();
         assert_eq!(data["scheduler-key.pem"], creds.scheduler.key);
     }
@@ -546,7 +540,7 @@ backend:
         let opts: KubeOptions =
             muster_core::kinds::parse_options("backend", &s.backend.options).unwrap();
         let m = manifests(&s, &opts, "default");
-        assert!(m.secret.is_none() && !tls::speaks_tls(&m.cluster));
+        assert!(m.secret.is_none() && !crate::children::speaks_tls(&m.cluster.spec));
         let text = serde_yaml_ng::to_string(&m.cluster).unwrap();
         assert!(!text.contains("tls") && !text.contains("volumes"), "{text}");
     }

@@ -97,17 +97,6 @@ pub fn volume(cluster: &str, party: Party) -> Volume {
     }
 }
 
-/// True when `dc`'s scheduler runs with muster's TLS flags (a DaskCluster
-/// muster rendered with `scheduler.security: tls`).
-pub fn speaks_tls(dc: &crate::resources::DaskCluster) -> bool {
-    dc.spec.scheduler.spec.containers.iter().any(|c| {
-        c.args
-            .iter()
-            .flatten()
-            .any(|a| a.starts_with(&format!("{MOUNT}/")))
-    })
-}
-
 /// The container's read-only mount of [`volume`].
 pub fn mount() -> VolumeMount {
     VolumeMount {

@@ -25,11 +25,14 @@ use crate::resources::DaskWorkerGroup;
 pub struct GroupBackend {
     pods: Api<Pod>,
     group: DaskWorkerGroup,
+    /// The scheduler address new worker pods are given.
+    scheduler: String,
 }
 
 impl GroupBackend {
-    /// The backend of `group` (as read from the API server, with its uid).
-    pub fn new(client: kube::Client, group: DaskWorkerGroup) -> Self {
+    /// The backend of `group` (as read from the API server, with its uid),
+    /// whose new workers reach the scheduler at `scheduler`.
+    pub fn new(client: kube::Client, group: DaskWorkerGroup, scheduler: String) -> Self {
         let ns = group
             .metadata
             .namespace
@@ -38,6 +41,7 @@ impl GroupBackend {
         GroupBackend {
             pods: Api::namespaced(client, &ns),
             group,
+            scheduler,
         }
     }
 
@@ -129,7 +133,8 @@ impl Backend for GroupBackend {
             .iter()
             .map(|n| RenderedItem {
                 title: format!("pod {n}"),
-                text: serde_yaml_ng::to_string(&worker_pod(&self.group, n)).unwrap_or_default(),
+                text: serde_yaml_ng::to_string(&worker_pod(&self.group, n, &self.scheduler))
+                    .unwrap_or_default(),
             })
             .collect();
         Ok(Rendered {
@@ -143,7 +148,10 @@ impl Backend for GroupBackend {
         for name in self.names(role)? {
             match self
                 .pods
-                .create(&PostParams::default(), &worker_pod(&self.group, &name))
+                .create(
+                    &PostParams::default(),
+                    &worker_pod(&self.group, &name, &self.scheduler),
+                )
                 .await
             {
                 // Already there: a launch interrupted before it was recorded.

@@ -107,7 +107,7 @@ async fn reconcile_inner(dc: &DaskCluster, ctx: &Context) -> Result<Action, Erro
             &name,
             &children::default_group_name(&name),
         )),
-        scheduler_address: Some(children::scheduler_address(&name, &ns)),
+        scheduler_address: Some(children::cluster_address(dc)),
         applied_worker_replicas: previous.applied_worker_replicas,
         idle_since: previous.idle_since.clone(),
         replicas: previous.replicas,

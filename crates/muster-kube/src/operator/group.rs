@@ -157,16 +157,20 @@ async fn reconcile_inner(group: &DaskWorkerGroup, ctx: &Context) -> Result<Actio
         return Ok(Action::await_change());
     }
     let ns = group.namespace().unwrap_or_else(|| "default".into());
-    super::adopt(ctx, group, &group.spec.cluster).await?;
+    let cluster = super::adopt(ctx, group, &group.spec.cluster).await?;
     let Some(http_url) = super::scheduler_http_url(ctx, &ns, &group.spec.cluster).await? else {
         tracing::debug!("no scheduler Service yet");
         return Ok(Action::requeue(Duration::from_secs(3)));
     };
     let mut rec = record_of(group);
     // The desired state comes from the resources, each pass.
-    let address = children::scheduler_address(&group.spec.cluster, &ns);
+    // The scheme its scheduler listens with (tls:// for a TLS DaskCluster).
+    let address = match &cluster {
+        Some(dc) => children::cluster_address(dc),
+        None => children::scheduler_address(&group.spec.cluster, &ns, false),
+    };
     rec.scheduler_address = Some(address.clone());
-    rec.contact = Some(SchedulerContact::Address(address));
+    rec.contact = Some(SchedulerContact::Address(address.clone()));
     rec.http_url = Some(http_url);
     rec.spec.workers = group.spec.worker.replicas.max(0) as u32;
     // A fixed size: an autoscaler drives the group through this field.
@@ -177,7 +181,7 @@ async fn reconcile_inner(group: &DaskWorkerGroup, ctx: &Context) -> Result<Actio
         record: Mutex::new(rec),
         lock: ctx.group_lock(&ns, &group.name_any()).await,
     };
-    let backend = GroupBackend::new(ctx.client.clone(), group.clone());
+    let backend = GroupBackend::new(ctx.client.clone(), group.clone(), address);
     let timeline = EventTimeline {
         ctx,
         object: group.object_ref(&()),

@@ -242,8 +242,8 @@ pub async fn scheduler_http_url(
 /// Makes the DaskCluster `cluster` an owner of `obj` (a worker group or an
 /// autoscaler written by hand, as dask-kubernetes does), so that deleting
 /// the cluster deletes it too. Nothing when it is owned already or the
-/// cluster does not exist (yet).
-pub async fn adopt<K>(ctx: &Context, obj: &K, cluster: &str) -> Result<(), Error>
+/// cluster does not exist (yet). Returns the cluster as read, if it exists.
+pub async fn adopt<K>(ctx: &Context, obj: &K, cluster: &str) -> Result<Option<DaskCluster>, Error>
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -258,14 +258,14 @@ where
         .await
         .map_err(Error::kube(format!("reading DaskCluster {cluster}")))?
     else {
-        return Ok(());
+        return Ok(None);
     };
     let owners = meta.owner_references.clone().unwrap_or_default();
     let Some(mut owner) = kube::Resource::controller_owner_ref(&dc, &()) else {
-        return Ok(());
+        return Ok(Some(dc));
     };
     if owners.iter().any(|o| o.uid == owner.uid) {
-        return Ok(());
+        return Ok(Some(dc));
     }
     owner.controller = Some(!owners.iter().any(|o| o.controller == Some(true)));
     let mut all = owners;
@@ -282,7 +282,7 @@ where
             "adopting {name} under DaskCluster {cluster}"
         )))?;
     tracing::info!(%name, %cluster, "adopted by its DaskCluster");
-    Ok(())
+    Ok(Some(dc))
 }
 
 /// How long to wait before looking at a resource again when nothing changes.
