@@ -152,10 +152,16 @@ pub async fn logs(home: &Home, args: LogsArgs) -> Result<()> {
     if args.all {
         return all_logs(&cluster, args.tail, args.output).await;
     }
-    let job = args
-        .worker
-        .as_deref()
-        .map(|w| resolve_worker(&args.name, &cluster.record().workers, w));
+    let job = args.worker.as_deref().map(|w| {
+        let r = cluster.record();
+        let known: Vec<JobId> = r
+            .workers
+            .iter()
+            .chain(r.ended.iter().map(|e| &e.id))
+            .cloned()
+            .collect();
+        resolve_worker(&args.name, &known, w)
+    });
     let text = cluster.logs(job.as_ref()).await?;
     match args.tail {
         Some(n) => println!("{}", muster::cluster_api::tail_lines(&text, n)),
@@ -237,6 +243,12 @@ async fn all_logs(cluster: &ManagedCluster, tail: Option<usize>, out: Output) ->
     }
     for w in &status.workers {
         jobs.push(("worker", JobId(w.name.clone()), w.status.clone()));
+    }
+    // Jobs that ended on their own and were replaced: their logs say why.
+    for e in &cluster.record().ended {
+        if !jobs.iter().any(|(_, id, _)| *id == e.id) {
+            jobs.push(("worker", e.id.clone(), e.status.clone()));
+        }
     }
     let mut items = Vec::new();
     for (role, job, st) in jobs {

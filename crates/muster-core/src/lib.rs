@@ -40,7 +40,7 @@ pub use managed::{LogTimeline, ManagedCluster};
 pub use reconcile::{
     AgentControl, Clock, ClusterStore, RoundContext, RoundOutcome, Timeline, round,
 };
-pub use registry::{ClusterRecord, FileStore, Home, Observed, Phase, PolicyMemory};
+pub use registry::{ClusterRecord, EndedJob, FileStore, Home, Observed, Phase, PolicyMemory};
 pub use runner::{CommandOutput, CommandRunner, CommandSpec, LocalRunner};
 pub use spec::{
     AdaptSpec, BackendSpec, ClusterSpec, Placement, SchedulerSpec, SpecError, WorkerSpec,

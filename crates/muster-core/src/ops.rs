@@ -79,6 +79,10 @@ pub async fn prune_ended(
         states.remove(id);
     }
     if !ended.is_empty() {
+        record.remember_ended(ended.iter().map(|(id, status)| crate::registry::EndedJob {
+            id: id.clone(),
+            status: status.clone(),
+        }));
         store.save(record).await?;
     }
     Ok((states, ended))

@@ -379,6 +379,23 @@ pub struct ClusterRecord {
     /// (muster's own HTTP calls trust exactly the CA named here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<crate::tls::PartyFiles>,
+    /// The last worker jobs that ended on their own (newest last, at most
+    /// [`KEEP_ENDED`]): gone from `workers` once a round saw them end, they
+    /// stay listed with their state so `logs --all` still shows why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ended: Vec<EndedJob>,
+}
+
+/// How many ended worker jobs a record remembers.
+pub const KEEP_ENDED: usize = 8;
+
+/// A worker job that ended on its own, as the round that saw it recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndedJob {
+    /// The job.
+    pub id: JobId,
+    /// Its state when it was seen ended.
+    pub status: crate::job::JobStatus,
 }
 
 /// One round's observation, as recorded.
@@ -432,7 +449,16 @@ impl ClusterRecord {
             observed: None,
             policy: PolicyMemory::default(),
             credentials: None,
+            ended: Vec::new(),
         }
+    }
+
+    /// Remembers worker jobs that ended on their own, keeping the last
+    /// [`KEEP_ENDED`].
+    pub fn remember_ended(&mut self, ended: impl IntoIterator<Item = EndedJob>) {
+        self.ended.extend(ended);
+        let extra = self.ended.len().saturating_sub(KEEP_ENDED);
+        self.ended.drain(..extra);
     }
 
     /// The backend kind.
@@ -465,6 +491,27 @@ mod tests {
 
     fn record(name: &str) -> ClusterRecord {
         ClusterRecord::new(ClusterSpec::from_yaml(&format!("name: {name}"), None).unwrap())
+    }
+
+    #[test]
+    fn only_the_last_ended_jobs_are_remembered() {
+        let mut r = record("demo");
+        let ended = |i: u32| EndedJob {
+            id: JobId(format!("demo-w{i}")),
+            status: crate::job::JobStatus::Failed {
+                reason: format!("exit {i}"),
+            },
+        };
+        r.remember_ended((0..5).map(ended));
+        r.remember_ended((5..12).map(ended));
+        let ids: Vec<_> = r.ended.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids.len(), KEEP_ENDED);
+        assert_eq!((ids[0], ids[KEEP_ENDED - 1]), ("demo-w4", "demo-w11"));
+        // Old records (without the field) still load.
+        let text = serde_json::to_string(&record("old")).unwrap();
+        assert!(!text.contains("ended"));
+        let back: ClusterRecord = serde_json::from_str(&text).unwrap();
+        assert!(back.ended.is_empty());
     }
 
     #[test]

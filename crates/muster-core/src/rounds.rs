@@ -366,8 +366,12 @@ mod tests {
         backend.kill(&dead);
         let out = round(&ctx).await.unwrap();
         assert_eq!(out.decision.unwrap().action, Action::Launch(1));
-        assert!(!store.get().unwrap().workers.contains(&dead));
+        let rec = store.get().unwrap();
+        assert!(!rec.workers.contains(&dead));
         assert!(timeline.kinds().contains(&"died".to_string()));
+        // ...and remembered with how it ended, for `logs --all`.
+        assert_eq!(rec.ended.iter().map(|e| &e.id).collect::<Vec<_>>(), [&dead]);
+        assert!(!rec.ended[0].status.is_active());
 
         // Scaled down to 1: the newest job is retired through the
         // scheduler, then cancelled.

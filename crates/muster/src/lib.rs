@@ -25,9 +25,10 @@ use std::sync::Arc;
 pub use muster_adaptive as adaptive;
 pub use muster_core::{
     AdaptSpec, AgentControl, Backend, BackendKind, BackendSpec, Capabilities, Cluster,
-    ClusterRecord, ClusterSpec, ClusterStatus, DownReport, Error, Home, JobId, JobStatus, Kinds,
-    Launched, ManagedCluster, Memory, Phase, Progress, Quiet, Rendered, RenderedItem, Result, Role,
-    SchedulerContact, SchedulerSpec, Seconds, SpecError, Supervisor, WorkerRow, WorkerSpec,
+    ClusterRecord, ClusterSpec, ClusterStatus, DownReport, EndedJob, Error, Home, JobId, JobStatus,
+    Kinds, Launched, ManagedCluster, Memory, Phase, Progress, Quiet, Rendered, RenderedItem,
+    Result, Role, SchedulerContact, SchedulerSpec, Seconds, SpecError, Supervisor, WorkerRow,
+    WorkerSpec,
 };
 pub use muster_core::{
     access, backend, cluster as cluster_api, dask, kinds, ops, policy, reconcile, registry, runner,

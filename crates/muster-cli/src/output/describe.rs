@@ -239,6 +239,9 @@ struct Doc<'a> {
     agent: Option<&'a AgentView>,
     /// The client's TLS files; null for plain TCP.
     tls: Option<&'a muster::tls::PartyFiles>,
+    /// The last worker jobs that ended on their own (absent when none).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    ended_workers: &'a [muster::EndedJob],
 }
 
 /// `muster describe` as a readable report.
@@ -281,6 +284,7 @@ pub fn describe(
         state_dir,
         agent,
         tls: record.credentials.as_ref(),
+        ended_workers: &record.ended,
     };
     if let Some(s) = contract::object(Kind::ClusterDescription, &doc, output) {
         return s;
@@ -333,6 +337,15 @@ pub fn describe(
         out.push_str("\nDask workers the scheduler knows but muster did not launch:\n");
         for w in &status.unknown_workers {
             out.push_str(&format!("  {} {}\n", w.name, w.address));
+        }
+    }
+    if !record.ended.is_empty() {
+        out.push_str(&format!(
+            "\nWorker jobs that ended on their own (the last ones; their logs: `muster logs {} JOB`):\n",
+            status.name
+        ));
+        for e in &record.ended {
+            out.push_str(&format!("  {} {}\n", e.id, one_line(&e.status.to_string())));
         }
     }
     if let Some(view) = agent {

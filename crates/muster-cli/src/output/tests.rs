@@ -248,26 +248,30 @@ fn describe_with_a_running_agent() {
         &timeline(),
         1_790_000_060.0,
     );
+    // A worker job that died on its own and was replaced stays listed.
+    let mut rec = adaptive_record();
+    rec.remember_ended([muster::EndedJob {
+        id: JobId::from("demo-w0"),
+        status: JobStatus::Failed {
+            reason: "exit code 3\nlog: /state/clusters/demo/logs/demo-w0.log".into(),
+        },
+    }]);
     let text = describe(
         &status(),
-        &adaptive_record(),
+        &rec,
         "/state/clusters/demo",
         Some(&view),
         Output::Table,
     );
     insta::assert_snapshot!("describe_adaptive", text);
-    let json: serde_json::Value = serde_json::from_str(&describe(
-        &status(),
-        &adaptive_record(),
-        "/s",
-        Some(&view),
-        Output::Json,
-    ))
-    .unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&describe(&status(), &rec, "/s", Some(&view), Output::Json)).unwrap();
     assert_eq!(json["agent"]["agent"], "running");
     assert_eq!(json["agent"]["pid"], 4242);
     assert_eq!(json["agent"]["events"].as_array().unwrap().len(), 7);
     assert_eq!(json["spec"]["adapt"]["maximum"], 6);
+    assert_eq!(json["ended_workers"][0]["id"], "demo-w0");
+    assert_eq!(json["ended_workers"][0]["status"]["state"], "failed");
 }
 
 #[test]

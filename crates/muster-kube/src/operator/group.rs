@@ -131,6 +131,7 @@ fn record_of(group: &DaskWorkerGroup) -> ClusterRecord {
         observed: None,
         policy: Default::default(),
         credentials: None,
+        ended: Vec::new(),
     }
 }
 
