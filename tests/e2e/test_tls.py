@@ -165,3 +165,24 @@ def test_render_shows_tls_flags_with_paths_only(muster):
     out = muster.run("render", "r", "--workers", 1, "--python", muster.python).stdout
     assert "--tls-ca-file" in out and "--protocol tls" in out
     assert "PRIVATE KEY" not in out
+
+
+def test_the_security_flag_overrides_the_spec_both_ways(muster, tmp_path):
+    # --security none on the command line alone: plain TCP, with the warning.
+    proc = muster.run("up", "plainflag", "--workers", 1, "--python", muster.python,
+                      "--security", "none", "-o", "json")
+    assert "scheduler.security is none" in proc.stderr, proc.stderr
+    up = json.loads(proc.stdout)
+    assert up["tls"] is None and up["scheduler_address"].startswith("tcp://"), up
+    assert not (muster.home / "clusters" / "plainflag" / "tls").exists()
+    compute(up["scheduler_address"], 50)
+    assert muster.json("describe", "plainflag")["spec"]["scheduler"]["security"] == "none"
+    muster.run("down", "plainflag")
+    # --security tls wins over a file's `security: none`.
+    spec = tmp_path / "plain.yaml"
+    spec.write_text(json.dumps({"name": "p2", "workers": 1, "scheduler": {"security": "none"}}))
+    out = muster.run("render", "-f", spec, "--security", "tls", "--python", muster.python).stdout
+    assert "--protocol tls" in out and "--tls-ca-file" in out, out
+    bad = muster.run("up", "-f", spec, "--security", "maybe", check=False)
+    assert bad.returncode == 2 and "--security" in bad.stderr and "tls" in bad.stderr, bad.stderr
+    assert muster.json("get", "clusters") == []

@@ -51,7 +51,7 @@ pub struct Cli {
 pub enum Command {
     /// Bring a cluster up and wait until its workers are registered
     #[command(
-        after_help = "Examples:\n  muster up demo --workers 4\n  muster up -f cluster.yaml --timeout 5m -o json"
+        after_help = "Examples:\n  muster up demo --workers 4\n  muster up -f cluster.yaml --timeout 5m -o json\n  muster up demo --security none   # plain TCP, no authentication (warns)"
     )]
     Up(UpArgs),
     /// Stop everything of a cluster, verify nothing is left, and forget it
@@ -176,6 +176,29 @@ pub struct SpecArgs {
     /// Dask worker processes per job
     #[arg(long, value_name = "N")]
     pub processes: Option<u32>,
+    /// The scheduler's transport (overrides `scheduler.security`): tls, the
+    /// default, with certificates made for this cluster; none for plain TCP
+    /// that anyone who reaches the port can use
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub security: Option<SecurityFlag>,
+}
+
+/// `--security`: the values of `scheduler.security`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SecurityFlag {
+    /// Mutual TLS with this cluster's own certificates
+    Tls,
+    /// Plain TCP without authentication
+    None,
+}
+
+impl From<SecurityFlag> for muster::spec::Security {
+    fn from(f: SecurityFlag) -> Self {
+        match f {
+            SecurityFlag::Tls => muster::spec::Security::Tls,
+            SecurityFlag::None => muster::spec::Security::None,
+        }
+    }
 }
 
 /// Adaptive-scaling settings given as flags (they override the spec's `adapt`).

@@ -50,6 +50,9 @@ pub fn build_spec(args: &SpecArgs) -> Result<ClusterSpec, Error> {
     if let Some(p) = args.processes {
         spec.worker.processes = p;
     }
+    if let Some(s) = args.security {
+        spec.scheduler.security = s.into();
+    }
     muster::apply_site_defaults(&mut spec);
     muster::validate(&spec)?;
     Ok(spec)
@@ -566,6 +569,19 @@ mod tests {
             (spec.name.as_str(), spec.workers, spec.worker.cores),
             ("fromfile", 5, 4)
         );
+        assert!(spec.scheduler.security.is_tls(), "TLS unless asked");
+        std::fs::write(
+            &file,
+            "name: fromfile\nscheduler: {security: tls}\nworker: {cores: 4, memory: 4GiB}\n",
+        )
+        .unwrap();
+        let plain = SpecArgs {
+            file: Some(file.clone()),
+            security: Some(crate::cli::SecurityFlag::None),
+            ..Default::default()
+        };
+        let spec = build_spec(&plain).unwrap();
+        assert_eq!(spec.scheduler.security, muster::spec::Security::None);
 
         let bad = SpecArgs {
             file: Some(file),
