@@ -9,13 +9,21 @@
               from interpreter start until Client.wait_for_workers(4) returns;
   muster without nannies, to show what the nanny processes cost;
   muster, one job of 4 processes (`--workers 1 --processes 4 --cores 4`):
-              one interpreter for all 4 workers, scaled 4 at a time.
+              one interpreter for all 4 workers, scaled 4 at a time;
+  --old-bin   the default layout (`muster up --workers 4`) with an older
+              muster, right after MUSTER_BIN's in every round; printed
+              against LocalCluster like muster's, and new/old as the median
+              of the per-round ratios;
+  --plain     the default layout with a spec of `scheduler: {security: none}`
+              (TLS off; a spec, not `--security none`, which older binaries
+              lack), to separate TLS's cost from the rest.
 
 Rounds interleave the three so machine noise hits them alike. Also times
 `muster get clusters` with one cluster up. Prints medians and ratios; asserts
 nothing about time.
 
-Usage: python bench/local_up.py [--rounds N]   (MUSTER_BIN, MUSTER_PYTHON from scripts/setup.sh)
+Usage: python bench/local_up.py [--rounds N] [--old-bin PATH] [--plain]
+       (MUSTER_BIN, MUSTER_PYTHON from scripts/setup.sh)
 """
 
 import argparse
@@ -55,16 +63,16 @@ client.close(); cluster.close()
 """
 
 
-def time_muster(home, i, extra=(), workers=N):
+def time_muster(home, i, extra=(), workers=N, muster=MUSTER):
     env = {**os.environ, "MUSTER_HOME": home}
     name = f"bench-{i}"
     t0 = time.perf_counter()
     subprocess.run(
-        [MUSTER, "up", name, "--workers", str(workers), "--python", PYTHON, "-o", "json", *map(str, extra)],
+        [muster, "up", name, "--workers", str(workers), "--python", PYTHON, "-o", "json", *map(str, extra)],
         env=env, check=True, capture_output=True,
     )
     elapsed = time.perf_counter() - t0
-    subprocess.run([MUSTER, "down", name], env=env, check=True, capture_output=True)
+    subprocess.run([muster, "down", name], env=env, check=True, capture_output=True)
     return elapsed
 
 
@@ -145,17 +153,34 @@ def time_get_clusters(home, reps=30):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--old-bin", help="also time the default layout with this (older) muster, "
+                    "alternating with MUSTER_BIN in every round")
+    ap.add_argument("--plain", action="store_true",
+                    help="also time the default layout with `scheduler: {security: none}` "
+                    "(TLS off), to separate TLS's cost from the rest")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="muster-bench-")
     home = os.path.join(work, "home")
+    old_home = os.path.join(work, "home-old")  # the older binary keeps its own registry
     results = {"muster": [], "raw": [], "localcluster": [], "muster_no_nanny": [], "muster_x4": []}
+    if args.old_bin:
+        results["old"] = []
+    if args.plain:
+        results["plain"] = []
     no_nanny = os.path.join(work, "no-nanny.yaml")
     with open(no_nanny, "w") as f:
         f.write("worker: {nanny: false}\n")
+    plain = os.path.join(work, "plain.yaml")
+    with open(plain, "w") as f:
+        f.write("scheduler: {security: none}\n")
     try:
         time_raw(work)  # warm the page cache for the Python imports
         for i in range(args.rounds):
             results["muster"].append(time_muster(home, i))
+            if args.old_bin:
+                results["old"].append(time_muster(old_home, i, muster=args.old_bin))
+            if args.plain:
+                results["plain"].append(time_muster(home, i, ("-f", plain)))
             results["raw"].append(time_raw(work))
             results["localcluster"].append(time_localcluster())
             results["muster_no_nanny"].append(time_muster(home, i, ("-f", no_nanny)))
@@ -179,6 +204,17 @@ def main():
           " LocalCluster's nannies live in its own process, muster's are separate processes)")
     print(f"  muster up --workers 1 --processes {N} {med['muster_x4']:.3f} s"
           f"  (/ LocalCluster {med['muster_x4'] / med['localcluster']:.3f}; one job, scaled {N} at a time)")
+    if "old" in med:
+        print(f"  --old-bin, muster up --workers {N} {med['old']:.3f} s"
+              f"  (/ LocalCluster {med['old'] / med['localcluster']:.3f})")
+    if "plain" in med:
+        print(f"  muster up, scheduler.security none {med['plain']:.3f} s"
+              f"  (/ LocalCluster {med['plain'] / med['localcluster']:.3f})")
+    for key in ("muster", "plain"):
+        if "old" in results and key in results:
+            pairs = [a / b for a, b in zip(results[key], results["old"])]
+            print(f"  {key} / --old-bin, same round: median {statistics.median(pairs):.3f} "
+                  f"(rounds: {', '.join(f'{r:.2f}' for r in pairs)})")
     print("load average at the end: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     g = sorted(gets)
     print(f"muster get clusters latency: median {1000 * statistics.median(g):.1f} ms, "
