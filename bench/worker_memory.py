@@ -6,10 +6,12 @@ PSS (proportional set size, which splits pages shared between a fork and its
 parent, from /proc/PID/smaps_rollup) of every process of the worker jobs
 (found by their MUSTER_* environment, the scheduler left out) summed and
 divided by the connected workers. LocalCluster(n_workers=4): its process
-(which also holds the scheduler and the nannies) and its children. Prints
-figures; asserts nothing.
+(which also holds the scheduler and the nannies) and its children. With
+--old-bin, the default layout also with an older muster, right after
+MUSTER_BIN's in every round: both against LocalCluster, and new/old RSS as
+the median of the per-round ratios. Prints figures; asserts nothing.
 
-Usage: python bench/worker_memory.py [--layouts default,plain] [--rounds 3]
+Usage: python bench/worker_memory.py [--layouts default,plain] [--rounds 3] [--old-bin PATH]
        (MUSTER_BIN and MUSTER_PYTHON from `. scripts/setup.sh`; `plain` is
        `worker.warm_start: false`, which binaries before issue 15 refuse)
 """
@@ -68,13 +70,13 @@ def children(pid):
     return out + [g for c in out for g in children(c)]
 
 
-def muster_round(home, layout, i):
+def muster_round(home, layout, i, muster=MUSTER):
     env = {**os.environ, "MUSTER_HOME": home}
     spec = os.path.join(home, f"{layout}.yaml")
     os.makedirs(home, exist_ok=True)
     with open(spec, "w") as f:
         f.write(f"name: mem{i}\nworker: {{python: {PYTHON}}}\nworkers: {N}\n{SPECS[layout]}")
-    subprocess.run([MUSTER, "up", "-f", spec], env=env, check=True, capture_output=True)
+    subprocess.run([muster, "up", "-f", spec], env=env, check=True, capture_output=True)
     time.sleep(2)  # let the workers settle after their start
     total_rss = total_pss = 0
     for p in filter(str.isdigit, os.listdir("/proc")):
@@ -89,7 +91,7 @@ def muster_round(home, layout, i):
             continue
         total_rss += rss
         total_pss += pss
-    subprocess.run([MUSTER, "down", f"mem{i}"], env=env, check=True, capture_output=True)
+    subprocess.run([muster, "down", f"mem{i}"], env=env, check=True, capture_output=True)
     return total_rss / N, total_pss / N
 
 
@@ -116,14 +118,18 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--layouts", default="default,plain")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--old-bin", help="also measure the default layout with this (older) muster, "
+                    "alternating with MUSTER_BIN in every round")
     args = ap.parse_args()
     layouts = args.layouts.split(",")
     work = tempfile.mkdtemp(prefix="muster-bench-mem-")
-    results = {k: [] for k in [*layouts, "localcluster"]}
+    results = {k: [] for k in [*layouts, *["old"] * bool(args.old_bin), "localcluster"]}
     try:
         for i in range(args.rounds):
             for layout in layouts:
                 results[layout].append(muster_round(os.path.join(work, layout), layout, i))
+            if args.old_bin:
+                results["old"].append(muster_round(os.path.join(work, "old"), "default", i, args.old_bin))
             results["localcluster"].append(localcluster_round())
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -132,8 +138,19 @@ def main():
     for k, v in results.items():
         rss = statistics.median(r for r, _ in v) / mib
         pss = statistics.median(p for _, p in v) / mib
-        what = "LocalCluster (its process incl. scheduler + children)" if k == "localcluster" else f"muster {k}"
+        what = {"localcluster": "LocalCluster (its process incl. scheduler + children)",
+                "old": "--old-bin, muster default"}.get(k, f"muster {k}")
         print(f"  {what:55s} RSS {rss:6.1f} MiB   PSS {pss:6.1f} MiB")
+    if args.old_bin:
+        lc = statistics.median(r for r, _ in results["localcluster"])
+        for k in ("default", "old"):
+            if k in results:
+                rss = statistics.median(r for r, _ in results[k])
+                print(f"  {k} RSS / LocalCluster's: {rss / lc:.2f}")
+        if "default" in results:
+            pairs = [a / b for (a, _), (b, _) in zip(results["default"], results["old"])]
+            print(f"  default / --old-bin RSS, same round: median {statistics.median(pairs):.2f} "
+                  f"(rounds: {', '.join(f'{r:.2f}' for r in pairs)})")
 
 
 if __name__ == "__main__":
