@@ -19,9 +19,13 @@ tuned (workers without nannies, shrink after 3 s);
 LocalCluster with Adaptive's defaults (interval 1 s, wait_count 3). For muster
 it also reads the event timeline: seconds from submission until the agent had
 launched the workers (the rest of "first extra" is the workers' own start).
-Prints figures and ratios; asserts nothing.
+With --old-bin, muster's defaults also with an older muster, right after
+MUSTER_BIN's in every round: both against LocalCluster, and new/old as the
+median of the per-round ratios. With --rounds R > 1 every figure is the median
+of R interleaved rounds (traces for each round). Prints figures and ratios;
+asserts nothing.
 
-Usage: python bench/adaptive_burst.py [--tasks 200] [--seconds 0.5]
+Usage: python bench/adaptive_burst.py [--tasks 200] [--seconds 0.5] [--rounds 1] [--old-bin PATH]
        (MUSTER_BIN and MUSTER_PYTHON from `. scripts/setup.sh`)
 """
 
@@ -29,6 +33,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -135,7 +140,7 @@ def compress(samples):
     return " ".join(out)
 
 
-def run_muster(tasks, seconds, tuned=False):
+def run_muster(tasks, seconds, tuned=False, muster=MUSTER):
     """muster with its defaults, or tuned: workers without nannies (one
     interpreter start per worker instead of two) and a 3 s scale-down wait."""
     home = tempfile.mkdtemp(prefix="muster-bench-adapt-")
@@ -150,20 +155,20 @@ def run_muster(tasks, seconds, tuned=False):
     )
     try:
         up = subprocess.run(
-            [MUSTER, "up", "-f", str(spec), "-o", "json"],
+            [muster, "up", "-f", str(spec), "-o", "json"],
             env=env, check=True, capture_output=True, text=True,
         )
         address = json.loads(up.stdout)["scheduler_address"]
         result = measure(address, tasks, seconds)
         events = json.loads(subprocess.run(
-            [MUSTER, "events", "burst", "-o", "json"], env=env, check=True,
+            [muster, "events", "burst", "-o", "json"], env=env, check=True,
             capture_output=True, text=True,
         ).stdout)["items"]
         launched = [e["time"] for e in events if e["kind"] == "launched" and e["time"] >= result["wall0"]]
         result["decided"] = launched[0] - result["wall0"] if launched else None
         return result
     finally:
-        subprocess.run([MUSTER, "down", "burst"], env=env, capture_output=True)
+        subprocess.run([muster, "down", "burst"], env=env, capture_output=True)
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -191,36 +196,71 @@ def ratio(a, b):
     return f"{a / b:.2f}x"
 
 
+def summarize(runs):
+    """Each figure's median over the rounds (rounds where it is missing left out)."""
+    out = {}
+    for key in ("first_extra", "peak_at", "work_done", "to_minimum", "decided", "peak", "direction_changes"):
+        vals = [r[key] for r in runs if r[key] is not None]
+        median = statistics.median_low if key in ("peak", "direction_changes") else statistics.median
+        out[key] = median(vals) if vals else None
+    return out
+
+
+def per_round(new, old, key):
+    """Median of new/old over the rounds where both have the figure."""
+    pairs = [a[key] / b[key] for a, b in zip(new, old) if a[key] is not None and b[key]]
+    return f"{statistics.median(pairs):.2f}x" if pairs else "-"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=0.5)
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--old-bin", help="also run muster's defaults with this (older) muster, "
+                    "alternating with MUSTER_BIN in every round")
     args = ap.parse_args()
-    print(f"burst: {args.tasks} tasks of {args.seconds}s, adapt 0..{MAXIMUM}, one run each")
-    m = run_muster(args.tasks, args.seconds)
-    lc = run_localcluster(args.tasks, args.seconds)
-    mt = run_muster(args.tasks, args.seconds, tuned=True)
+    each = "one run each" if args.rounds == 1 else f"median of {args.rounds} interleaved rounds"
+    print(f"burst: {args.tasks} tasks of {args.seconds}s, adapt 0..{MAXIMUM}, {each}")
+    runs = {"muster": [], "old": [], "lc": [], "tuned": []}
+    for _ in range(args.rounds):
+        runs["muster"].append(run_muster(args.tasks, args.seconds))
+        if args.old_bin:
+            runs["old"].append(run_muster(args.tasks, args.seconds, muster=args.old_bin))
+        runs["lc"].append(run_localcluster(args.tasks, args.seconds))
+        runs["tuned"].append(run_muster(args.tasks, args.seconds, tuned=True))
+    m, lc, mt = summarize(runs["muster"]), summarize(runs["lc"]), summarize(runs["tuned"])
+    old = summarize(runs["old"]) if args.old_bin else None
     rows = [
         ("submission -> first extra worker", "first_extra"),
         ("submission -> peak", "peak_at"),
         ("submission -> all results", "work_done"),
         ("results released -> minimum (0)", "to_minimum"),
     ]
-    print(f"{'':36} {'muster':>9} {'LocalCluster':>13} {'muster/LC':>10} {'muster tuned':>13} {'tuned/LC':>9}")
+    print(f"{'':36} {'muster':>9} {'LocalCluster':>13} {'muster/LC':>10} {'muster tuned':>13} {'tuned/LC':>9}"
+          + (f" {'--old-bin':>10} {'old/LC':>7} {'new/old':>8}" if old else ""))
     for label, key in rows:
         print(
             f"{label:36} {fmt(m[key]):>9} {fmt(lc[key]):>13} {ratio(m[key], lc[key]):>10}"
             f" {fmt(mt[key]):>13} {ratio(mt[key], lc[key]):>9}"
+            + (f" {fmt(old[key]):>10} {ratio(old[key], lc[key]):>7}"
+               f" {per_round(runs['muster'], runs['old'], key):>8}" if old else "")
         )
-    print(f"{'peak workers':36} {m['peak']:>9} {lc['peak']:>13} {'':>10} {mt['peak']:>13}")
+    print(f"{'peak workers':36} {m['peak']:>9} {lc['peak']:>13} {'':>10} {mt['peak']:>13}"
+          + (f" {'':>9} {old['peak']:>10}" if old else ""))
     print(
         f"{'direction changes (1 = no oscillation)':36} {m['direction_changes']:>9}"
         f" {lc['direction_changes']:>13} {'':>10} {mt['direction_changes']:>13}"
+        + (f" {'':>9} {old['direction_changes']:>10}" if old else "")
     )
-    print(f"{'submission -> agent launched workers':36} {fmt(m['decided']):>9} {'':>13} {'':>10} {fmt(mt['decided']):>13}")
-    print(f"muster trace:       {m['trace']}")
-    print(f"LocalCluster trace: {lc['trace']}")
-    print(f"tuned trace:        {mt['trace']}")
+    print(f"{'submission -> agent launched workers':36} {fmt(m['decided']):>9} {'':>13} {'':>10} {fmt(mt['decided']):>13}"
+          + (f" {'':>9} {fmt(old['decided']):>10}" if old else ""))
+    for label, key in (("muster trace:", "muster"), ("--old-bin trace:", "old"),
+                       ("LocalCluster trace:", "lc"), ("tuned trace:", "tuned")):
+        for run in runs[key]:
+            print(f"{label:19} {run['trace']}")
+    if old:
+        print("new/old = median over the rounds of muster's figure / --old-bin's in the same round")
     print("tuned = worker.nanny: false and adapt.scale_down_wait: 3s")
 
 
