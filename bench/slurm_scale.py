@@ -26,7 +26,12 @@ distributed.worker.multiprocessing-method to fork (muster through worker.env,
 dask-jobqueue through job_script_prologue): the nanny then forks its worker
 instead of starting a fresh interpreter, which halves start-up here.
 
-Usage: python bench/slurm_scale.py [--rounds N] [--start-method spawn|fork] [--no-up]   (MUSTER_BIN, MUSTER_PYTHON from scripts/setup.sh;
+With --old-bin, both muster measurements are also made with an older muster
+(its own MUSTER_HOME), next to MUSTER_BIN's in every round: both against
+dask-jobqueue, and muster/old as the median of the per-round ratios.
+
+Usage: python bench/slurm_scale.py [--rounds N] [--start-method spawn|fork] [--no-up] [--old-bin PATH]
+       (MUSTER_BIN, MUSTER_PYTHON from scripts/setup.sh;
        starts SLURM with tests/services/slurm/start.sh)
 """
 
@@ -98,7 +103,7 @@ class Counter:
             return 0
 
 
-def bench_muster(tmp, env, counter, n):
+def bench_muster(tmp, env, counter, n, muster=MUSTER, label="muster"):
     """A fresh muster cluster with 0 workers; times `muster scale NAME n`."""
     name = f"bm{uuid.uuid4().hex[:5]}"
     spec = tmp / f"{name}.yaml"
@@ -106,7 +111,7 @@ def bench_muster(tmp, env, counter, n):
         f"name: {name}\nbackend: {{kind: slurm}}\nscheduler: {{host: 127.0.0.1}}\n"
         f"{muster_worker()}\nworkers: 0\n"
     )
-    run = lambda *a: subprocess.run([MUSTER, *a], env=env, check=True, capture_output=True, text=True)
+    run = lambda *a: subprocess.run([muster, *a], env=env, check=True, capture_output=True, text=True)
     run("up", "-f", str(spec), "--timeout", "5m")
     try:
         before = counter.read()
@@ -117,7 +122,7 @@ def bench_muster(tmp, env, counter, n):
     finally:
         run("down", name)
     wait_no_jobs(f"muster_{name}_")
-    print(f"  muster        0 -> {n:2d}: {elapsed:6.2f} s, {calls} submission(s)", flush=True)
+    print(f"  {label:<13} 0 -> {n:2d}: {elapsed:6.2f} s, {calls} submission(s)", flush=True)
     return elapsed, calls
 
 
@@ -171,7 +176,7 @@ client.close(); cluster.close()
 """
 
 
-def up_muster(tmp, env, counter, n):
+def up_muster(tmp, env, counter, n, muster=MUSTER, label="muster up"):
     """`muster up --workers n` from nothing: the scheduler and the workers start together."""
     name = f"um{uuid.uuid4().hex[:5]}"
     spec = tmp / f"{name}.yaml"
@@ -181,12 +186,12 @@ def up_muster(tmp, env, counter, n):
     )
     before = counter.read()
     t0 = time.perf_counter()
-    subprocess.run([MUSTER, "up", "-f", str(spec), "--timeout", "5m"], env=env, check=True, capture_output=True)
+    subprocess.run([muster, "up", "-f", str(spec), "--timeout", "5m"], env=env, check=True, capture_output=True)
     elapsed = time.perf_counter() - t0
     calls = counter.read() - before
-    subprocess.run([MUSTER, "down", name], env=env, check=True, capture_output=True)
+    subprocess.run([muster, "down", name], env=env, check=True, capture_output=True)
     wait_no_jobs(f"muster_{name}_")
-    print(f"  muster up        {n:2d}: {elapsed:6.2f} s, {calls} submission(s)", flush=True)
+    print(f"  {label:<16} {n:2d}: {elapsed:6.2f} s, {calls} submission(s)", flush=True)
     return elapsed, calls
 
 
@@ -239,12 +244,19 @@ def probe_start_latency(n):
     return figures
 
 
+def per_round(new, old):
+    """Median over the rounds of new's time / old's in the same round."""
+    return statistics.median(a / b for (a, _), (b, _) in zip(new, old))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=1, help="measurements per tool and N (medians)")
     parser.add_argument("--start-method", choices=["spawn", "fork"], default="spawn",
                         help="Dask's worker multiprocessing method, for both tools (default: Dask's, spawn)")
     parser.add_argument("--no-up", action="store_true", help="skip the from-nothing (up) comparison")
+    parser.add_argument("--old-bin", help="also time muster with this (older) muster, "
+                        "alternating with MUSTER_BIN in every round")
     args = parser.parse_args()
     START["method"] = args.start_method
     subprocess.run([str(REPO / "tests/services/slurm/start.sh")], check=True, capture_output=True)
@@ -258,59 +270,75 @@ def main():
         shim.chmod(0o755)
         os.environ["PATH"] = f"{shim_dir}:{os.environ['PATH']}"
         env = {**os.environ, "MUSTER_HOME": str(tmp / "home")}
+        old_env = {**os.environ, "MUSTER_HOME": str(tmp / "home-old")}
+        old = args.old_bin
 
         print(f"scaling from 0 workers to N connected workers on the real SLURM "
               f"(worker start method {START['method']} for both tools)")
         runs_m = {n: [] for n in SIZES}
         runs_j = {n: [] for n in SIZES}
+        runs_o = {n: [] for n in SIZES}
         floor = {n: probe_start_latency(n) for n in SIZES}
         for r in range(args.rounds):
             print(f"round {r + 1}/{args.rounds}", flush=True)
             for n in SIZES:
-                # Alternate who goes first so drift hits both alike.
-                if r % 2 == 0:
-                    runs_m[n].append(bench_muster(tmp, env, counter, n))
-                    runs_j[n].append(bench_jobqueue(tmp, counter, n))
-                else:
-                    runs_j[n].append(bench_jobqueue(tmp, counter, n))
-                    runs_m[n].append(bench_muster(tmp, env, counter, n))
+                steps = [lambda: runs_m[n].append(bench_muster(tmp, env, counter, n))]
+                if old:
+                    steps.append(lambda: runs_o[n].append(
+                        bench_muster(tmp, old_env, counter, n, old, "--old-bin")))
+                steps.append(lambda: runs_j[n].append(bench_jobqueue(tmp, counter, n)))
+                # Alternate who goes first so drift hits all alike.
+                for step in steps if r % 2 == 0 else steps[::-1]:
+                    step()
         med = lambda runs: (statistics.median(t for t, _ in runs), max(c for _, c in runs))
         m = {n: med(runs_m[n]) for n in SIZES}
         j = {n: med(runs_j[n]) for n in SIZES}
+        o = {n: med(runs_o[n]) for n in SIZES} if old else {}
+        mo = {n: per_round(runs_m[n], runs_o[n]) for n in SIZES} if old else {}
+        old_head = f"  {'old s':>9}  {'old/jobqueue':>12}  {'muster/old':>10}  {'old calls':>9}" if old else ""
         print()
-        print(f"medians over {args.rounds} round(s)")
-        print(f"{'N':>3}  {'muster s':>9}  {'jobqueue s':>10}  {'muster/jobqueue':>15}  {'sbatch calls m/jq':>17}")
+        print(f"medians over {args.rounds} round(s)" + ("; muster/old: median of per-round ratios" if old else ""))
+        print(f"{'N':>3}  {'muster s':>9}  {'jobqueue s':>10}  {'muster/jobqueue':>15}  {'sbatch calls m/jq':>17}"
+              + old_head)
         for n in SIZES:
             print(
                 f"{n:>3}  {m[n][0]:>9.2f}  {j[n][0]:>10.2f}  {m[n][0] / j[n][0]:>15.2f}  "
                 f"{m[n][1]:>8} / {j[n][1]:<7}"
+                + (f"  {o[n][0]:>9.2f}  {o[n][0] / j[n][0]:>12.2f}  {mo[n]:>10.2f}  {o[n][1]:>9}" if old else "")
             )
+        scale = {"muster": m, "dask_jobqueue": j, **({"old": o, "muster_over_old": mo} if old else {})}
         if args.no_up:
-            print(json.dumps({"scale": {"muster": m, "dask_jobqueue": j}, "slurm_floor": floor}))
+            print(json.dumps({"scale": scale, "slurm_floor": floor}))
             return
         # From nothing to a ready cluster of N workers (the user's wait at `up`).
         print("\nfrom nothing to N connected workers (muster up vs a fresh SLURMCluster + scale + wait)")
         ups_m = {n: [] for n in SIZES}
         ups_j = {n: [] for n in SIZES}
+        ups_o = {n: [] for n in SIZES}
         for r in range(args.rounds):
             for n in SIZES:
-                if r % 2 == 0:
-                    ups_m[n].append(up_muster(tmp, env, counter, n))
-                    ups_j[n].append(up_jobqueue(tmp, counter, n))
-                else:
-                    ups_j[n].append(up_jobqueue(tmp, counter, n))
-                    ups_m[n].append(up_muster(tmp, env, counter, n))
+                steps = [lambda: ups_m[n].append(up_muster(tmp, env, counter, n))]
+                if old:
+                    steps.append(lambda: ups_o[n].append(
+                        up_muster(tmp, old_env, counter, n, old, "--old-bin up")))
+                steps.append(lambda: ups_j[n].append(up_jobqueue(tmp, counter, n)))
+                for step in steps if r % 2 == 0 else steps[::-1]:
+                    step()
         um = {n: med(ups_m[n]) for n in SIZES}
         uj = {n: med(ups_j[n]) for n in SIZES}
-        print(f"medians over {args.rounds} round(s)")
-        print(f"{'N':>3}  {'muster up s':>11}  {'jobqueue s':>10}  {'muster/jobqueue':>15}  {'sbatch calls m/jq':>17}")
+        uo = {n: med(ups_o[n]) for n in SIZES} if old else {}
+        umo = {n: per_round(ups_m[n], ups_o[n]) for n in SIZES} if old else {}
+        print(f"medians over {args.rounds} round(s)" + ("; muster/old: median of per-round ratios" if old else ""))
+        print(f"{'N':>3}  {'muster up s':>11}  {'jobqueue s':>10}  {'muster/jobqueue':>15}  {'sbatch calls m/jq':>17}"
+              + old_head)
         for n in SIZES:
             print(
                 f"{n:>3}  {um[n][0]:>11.2f}  {uj[n][0]:>10.2f}  {um[n][0] / uj[n][0]:>15.2f}  "
                 f"{um[n][1]:>8} / {uj[n][1]:<7}"
+                + (f"  {uo[n][0]:>9.2f}  {uo[n][0] / uj[n][0]:>12.2f}  {umo[n]:>10.2f}  {uo[n][1]:>9}" if old else "")
             )
-        print(json.dumps({"scale": {"muster": m, "dask_jobqueue": j}, "up": {"muster": um, "dask_jobqueue": uj},
-                          "slurm_floor": floor}))
+        up = {"muster": um, "dask_jobqueue": uj, **({"old": uo, "muster_over_old": umo} if old else {})}
+        print(json.dumps({"scale": scale, "up": up, "slurm_floor": floor}))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
