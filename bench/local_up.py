@@ -1,4 +1,4 @@
-"""Benchmark: how long until 4 Dask workers are registered, three ways, in one run.
+"""Benchmark: how long until 4 Dask workers are registered, several ways, in one run.
 
   muster      `muster up --workers 4` (wall time of the command, which returns
               once the scheduler reports 4 workers), then `muster down`;
@@ -18,7 +18,7 @@
               (TLS off; a spec, not `--security none`, which older binaries
               lack), to separate TLS's cost from the rest.
 
-Rounds interleave the three so machine noise hits them alike. Also times
+Rounds interleave them all so machine noise hits them alike. Also times
 `muster get clusters` with one cluster up. Prints medians and ratios; asserts
 nothing about time.
 
