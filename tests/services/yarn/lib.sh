@@ -52,8 +52,24 @@ daemon_pid() {
     [ -s "$f" ] || return 1
     pid="$(cat "$f")"
     [ -d "/proc/$pid" ] || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "-Dmuster.yarn.state=$STATE" || return 1
+    # Read whole, then matched: `tr | grep -q` under pipefail fails when grep
+    # quits first and tr dies of SIGPIPE.
+    local cmd
+    cmd="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || return 1
+    [[ "$cmd" == *"-Dmuster.yarn.state=$STATE"* ]] || return 1
     echo "$pid"
+}
+
+# True when the daemon start.sh just launched has ended (its pid is gone or a
+# zombie). Not daemon_pid: right after the fork, before `setsid java` has
+# exec'd, the child's command line is still the shell's, so a check of the
+# command line would call a daemon that is starting "exited".
+launched_daemon_ended() {
+    local pid stat
+    pid="$(cat "$PIDS/$1.pid" 2>/dev/null)" || return 0
+    [ -n "$pid" ] && read -r stat 2>/dev/null <"/proc/$pid/stat" || return 0
+    stat="${stat##*) }"
+    [ "${stat%% *}" = Z ]
 }
 
 # Pids of container processes the NodeManager started: their working

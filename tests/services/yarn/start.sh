@@ -209,7 +209,7 @@ deadline=$((SECONDS + TIMEOUT))
 
 start_daemon zk 128m org.apache.zookeeper.server.quorum.QuorumPeerMain "$CONF/zoo.cfg"
 until port_open "$ZK_PORT"; do
-    daemon_pid zk >/dev/null || die "ZooKeeper exited (log $LOGS/zk.log)"
+    ! launched_daemon_ended zk || die "ZooKeeper exited (log $LOGS/zk.log)"
     [ $SECONDS -lt $deadline ] || die "ZooKeeper did not open port $ZK_PORT"
     sleep 0.5
 done
@@ -218,12 +218,12 @@ start_daemon nm 256m org.apache.hadoop.yarn.server.nodemanager.NodeManager
 
 q="user.name=$USER_NAME"
 until curl -sf "$RM_URL/ws/v1/cluster/info?$q" 2>/dev/null | grep -q '"state":"STARTED"'; do
-    daemon_pid rm >/dev/null || die "the ResourceManager exited (log $LOGS/rm.log)"
+    ! launched_daemon_ended rm || die "the ResourceManager exited (log $LOGS/rm.log)"
     [ $SECONDS -lt $deadline ] || die "the ResourceManager's REST API did not come up in ${TIMEOUT}s"
     sleep 1
 done
 until curl -sf "$RM_URL/ws/v1/cluster/nodes?$q" 2>/dev/null | grep -q '"state":"RUNNING"'; do
-    daemon_pid nm >/dev/null || die "the NodeManager exited (log $LOGS/nm.log)"
+    ! launched_daemon_ended nm || die "the NodeManager exited (log $LOGS/nm.log)"
     [ $SECONDS -lt $deadline ] || die "the NodeManager did not become RUNNING in ${TIMEOUT}s"
     sleep 1
 done
