@@ -5,6 +5,7 @@ muster's own discovery)."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -187,6 +188,15 @@ def scheduler_workers(address):
         return sorted(w["name"] for w in c.scheduler_info(n_workers=-1)["workers"].values())
 
 
+def as_at_a_terminal():
+    """In a child before exec: SIGINT's default action, as a command typed at
+    a terminal has it. A test run started in the background (`cmd &` in a
+    non-interactive shell, as CI scripts do) inherits SIGINT ignored, and
+    so would every muster it starts: Ctrl-C tests would then test nothing
+    (muster's `get -w` and `logs -f` rightly keep an inherited SIG_IGN)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def wait_until(predicate, timeout=30.0, interval=0.1, message="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -237,6 +247,7 @@ class Muster:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=as_at_a_terminal,
         )
 
     def processes(self, cluster=None):
