@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 
 from distributed import Client
+from distributed.security import Security
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
@@ -72,11 +73,11 @@ def make_task(seconds):
     return task
 
 
-def measure(address, tasks, seconds):
+def measure(address, tasks, seconds, security=None):
     """Runs the burst against a scheduler and returns the timings."""
     samples = []  # (seconds since submission, workers)
     stop = threading.Event()
-    with Client(address, timeout=30) as client:
+    with Client(address, timeout=30, security=security) as client:
         start_count = len(client.scheduler_info(n_workers=-1)["workers"])
         wall0 = time.time()
         t0 = time.perf_counter()
@@ -158,8 +159,12 @@ def run_muster(tasks, seconds, tuned=False, muster=MUSTER):
             [muster, "up", "-f", str(spec), "-o", "json"],
             env=env, check=True, capture_output=True, text=True,
         )
-        address = json.loads(up.stdout)["scheduler_address"]
-        result = measure(address, tasks, seconds)
+        doc = json.loads(up.stdout)
+        # muster's default is TLS: the client uses the cluster's own files.
+        tls = doc.get("tls")
+        security = tls and Security(tls_ca_file=tls["ca_file"], tls_client_cert=tls["cert_file"],
+                                    tls_client_key=tls["key_file"], require_encryption=True)
+        result = measure(doc["scheduler_address"], tasks, seconds, security or None)
         events = json.loads(subprocess.run(
             [muster, "events", "burst", "-o", "json"], env=env, check=True,
             capture_output=True, text=True,

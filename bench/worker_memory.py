@@ -28,7 +28,7 @@ import time
 MUSTER = os.environ["MUSTER_BIN"]
 PYTHON = os.environ.get("MUSTER_PYTHON", sys.executable)
 N = 4
-SPECS = {"default": "", "plain": "worker: {warm_start: false}\n"}
+SPECS = {"default": "", "plain": ", warm_start: false"}  # extra worker fields
 
 LOCALCLUSTER = f"""
 import sys
@@ -75,7 +75,7 @@ def muster_round(home, layout, i, muster=MUSTER):
     spec = os.path.join(home, f"{layout}.yaml")
     os.makedirs(home, exist_ok=True)
     with open(spec, "w") as f:
-        f.write(f"name: mem{i}\nworker: {{python: {PYTHON}}}\nworkers: {N}\n{SPECS[layout]}")
+        f.write(f"name: mem{i}\nworker: {{python: {PYTHON}{SPECS[layout]}}}\nworkers: {N}\n")
     subprocess.run([muster, "up", "-f", spec], env=env, check=True, capture_output=True)
     time.sleep(2)  # let the workers settle after their start
     total_rss = total_pss = 0
