@@ -205,7 +205,7 @@ def summarize(runs):
     """Each figure's median over the rounds (rounds where it is missing left out)."""
     out = {}
     for key in ("first_extra", "peak_at", "work_done", "to_minimum", "decided", "peak", "direction_changes"):
-        vals = [r[key] for r in runs if r[key] is not None]
+        vals = [r[key] for r in runs if r.get(key) is not None]
         median = statistics.median_low if key in ("peak", "direction_changes") else statistics.median
         out[key] = median(vals) if vals else None
     return out
