@@ -212,11 +212,14 @@ workers: {m}
                   + f"  (SSHCluster left behind {n_left})", flush=True)
     med = {key: statistics.median(v) for key, v in rows.items()}
     si = med["inner"]
-    # Interpreters that import distributed: the scheduler, then per worker
-    # host the process(es) holding the nannies and what starts the workers.
-    imports = {"muster": 1 + 2 * n, "grouped": 1 + 2 * m, "spawned": 1 + m * (1 + k),
-               "floor": 1 + 2 * n, "floor_x": 1 + 2 * m, "inner": 1 + m * (1 + k),
-               "old": 1 + 2 * n, "plain": 1 + 2 * n}
+    # Interpreters that import distributed: the scheduler, then per job
+    # muster's launcher (its forkserver and workers are forks of it), or with
+    # spawn the launcher plus each worker; before the launcher (--old-bin)
+    # a nanny and a spawned worker per job. SSHCluster: per host one nanny
+    # process plus its spawned workers.
+    imports = {"muster": 1 + n, "grouped": 1 + m, "spawned": 1 + m * (1 + k),
+               "floor": 1 + n, "floor_x": 1 + m, "inner": 1 + m * (1 + k),
+               "old": 1 + 2 * n, "plain": 1 + n}
     print(f"\nscheduler + {n} workers on {m + 1} SSH hosts ({k} per worker host), "
           f"median of {args.rounds} rounds, load average {os.getloadavg()[0]:.2f} "
           f"(imports: interpreters importing distributed):")
