@@ -14,6 +14,10 @@ Rows, per operator:
   CPU 2 → N         the operator's user+system CPU seconds during that scale;
   CPU steady/min    its CPU seconds per minute with N workers and nothing to do
                     (30 s sampled);
+  CPU per reconcile (muster only) that steady CPU divided by the reconciles its
+                    /metrics counted in the same 30 s: an upper bound on one
+                    reconcile of the N-worker cluster (all of the process's CPU,
+                    watches and Lease renewals too, is charged to them);
   delete → 0 pods   `kubectl delete daskcluster` until no pod of it is left.
 Workers are counted through the scheduler (distributed's Client on the
 Service's cluster IP, which this host reaches); pods through the API server.
@@ -27,6 +31,8 @@ Usage: python bench/operator_up.py [--workers 100] [--muster BIN] [--kopf-python
 import argparse
 import json
 import os
+import re
+import socket
 import signal
 import subprocess
 import sys
@@ -58,6 +64,24 @@ def proc_status(pid):
 def cpu_seconds(pid):
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def reconciles(metrics_url):
+    """muster's reconcile counter summed over kinds (None without /metrics)."""
+    import urllib.request
+
+    if not metrics_url:
+        return None
+    with urllib.request.urlopen(metrics_url, timeout=5) as r:
+        text = r.read().decode()
+    return sum(float(m) for m in re.findall(
+        r"^muster_operator_reconciles_total\{[^}]*\} (\S+)$", text, re.M))
 
 
 def cluster_doc(name, replicas):
@@ -109,7 +133,7 @@ def pods_of(ns, name):
     return [p for p in out.stdout.split() if p]
 
 
-def run_one(label, argv, ns, workers, env):
+def run_one(label, argv, ns, workers, env, metrics_url=None):
     kubectl("create", "namespace", ns)
     log = tempfile.NamedTemporaryFile(prefix=f"bench-{label}-", suffix=".log", delete=False)
     op = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -136,9 +160,15 @@ def run_one(label, argv, ns, workers, env):
         rows[f"CPU during 2 → {workers} (s)"] = cpu_seconds(op.pid) - cpu0
         st = proc_status(op.pid)
         rows[f"RSS at {workers} (MiB)"] = st["VmRSS"]
-        cpu0 = cpu_seconds(op.pid)
+        cpu0, n0 = cpu_seconds(op.pid), reconciles(metrics_url)
         time.sleep(30)
-        rows[f"CPU steady at {workers} (s/min)"] = (cpu_seconds(op.pid) - cpu0) * 2
+        steady = cpu_seconds(op.pid) - cpu0
+        rows[f"CPU steady at {workers} (s/min)"] = steady * 2
+        if metrics_url:
+            n = reconciles(metrics_url) - n0
+            rows["reconciles in those 30 s"] = n
+            rows[f"CPU per reconcile at {workers} (ms)"] = (
+                1000 * steady / n if n else "no reconcile counted")
         rows["peak RSS (MiB)"] = proc_status(op.pid)["VmHWM"]
         t0 = time.monotonic()
         kubectl("delete", "-n", ns, "daskcluster", name, "--wait=false")
@@ -165,11 +195,13 @@ def main():
     env = {**os.environ}
     results = {}
     tag = os.getpid()
+    listen = f"127.0.0.1:{free_port()}"
     results["muster"] = run_one(
         "muster",
         [a.muster, "operator", "--namespace", f"bench-muster-{tag}", "--no-leader-election",
-         "--listen", "127.0.0.1:0"],
-        f"bench-muster-{tag}", a.workers, {**env, "RUST_LOG": "info"})
+         "--listen", listen],
+        f"bench-muster-{tag}", a.workers, {**env, "RUST_LOG": "info"},
+        metrics_url=f"http://{listen}/metrics")
     if not a.no_kopf:
         py = a.kopf_python or sys.executable
         results["dask-kubernetes (kopf)"] = run_one(
@@ -177,7 +209,7 @@ def main():
             [py, "-m", "kopf", "run", "--standalone", "--namespace", f"bench-kopf-{tag}",
              "-m", "dask_kubernetes.operator.controller"],
             f"bench-kopf-{tag}", a.workers, env)
-    labels = list(next(iter(results.values())).keys())
+    labels = list(dict.fromkeys(k for r in results.values() for k in r))
     names = list(results)
     print(f"{'':34}" + "".join(f"{n:>26}" for n in names))
     for row in labels:
