@@ -92,7 +92,12 @@ def time_raw(workdir):
              "--death-timeout", "60"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
     url = None
+    deadline = t0 + 120
     while True:
+        if time.perf_counter() > deadline:
+            for p in procs:
+                os.killpg(p.pid, 9)
+            raise SystemExit(f"raw dask: {N} workers not connected in 120 s")
         if url is None and sfile.exists():
             try:
                 info = json.loads(sfile.read_text())

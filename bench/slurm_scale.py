@@ -186,10 +186,13 @@ def up_muster(tmp, env, counter, n, muster=MUSTER, label="muster up"):
     )
     before = counter.read()
     t0 = time.perf_counter()
-    subprocess.run([muster, "up", "-f", str(spec), "--timeout", "5m"], env=env, check=True, capture_output=True)
-    elapsed = time.perf_counter() - t0
-    calls = counter.read() - before
-    subprocess.run([muster, "down", name], env=env, check=True, capture_output=True)
+    try:
+        subprocess.run([muster, "up", "-f", str(spec), "--timeout", "5m"], env=env, check=True,
+                       capture_output=True)
+        elapsed = time.perf_counter() - t0
+        calls = counter.read() - before
+    finally:
+        subprocess.run([muster, "down", name], env=env, check=True, capture_output=True)
     wait_no_jobs(f"muster_{name}_")
     print(f"  {label:<16} {n:2d}: {elapsed:6.2f} s, {calls} submission(s)", flush=True)
     return elapsed, calls
