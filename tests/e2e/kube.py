@@ -98,25 +98,29 @@ class Kube:
                     problems.append(f"node {name}: taint {t['key']}:{t['effect']}")
         return problems
 
-    def diagnose(self, namespace=None):
-        """What the API server says about the node, the pods and the events:
-        appended to a failed wait so the log tells why pods did not come."""
+    def diagnose(self, namespace=None, logs_of=None):
+        """What the API server says about the node, the pods and the events
+        (and the last log lines of the pods labelled `logs_of`): appended to a
+        failed wait so the log tells why pods did not come or did not connect."""
         ns = ["-n", namespace] if namespace else ["-A"]
         parts = [f"node problems: {self.node_problems() or 'none'}"]
-        for args in (["get", "pods", "-o", "wide", *ns],
-                     ["get", "events", "--sort-by=.lastTimestamp", *ns]):
+        commands = [["get", "pods", "-o", "wide", *ns],
+                    ["get", "events", "--sort-by=.lastTimestamp", *ns]]
+        if logs_of:
+            commands.append(["logs", *ns, "-l", logs_of, "--prefix", "--tail", "40"])
+        for args in commands:
             out = self.kubectl(*args, check=False, timeout=30)
             parts.append(f"$ kubectl {' '.join(args)}\n{out.stdout}{out.stderr}")
         return "\n".join(parts)
 
     @contextlib.contextmanager
-    def explained(self, namespace):
+    def explained(self, namespace, logs_of=None):
         """Appends diagnose() to an AssertionError raised inside (a wait that
         timed out), so the log says why the pods did not come."""
         try:
             yield
         except AssertionError as e:
-            raise AssertionError(f"{e}\n{self.diagnose(namespace)}") from None
+            raise AssertionError(f"{e}\n{self.diagnose(namespace, logs_of)}") from None
 
     def node_ready(self):
         nodes = self.json("get", "nodes")["items"]

@@ -106,8 +106,9 @@ def test_dask_on_real_pods_through_service_dns(kube, kube_namespace):
     assert endpoint_ips == {pod_ip["scheduler"]}
 
     address = f"tcp://{cluster_ip}:{COMM}"
-    wait_until(lambda: scheduler_workers(address) == ["smoke-w0", "smoke-w1"], timeout=90,
-               interval=0.5, message="both workers registered with the scheduler")
+    with kube.explained(ns, logs_of=f"smoke={label}"):
+        wait_until(lambda: scheduler_workers(address) == ["smoke-w0", "smoke-w1"], timeout=90,
+                   interval=0.5, message="both workers registered with the scheduler")
     t_workers = time.monotonic() - t0
     out = compute(address, 2000)
     assert "smoke-w0" in out and "smoke-w1" in out, out
