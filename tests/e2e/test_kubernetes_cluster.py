@@ -66,7 +66,7 @@ def worker_pod(image, label, name, scheduler_dns):
                     # only the Service's DNS name: no IP is handed to the worker
                     "command": ["dask", "worker", f"tcp://{scheduler_dns}:{COMM}",
                                 "--name", name, "--nthreads", "2",
-                                "--memory-limit", "1GiB", "--death-timeout", "60"],
+                                "--memory-limit", "1GiB", "--death-timeout", "180"],
                 }
             ],
         },
@@ -107,7 +107,7 @@ def test_dask_on_real_pods_through_service_dns(kube, kube_namespace):
 
     address = f"tcp://{cluster_ip}:{COMM}"
     with kube.explained(ns, logs_of=f"smoke={label}"):
-        wait_until(lambda: scheduler_workers(address) == ["smoke-w0", "smoke-w1"], timeout=90,
+        wait_until(lambda: scheduler_workers(address) == ["smoke-w0", "smoke-w1"], timeout=180,
                    interval=0.5, message="both workers registered with the scheduler")
     t_workers = time.monotonic() - t0
     out = compute(address, 2000)
