@@ -18,7 +18,9 @@ Rows, per operator:
                     /metrics counted in the same 30 s: an upper bound on one
                     reconcile of the N-worker cluster (all of the process's CPU,
                     watches and Lease renewals too, is charged to them);
-  delete → 0 pods   `kubectl delete daskcluster` until no pod of it is left.
+  delete → 0 pods   `kubectl delete daskcluster` until no pod of it is left;
+  apply → N         then a fresh DaskCluster of N: `kubectl apply` until N
+                    connected, and its delete until no pod is left.
 Workers are counted through the scheduler (distributed's Client on the
 Service's cluster IP, which this host reaches); pods through the API server.
 Asserts nothing about time. Needs: `. /run/muster-k8s/env.sh`, the CRDs applied
@@ -174,6 +176,20 @@ def run_one(label, argv, ns, workers, env, metrics_url=None):
         kubectl("delete", "-n", ns, "daskcluster", name, "--wait=false")
         wait("no pods", lambda: not pods_of(ns, name), 600, every=0.5)
         rows["delete → 0 pods (s)"] = time.monotonic() - t0
+        # the issue's own row: a fresh DaskCluster of N, from apply to N connected
+        name = "bench-n"
+        t0 = time.monotonic()
+        kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(cluster_doc(name, workers)))
+        try:
+            wait(f"{workers} workers", lambda: (connected(ns, name) or 0) >= workers, 900, every=1)
+            rows[f"apply → {workers} connected (s)"] = time.monotonic() - t0
+        except TimeoutError:
+            rows[f"apply → {workers} connected (s)"] = (
+                f"not reached in 900 s ({connected(ns, name)} connected)")
+        t0 = time.monotonic()
+        kubectl("delete", "-n", ns, "daskcluster", name, "--wait=false")
+        wait("no pods", lambda: not pods_of(ns, name), 600, every=0.5)
+        rows[f"delete {workers} → 0 pods (s)"] = time.monotonic() - t0
     finally:
         os.killpg(op.pid, signal.SIGTERM)
         try:
