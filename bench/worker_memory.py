@@ -77,21 +77,28 @@ def muster_round(home, layout, i, muster=MUSTER):
     with open(spec, "w") as f:
         f.write(f"name: mem{i}\nworker: {{python: {PYTHON}{SPECS[layout]}}}\nworkers: {N}\n")
     subprocess.run([muster, "up", "-f", spec], env=env, check=True, capture_output=True)
-    time.sleep(2)  # let the workers settle after their start
-    total_rss = total_pss = 0
-    for p in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            e = environ(p)
-            if e.get(b"MUSTER_HOME") != home.encode() or e.get(b"MUSTER_JOB", b"").endswith(b"scheduler"):
+    try:
+        time.sleep(2)  # let the workers settle after their start
+        total_rss = total_pss = 0
+        found = 0
+        for p in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                e = environ(p)
+                if e.get(b"MUSTER_HOME") != home.encode() or e.get(b"MUSTER_JOB", b"").endswith(b"scheduler"):
+                    continue
+                if b"MUSTER_JOB" not in e:
+                    continue
+                rss, pss = mem(p)
+            except OSError:
                 continue
-            if b"MUSTER_JOB" not in e:
-                continue
-            rss, pss = mem(p)
-        except OSError:
-            continue
-        total_rss += rss
-        total_pss += pss
-    subprocess.run([muster, "down", f"mem{i}"], env=env, check=True, capture_output=True)
+            total_rss += rss
+            total_pss += pss
+            found += 1
+    finally:
+        subprocess.run([muster, "down", f"mem{i}"], env=env, check=True, capture_output=True)
+    if not found:
+        # 0 MiB per worker would read as a win; it means the markers were not found
+        raise SystemExit(f"{muster} ({layout}): no worker process of mem{i} found in /proc")
     return total_rss / N, total_pss / N
 
 

@@ -2,6 +2,7 @@
 its Helm chart into a fresh namespace (the `operator` fixture), dask-kubernetes's
 documented DaskCluster with the test image, and waits that read the API server."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -16,7 +17,6 @@ from kube import pod_ready
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "muster-operator"
 EXAMPLE = REPO / "crates" / "muster-kube" / "tests" / "examples" / "daskcluster.yaml"
-TAG = "e2e"
 
 
 def helm():
@@ -26,13 +26,15 @@ def helm():
     return path
 
 
-def muster_binary():
-    """The newest of the release and debug builds."""
-    built = [REPO / "target" / p / "muster" for p in ("release", "debug")]
-    built = [b for b in built if b.exists()]
-    if not built:
-        pytest.fail("no muster binary: cargo build -p muster-cli")
-    return max(built, key=lambda b: b.stat().st_mtime)
+def image_tag(binary):
+    """The operator image's tag: a digest of the binary it packs, so that two
+    test runs with different builds never overwrite each other's image (a
+    fixed tag did), and the same build always gets the same one."""
+    h = hashlib.sha256()
+    with open(binary, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return "e2e-" + h.hexdigest()[:12]
 
 
 def wait_for(what, check, timeout=120, every=0.5):
@@ -46,13 +48,15 @@ def wait_for(what, check, timeout=120, every=0.5):
 
 
 @pytest.fixture
-def operator(kube, kube_namespace):
-    """The chart installed in a fresh namespace; yields the namespace."""
+def operator(kube, kube_namespace, muster_bin):
+    """The chart installed in a fresh namespace, its image packing the same
+    muster build the tests run (MUSTER_BIN); yields the namespace."""
+    tag = image_tag(muster_bin)
     subprocess.run(
         [
             str(REPO / "tests/services/kubernetes/mkimage.sh"),
-            "--binary", str(muster_binary()),
-            "--tag", f"muster.test/muster-operator:{TAG}",
+            "--binary", str(muster_bin),
+            "--tag", f"muster.test/muster-operator:{tag}",
             "--cmd", '["operator"]',
             "--import",
         ],
@@ -65,7 +69,7 @@ def operator(kube, kube_namespace):
     install = subprocess.run(
         [
             helm(), "install", "muster-e2e", str(CHART), "-n", kube_namespace,
-            "--set", f"image.tag={TAG}", "--set", "image.pullPolicy=Never",
+            "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never",
             "--set", "rbac.cluster=false", "--wait", "--timeout", "120s",
         ],
         capture_output=True, text=True, env=env,
