@@ -167,19 +167,24 @@ pub fn cluster_address(cluster: &DaskCluster) -> String {
     )
 }
 
+/// The metadata of the scheduler's pod and Service, both `<cluster>-scheduler`.
+fn scheduler_meta(cluster: &DaskCluster) -> ObjectMeta {
+    let name = name_of(cluster);
+    meta(
+        &format!("{name}-scheduler"),
+        cluster.metadata.namespace.as_deref(),
+        cluster.spec.scheduler.metadata.as_ref(),
+        labels(name, "scheduler"),
+        cluster.controller_owner_ref(&()),
+    )
+}
+
 /// The scheduler pod `<cluster>-scheduler`, with the HTTP API routes on.
 pub fn scheduler_pod(cluster: &DaskCluster) -> Pod {
-    let name = name_of(cluster);
     let mut spec = cluster.spec.scheduler.spec.clone();
     default_env(&mut spec, HTTP_ROUTES_ENV, HTTP_ROUTES);
     Pod {
-        metadata: meta(
-            &format!("{name}-scheduler"),
-            cluster.metadata.namespace.as_deref(),
-            cluster.spec.scheduler.metadata.as_ref(),
-            labels(name, "scheduler"),
-            cluster.controller_owner_ref(&()),
-        ),
+        metadata: scheduler_meta(cluster),
         spec: Some(spec),
         status: None,
     }
@@ -196,13 +201,7 @@ pub fn scheduler_service(cluster: &DaskCluster) -> Service {
         spec.selector = Some(sel);
     }
     Service {
-        metadata: meta(
-            &format!("{name}-scheduler"),
-            cluster.metadata.namespace.as_deref(),
-            cluster.spec.scheduler.metadata.as_ref(),
-            labels(name, "scheduler"),
-            cluster.controller_owner_ref(&()),
-        ),
+        metadata: scheduler_meta(cluster),
         spec: Some(spec),
         status: None,
     }

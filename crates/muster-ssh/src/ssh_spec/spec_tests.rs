@@ -1,4 +1,3 @@
-
 use muster_core::kinds::BackendKind;
 use muster_core::spec::ClusterSpec;
 
