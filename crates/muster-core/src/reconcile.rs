@@ -132,3 +132,12 @@ pub struct RoundOutcome {
 pub async fn round(ctx: &RoundContext<'_>) -> Result<RoundOutcome> {
     crate::rounds::run(ctx).await
 }
+
+/// The operator awaits rounds on its multi-threaded runtime: a round's
+/// future must stay `Send` (this fails to compile otherwise).
+#[cfg(test)]
+#[allow(dead_code)]
+fn round_is_send(ctx: &RoundContext<'_>) {
+    fn is_send<T: Send>(_: T) {}
+    is_send(round(ctx));
+}

@@ -135,20 +135,11 @@ fn record_of(group: &DaskWorkerGroup) -> ClusterRecord {
     }
 }
 
-/// Reconciles one DaskWorkerGroup. muster-core's round is not `Send` (it
-/// is written for the single-threaded agent), so it runs on a blocking
-/// thread that polls it on this runtime; the runtime's thread still drives
-/// its I/O.
+/// Reconciles one DaskWorkerGroup: one round of muster-core's reconciler.
 pub async fn reconcile(group: Arc<DaskWorkerGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
     let span =
         tracing::info_span!("group", group = %group.name_any(), namespace = ?group.namespace());
-    let handle = tokio::runtime::Handle::current();
-    let (g, c) = (group.clone(), ctx.clone());
-    let result = tokio::task::spawn_blocking(move || {
-        handle.block_on(async move { reconcile_inner(&g, &c).instrument(span).await })
-    })
-    .await
-    .unwrap_or_else(|e| Err(Error::Round(format!("the round's thread: {e}"))));
+    let result = reconcile_inner(&group, &ctx).instrument(span).await;
     ctx.metrics.reconciled(KIND, result.is_ok());
     result
 }
