@@ -11,7 +11,8 @@
   muster, one job of 4 processes (`--workers 1 --processes 4 --cores 4`):
               one interpreter for all 4 workers, scaled 4 at a time;
   --old-bin   the default layout (`muster up --workers 4`) with an older
-              muster, right after MUSTER_BIN's in every round; printed
+              muster, next to MUSTER_BIN's in every round (which of the two
+              goes first alternates); printed
               against LocalCluster like muster's, and new/old as the median
               of the per-round ratios;
   --plain     the default layout with a spec of `scheduler: {security: none}`
@@ -181,9 +182,11 @@ def main():
     try:
         time_raw(work)  # warm the page cache for the Python imports
         for i in range(args.rounds):
-            results["muster"].append(time_muster(home, i))
-            if args.old_bin:
-                results["old"].append(time_muster(old_home, i, muster=args.old_bin))
+            # new and old back to back, the order reversed every other round (the
+            # second of a pair can gain from the first's warm caches)
+            pair = [("muster", home, MUSTER)] + [("old", old_home, args.old_bin)] * bool(args.old_bin)
+            for key, h, binary in (pair if i % 2 == 0 else pair[::-1]):
+                results[key].append(time_muster(h, i, muster=binary))
             if args.plain:
                 results["plain"].append(time_muster(home, i, ("-f", plain)))
             results["raw"].append(time_raw(work))
