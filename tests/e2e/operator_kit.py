@@ -49,8 +49,9 @@ def wait_for(what, check, timeout=120, every=0.5):
 
 @pytest.fixture
 def operator(kube, kube_namespace, muster_bin):
-    """The chart installed in a fresh namespace, its image packing the same
-    muster build the tests run (MUSTER_BIN); yields the namespace."""
+    """The chart installed in a fresh namespace, its image packing the muster
+    build the tests run (`muster_bin`: MUSTER_BIN in the e2e suite, the
+    wheel's own binary in tests/python); yields the namespace."""
     tag = image_tag(muster_bin)
     subprocess.run(
         [

@@ -72,6 +72,15 @@ class Home:
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
 
 
+@pytest.fixture(scope="session")
+def muster_bin():
+    """The binary the wheel bundles, which every test here runs; the e2e
+    suite's `operator` fixture packs it into the operator's image."""
+    from dask_muster import find_muster_bin
+
+    return find_muster_bin()
+
+
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     path = tmp_path / "home"
