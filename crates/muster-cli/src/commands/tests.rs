@@ -1,3 +1,5 @@
+//! Tests of what `up` and `render` make of their flags and a spec file.
+
 use super::*;
 
 #[test]

@@ -1,3 +1,8 @@
+//! Tests of the dialects' parsers over outputs recorded from the real
+//! SLURM and its Torque-compatible commands (`tests/services/slurm/fixtures`,
+//! with their provenance) and hand-written ones in real PBS formats (`fixtures/`),
+//! and snapshots of the argv each dialect builds.
+
 use super::*;
 
 fn fixture(name: &str) -> String {

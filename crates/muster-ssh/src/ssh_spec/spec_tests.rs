@@ -1,3 +1,6 @@
+//! Tests of the `backend:` options of `kind: ssh` as a whole spec reads
+//! them: every problem reported at once, each by its full path.
+
 use muster_core::kinds::BackendKind;
 use muster_core::spec::ClusterSpec;
 
