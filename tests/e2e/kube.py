@@ -111,7 +111,47 @@ class Kube:
         for args in commands:
             out = self.kubectl(*args, check=False, timeout=30)
             parts.append(f"$ kubectl {' '.join(args)}\n{out.stdout}{out.stderr}")
+        if logs_of:
+            parts += self._failed_containers(ns, logs_of)
+            parts += self._service_rules(ns)
         return "\n".join(parts)
+
+    def _failed_containers(self, ns, selector):
+        """Each container of those pods that ended non-zero: its exit, times
+        and the first lines of its log (the tail above is the traceback's
+        end; its cause is at the start)."""
+        out = []
+        listed = self.kubectl("get", "pods", *ns, "-l", selector, "-o", "json", check=False, timeout=30)
+        try:
+            pods = json.loads(listed.stdout)["items"]
+        except ValueError:
+            return [f"(pods not listed: {listed.stderr.strip()})"]
+        for pod in pods:
+            meta = pod["metadata"]
+            for c in pod.get("status", {}).get("containerStatuses") or []:
+                ended = c.get("state", {}).get("terminated") or c.get("lastState", {}).get("terminated")
+                if not ended or ended.get("exitCode") == 0:
+                    continue
+                head = self.kubectl("logs", "-n", meta["namespace"], meta["name"], "-c", c["name"],
+                                    check=False, timeout=30)
+                lines = (head.stdout + head.stderr).splitlines()
+                out.append(f"container {meta['name']}/{c['name']} ended: exit {ended.get('exitCode')} "
+                           f"({ended.get('reason')}), started {ended.get('startedAt')}, finished "
+                           f"{ended.get('finishedAt')}; first lines of its log:\n" + "\n".join(lines[:40]))
+        return out
+
+    def _service_rules(self, ns):
+        """kube-proxy's NAT rules for the namespace's Services' cluster IPs
+        (a rule left for a recycled IP once sent a Dask client to an HTTP
+        port: the frame length it read was b'HTTP/1.1')."""
+        listed = self.kubectl("get", "services", *ns, "-o", "json", check=False, timeout=30)
+        try:
+            ips = {s["spec"].get("clusterIP") for s in json.loads(listed.stdout)["items"]} - {None, "None"}
+        except ValueError:
+            return []
+        rules = subprocess.run(["iptables-save", "-t", "nat"], capture_output=True, text=True)
+        hits = [line for line in rules.stdout.splitlines() if any(f"{ip}/32" in line for ip in ips)]
+        return [f"$ iptables-save -t nat | grep {' '.join(sorted(ips))}\n" + "\n".join(hits)]
 
     @contextlib.contextmanager
     def explained(self, namespace, logs_of=None):
