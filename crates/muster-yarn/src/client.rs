@@ -15,6 +15,11 @@ use crate::error::{YarnError, excerpt};
 use crate::model::{self, App, AttemptContainer, Diagnostics, NodeContainer, ServiceStatus};
 use crate::service::ServiceSpec;
 
+/// How many times a service is read when the RM keeps meeting its
+/// definition mid-rewrite, and the pause between reads.
+const REREADS: u32 = 5;
+const REREAD_PAUSE: Duration = Duration::from_millis(200);
+
 /// A ResourceManager (or HA list of them) and the user the calls act as.
 #[derive(Debug)]
 pub struct YarnClient {
@@ -154,10 +159,28 @@ impl YarnClient {
     }
 
     /// The service's status, or `None` when the RM knows no such service.
+    /// A read that met the service's definition mid-rewrite (a concurrent
+    /// flex, [`model::read_mid_rewrite`]) is made again, a few times.
     pub async fn service(&self, name: &str) -> Result<Option<ServiceStatus>, YarnError> {
-        let a = self
-            .rm(Method::GET, &format!("/app/v1/services/{name}"), None)
-            .await?;
+        let path = format!("/app/v1/services/{name}");
+        let mut tries = 1;
+        let a = loop {
+            let a = self.rm(Method::GET, &path, None).await?;
+            if tries < REREADS && a.status == StatusCode::INTERNAL_SERVER_ERROR {
+                let d: Diagnostics = serde_json::from_str(&a.body).unwrap_or_default();
+                if model::read_mid_rewrite(&d.diagnostics) {
+                    tracing::debug!(
+                        service = name,
+                        tries,
+                        "definition read mid-rewrite; reading again"
+                    );
+                    tries += 1;
+                    tokio::time::sleep(REREAD_PAUSE).await;
+                    continue;
+                }
+            }
+            break a;
+        };
         if a.status == StatusCode::NOT_FOUND {
             return Ok(None);
         }

@@ -68,11 +68,17 @@ pub enum YarnError {
 
 impl YarnError {
     /// True when trying again later may succeed: the RM unreachable,
-    /// restarting, a standby (503), or a gateway error.
+    /// restarting, a standby (503), a gateway error, or a service read while
+    /// its definition was being rewritten ([`crate::model::read_mid_rewrite`]).
     pub fn is_transient(&self) -> bool {
         match self {
             YarnError::Unreachable { .. } | YarnError::Timeout { .. } => true,
-            YarnError::Http { status, .. } => matches!(status, 502..=504),
+            YarnError::Http {
+                status, message, ..
+            } => {
+                matches!(status, 502..=504)
+                    || (*status == 500 && crate::model::read_mid_rewrite(message))
+            }
             YarnError::Refused { .. }
             | YarnError::UnexpectedAnswer { .. }
             | YarnError::LeftBehind { .. } => false,
@@ -103,6 +109,13 @@ mod tests {
         };
         assert!(http(503).is_transient());
         assert!(!http(500).is_transient());
+        let mid_rewrite = YarnError::Http {
+            method: "GET",
+            url: "u".into(),
+            status: 500,
+            message: "No content to map due to end-of-input\n at [Source: ...]".into(),
+        };
+        assert!(mid_rewrite.is_transient());
         assert!(!http(404).is_transient());
         let refused = YarnError::Refused {
             what: "service muster-x".into(),

@@ -112,6 +112,26 @@ fn diagnostics_and_refusals() {
 }
 
 #[test]
+fn definition_read_mid_rewrite() {
+    for file in [
+        fixture!("service_get_mid_flex_empty.json"),
+        fixture!("service_get_mid_flex_truncated.json"),
+    ] {
+        let d: Diagnostics = serde_json::from_str(file).unwrap();
+        assert!(read_mid_rewrite(&d.diagnostics), "{}", d.diagnostics);
+    }
+    // Real refusals and a missing service are not that race.
+    for file in [
+        fixture!("post_closed_queue.json"),
+        fixture!("post_exists.json"),
+        fixture!("service_not_found.json"),
+    ] {
+        let d: Diagnostics = serde_json::from_str(file).unwrap();
+        assert!(!read_mid_rewrite(&d.diagnostics), "{}", d.diagnostics);
+    }
+}
+
+#[test]
 fn apps_lists() {
     let apps = parse_apps(fixture!("apps_yarn_service.json")).unwrap();
     let app = apps.iter().find(|a| a.name == "muster-fixture").unwrap();

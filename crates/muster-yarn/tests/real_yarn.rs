@@ -7,7 +7,9 @@
 //! It also pins down what Hadoop 3.4.2 does on a flex-down (the README's
 //! finding): a lower `number_of_containers` removes the highest-numbered
 //! instance and the next flex-up reuses its name; `decommissioned_instances`
-//! removes exactly the named ones, and their names are never reused.
+//! removes exactly the named ones, and their names are never reused; and a
+//! read of the service while a flex rewrites its definition can fail (500),
+//! which the client reads through.
 
 use futures::FutureExt;
 use std::collections::BTreeSet;
@@ -169,6 +171,31 @@ async fn flex_decommission_discover_logs_and_destroy_on_a_real_yarn() {
     let log = ops.logs(&JobId::from("worker-1")).await.unwrap();
     assert!(log.contains("Registered to"), "{log}");
     assert!(!log.contains("LogType:"), "banner left in: {log}");
+
+    // Reads while flexes rewrite the service's definition: Hadoop answers
+    // some of them 500 "end-of-input" (it read the file mid-rewrite); the
+    // client reads again, so none of them fails.
+    let flexing = async {
+        for i in 0..10u64 {
+            ops.client()
+                .flex(ops.service_name(), "worker", 2 + i % 2)
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    };
+    let until = Instant::now() + Duration::from_secs(3);
+    let reading = futures::future::join_all((0..4).map(|_| async {
+        let mut reads = 0;
+        while Instant::now() < until {
+            let svc = ops.client().service(ops.service_name()).await;
+            assert!(matches!(svc, Ok(Some(_))), "read during a flex: {svc:?}");
+            reads += 1;
+        }
+        reads
+    }));
+    let ((), reads) = tokio::join!(flexing, reading);
+    assert!(reads.iter().all(|&n| n > 0), "{reads:?}");
 
     assert!(!cluster_pids(&name).is_empty());
     ops.cancel(&[JobId::from("scheduler-0")]).await.unwrap();
