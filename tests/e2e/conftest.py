@@ -267,6 +267,20 @@ class Muster:
                 os.kill(pid, 9)
 
 
+def _in_completing_job(pid):
+    """True when the process runs in a SLURM job squeue shows COMPLETING."""
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return True  # gone meanwhile: the next look no longer lists it
+    job = next((e.split(b"=", 1)[1].decode() for e in env if e.startswith(b"SLURM_JOB_ID=")), None)
+    if job is None:
+        return False
+    out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"],
+                         capture_output=True, text=True, timeout=30)
+    return out.stdout.strip() == "COMPLETING"
+
+
 def _argv(pid):
     """A process's command line, for messages ("?" once it is gone)."""
     try:
@@ -289,6 +303,15 @@ def muster(muster_bin, tmp_path):
     for cluster in {c["name"] for c in m.json("get", "clusters")}:
         m.run("down", cluster, check=False)
     leftover = m.processes()
+    # A batch job's processes outlive their job's queue entry while SLURM is
+    # still killing them (COMPLETING). SLURM's Torque qstat, which the PBS
+    # backend reads here, shows such a job as done (C: its base state is
+    # CANCELLED), where a real PBS shows E until it has exited. Those, and
+    # only those, get a moment to go.
+    deadline = time.monotonic() + 30
+    while leftover and time.monotonic() < deadline and all(map(_in_completing_job, leftover)):
+        time.sleep(0.5)
+        leftover = m.processes()
     described = {pid: _argv(pid) for pid in leftover}  # before they are killed, to say what they were
     for pid in leftover:
         try:
