@@ -132,19 +132,24 @@ pub async fn hold(client: Client, namespace: String, me: String) {
     let mut last_ok = std::time::Instant::now();
     loop {
         tokio::time::sleep(RENEW).await;
-        match try_once(&api, &me).await {
-            Ok(true) => last_ok = std::time::Instant::now(),
-            Ok(false) => {
+        // A renewal the API server does not answer in time is a failed one:
+        // waiting on it past the Lease's end would let another replica act
+        // beside this one.
+        match tokio::time::timeout(RENEW, try_once(&api, &me)).await {
+            Ok(Ok(true)) => {
+                last_ok = std::time::Instant::now();
+                continue;
+            }
+            Ok(Ok(false)) => {
                 tracing::error!("{}", Error::LostLease(format!("{namespace}/{NAME}")));
                 std::process::exit(1);
             }
-            Err(e) => {
-                tracing::warn!("renewing the Lease: {e}");
-                if last_ok.elapsed() > DURATION - RENEW {
-                    tracing::error!("{}", Error::LostLease(format!("{namespace}/{NAME}")));
-                    std::process::exit(1);
-                }
-            }
+            Ok(Err(e)) => tracing::warn!("renewing the Lease: {e}"),
+            Err(_) => tracing::warn!("renewing the Lease: no answer within {RENEW:?}"),
+        }
+        if last_ok.elapsed() > DURATION - RENEW {
+            tracing::error!("{}", Error::LostLease(format!("{namespace}/{NAME}")));
+            std::process::exit(1);
         }
     }
 }

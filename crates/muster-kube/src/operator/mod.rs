@@ -132,9 +132,22 @@ where
 /// watch that silently died is noticed and reopened (dask-kubernetes#620).
 const WATCH_TIMEOUT_SECS: u32 = 120;
 
+/// How long any answer from the API server may keep the operator waiting:
+/// longer than a watch lasts on the server ([`WATCH_TIMEOUT_SECS`]), so that
+/// it only ever ends a request that went unanswered.
+const API_READ_TIMEOUT: Duration = Duration::from_secs(WATCH_TIMEOUT_SECS as u64 + 30);
+
 /// Runs until a signal (or a lost Lease).
 pub async fn run(config: Config) -> Result<(), Error> {
-    let client = Client::try_default().await.map_err(Error::Config)?;
+    let mut kube_config = kube::Config::infer()
+        .await
+        .map_err(|e| Error::Config(kube::Error::InferConfig(e)))?;
+    // kube sets no read timeout: a request the API server never answers
+    // (one sent into its restart) would hold its resource's reconciles
+    // forever, since a resource is never reconciled twice at once.
+    kube_config.read_timeout = Some(API_READ_TIMEOUT);
+    kube_config.reset_reader_on_write = true;
+    let client = Client::try_from(kube_config).map_err(Error::Config)?;
     let metrics = http::Metrics::default();
     let health = http::serve(config.listen, metrics.clone()).await?;
     if let Some(ns) = &config.leader_election {
