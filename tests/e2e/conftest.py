@@ -289,6 +289,19 @@ def _argv(pid):
         return "?"
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed operator test carries the operator's log and the namespace's
+    pods and events, read before the fixtures tear the namespace down."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed and {"operator", "kube"} <= item.funcargs.keys():
+        from operator_kit import operator_report
+
+        report.sections.append(("the operator after the failure",
+                                operator_report(item.funcargs["kube"], item.funcargs["operator"])))
+
+
 @pytest.fixture(scope="session")
 def muster_bin():
     return built("muster", "MUSTER_BIN")

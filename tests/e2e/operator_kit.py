@@ -72,6 +72,8 @@ def operator(kube, kube_namespace, muster_bin):
             helm(), "install", "muster-e2e", str(CHART), "-n", kube_namespace,
             "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never",
             "--set", "rbac.cluster=false", "--wait", "--timeout", "120s",
+            # Each reconcile's errors are at debug: operator_report shows them.
+            "--set-string", "operator.logLevel=info\\,muster_kube=debug",
         ],
         capture_output=True, text=True, env=env,
     )
@@ -84,6 +86,26 @@ def operator(kube, kube_namespace, muster_bin):
         [helm(), "uninstall", "muster-e2e", "-n", kube_namespace, "--wait"],
         capture_output=True, text=True, env=env,
     )
+
+
+OPERATOR_PODS = "app.kubernetes.io/name=muster-operator"
+
+
+def operator_report(kube, ns):
+    """The operator's side of a failed test (conftest appends it to the
+    failure): the namespace's pods and events, and each operator pod's log,
+    with its previous container's when it restarted; the Dask pods' log
+    tails and each failed Dask container's first lines."""
+    parts = [kube.diagnose(ns, logs_of="dask.org/component")]
+    for pod in kube.pods(ns, OPERATOR_PODS):
+        name = pod["metadata"]["name"]
+        for previous in (True, False):
+            args = ["logs", "-n", ns, name, "--tail", "400", *(["--previous"] if previous else [])]
+            out = kube.kubectl(*args, check=False, timeout=30)
+            if previous and out.returncode != 0:
+                continue  # it did not restart
+            parts.append(f"$ kubectl {' '.join(args)}\n{out.stdout}{out.stderr}")
+    return "\n".join(parts)
 
 
 def example_cluster(name):
