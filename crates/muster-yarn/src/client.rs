@@ -15,8 +15,8 @@ use crate::error::{YarnError, excerpt};
 use crate::model::{self, App, AttemptContainer, Diagnostics, NodeContainer, ServiceStatus};
 use crate::service::ServiceSpec;
 
-/// How many times a service is read when the RM keeps meeting its
-/// definition mid-rewrite, and the pause between reads.
+/// How many times a service is read while its reads fail transiently, and
+/// the pause between reads.
 const REREADS: u32 = 5;
 const REREAD_PAUSE: Duration = Duration::from_millis(200);
 
@@ -159,32 +159,28 @@ impl YarnClient {
     }
 
     /// The service's status, or `None` when the RM knows no such service.
-    /// A read that met the service's definition mid-rewrite (a concurrent
-    /// flex, [`model::read_mid_rewrite`]) is made again, a few times.
+    /// A read that failed transiently (the definition met mid-rewrite by a
+    /// concurrent flex, [`model::read_mid_rewrite`]) is made again, a few
+    /// times: `get` is one call, with no next round to retry it.
     pub async fn service(&self, name: &str) -> Result<Option<ServiceStatus>, YarnError> {
         let path = format!("/app/v1/services/{name}");
         let mut tries = 1;
         let a = loop {
             let a = self.rm(Method::GET, &path, None).await?;
-            if tries < REREADS && a.status == StatusCode::INTERNAL_SERVER_ERROR {
-                let d: Diagnostics = serde_json::from_str(&a.body).unwrap_or_default();
-                if model::read_mid_rewrite(&d.diagnostics) {
-                    tracing::debug!(
-                        service = name,
-                        tries,
-                        "definition read mid-rewrite; reading again"
-                    );
-                    tries += 1;
-                    tokio::time::sleep(REREAD_PAUSE).await;
-                    continue;
-                }
+            if a.status == StatusCode::NOT_FOUND {
+                return Ok(None);
             }
-            break a;
+            if a.status.is_success() {
+                break a;
+            }
+            let err = http_error(&Method::GET, &a);
+            if tries >= REREADS || !err.is_transient() {
+                return Err(err);
+            }
+            tracing::debug!(service = name, tries, "{err}; reading again");
+            tries += 1;
+            tokio::time::sleep(REREAD_PAUSE).await;
         };
-        if a.status == StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        ensure_ok(&Method::GET, &a)?;
         ServiceStatus::parse(&a.body)
             .map(Some)
             .map_err(|source| unexpected(&a, source))
